@@ -1,0 +1,128 @@
+"""Pieces shared by several attentions: the attention kernel (reference and fused), the causal depth-wise
+convolution, the sinusoid and the Transformer-XL relative shift. Shapes: B batch, T queries, M memory,
+L = M + T keys, nh heads, hs head width, C channels."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def causal_mask(T: int, M: int, device) -> torch.Tensor:
+    """[T, L] bool, True where query i (absolute position M + i) may see key j: j <= M + i."""
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(M + T, device=device)[None, :]
+    return j <= i + M
+
+
+def attend_reference(q, k, v, scale: float, dropout: float = 0.0, training: bool = False, bias=None):
+    """softmax(q·kᵀ·scale + bias + causal mask)·v, written out (attention.md, MHA). q [B,nh,T,hs], k/v [B,nh,L,hs]."""
+    T, L = q.shape[-2], k.shape[-2]
+    att = torch.einsum("bhid,bhjd->bhij", q, k) * scale  # [B, nh, T, L]
+    if bias is not None:
+        att = att + bias
+    att = att.masked_fill(~causal_mask(T, L - T, q.device), float("-inf"))
+    att = F.dropout(att.softmax(dim=-1), dropout, training)
+    return torch.einsum("bhij,bhjd->bhid", att, v)
+
+
+def attend_fast(q, k, v, scale: float, dropout: float = 0.0, training: bool = False, enable_gqa: bool = False):
+    """The same function through scaled_dot_product_attention (flash / memory-efficient kernels on GPU).
+
+    Without memory the kernel's own causal mask applies; with memory (L > T) SDPA's is_causal would align the
+    mask top-left, so an explicit bottom-right boolean mask is passed."""
+    T, L = q.shape[-2], k.shape[-2]
+    kw = dict(dropout_p=dropout if training else 0.0, scale=scale)
+    if enable_gqa:
+        kw["enable_gqa"] = True  # K/V heads shared by groups of query heads (torch >= 2.5)
+    if L == T:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, L - T, q.device), **kw)
+
+
+def attend(impl: str, q, k, v, scale: float, dropout: float, training: bool):
+    fn = attend_reference if impl == "reference" else attend_fast
+    return fn(q, k, v, scale, dropout, training)
+
+
+def split_heads(x: torch.Tensor, nh: int) -> torch.Tensor:
+    B, L, C = x.shape
+    return x.view(B, L, nh, C // nh).transpose(1, 2)  # [B, nh, L, hs]
+
+
+def merge_heads(y: torch.Tensor) -> torch.Tensor:
+    B, nh, T, hs = y.shape
+    return y.transpose(1, 2).reshape(B, T, nh * hs)  # [B, T, C]
+
+
+def with_memory(x: torch.Tensor, mem: torch.Tensor | None) -> torch.Tensor:
+    """[mem; x] along time: [B, M+T, D] (Transformer-XL §3.2); mem is detached by the caller."""
+    return x if mem is None or mem.shape[1] == 0 else torch.cat([mem.to(x.dtype), x], dim=1)
+
+
+class CausalDepthwiseConv(nn.Module):
+    """Primer's causal depth-wise convolution along time (attention.md, MDHA; So et al. 2021, §2 "Multi-DConv-Head
+    Attention"): y[t] = Σ_k w_k ⊙ x[t−k], k = 0..width−1, zero before the start. One kernel per channel, no bias,
+    Primer's initialisation w0 = 0.5, w_k = 0.5/width for k >= 1."""
+
+    def __init__(self, channels: int, width: int = 3):
+        super().__init__()
+        self.width = width
+        w = torch.full((channels, width), 0.5 / width)
+        w[:, 0] = 0.5
+        self.weight = nn.Parameter(w)  # weight[c, k] multiplies x[t-k, c]
+
+    def forward(self, x: torch.Tensor, impl: str = "fast") -> torch.Tensor:
+        return (self.reference if impl == "reference" else self.fast)(x)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, L, C]: the sum of shifted copies, written out."""
+        y = torch.zeros_like(x)
+        for k in range(self.width):
+            shifted = F.pad(x, (0, 0, k, 0))[:, : x.shape[1]]  # shifted[:, t] = x[:, t-k], zero for t < k
+            y = y + self.weight[:, k] * shifted
+        return y
+
+    def fast(self, x: torch.Tensor) -> torch.Tensor:
+        """One grouped conv1d with left padding only (symmetric padding would leak x[t+1])."""
+        C = x.shape[-1]
+        w = self.weight.flip(-1).unsqueeze(1).to(x.dtype)  # [C, 1, width]; conv1d correlates, so flip
+        y = F.conv1d(F.pad(x.transpose(1, 2), (self.width - 1, 0)), w, groups=C)
+        return y.transpose(1, 2)
+
+
+def sinusoid_freqs(d_pos: int, device=None) -> torch.Tensor:
+    """ω_k = 1/10000^(2k/d_R), k = 0..d_R/2−1 (Transformer-XL §3.3; attention.md, RMHA)."""
+    return 1.0 / (10000.0 ** (torch.arange(0, d_pos, 2, device=device, dtype=torch.float64) / d_pos))
+
+
+def sinusoid(positions: torch.Tensor, d_pos: int) -> torch.Tensor:
+    """R[p] = [sin(p·ω); cos(p·ω)] for each p in `positions` -> [len, d_R], float64 angles."""
+    ang = positions.to(torch.float64)[:, None] * sinusoid_freqs(d_pos, positions.device)[None, :]
+    return torch.cat([ang.sin(), ang.cos()], dim=-1)
+
+
+def rel_shift(x: torch.Tensor) -> torch.Tensor:
+    """Transformer-XL's relative shift (`_rel_shift` in its code; attention.md, RMHA).
+
+    x [B, nh, T, L] holds, in column c, the score against distance L−1−c. Pad one zero column on the left, view as
+    [L+1, T], drop the first row, view back: afterwards x[..., i, j] holds distance (M + i) − j for j <= M + i
+    (M = L − T); entries above the causal diagonal are garbage and must be masked."""
+    B, nh, T, L = x.shape
+    xp = F.pad(x, (1, 0))  # [B, nh, T, L+1]
+    xp = xp.view(B, nh, L + 1, T)[:, :, 1:]  # [B, nh, L, T]
+    return xp.reshape(B, nh, T, L)
+
+
+def init_linear(*layers: nn.Linear) -> None:
+    for layer in layers:
+        nn.init.normal_(layer.weight, std=0.02)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
+def scale_for(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)

@@ -1,0 +1,49 @@
+"""GQA: grouped-query attention (Ainslie et al. 2023, arXiv 2305.13245; attention.md, Baselines): g K/V heads,
+each shared by n/g query heads."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from attnbench.attention._common import (attend_fast, attend_reference, init_linear, merge_heads, scale_for,
+                                         split_heads, with_memory)
+from attnbench.config import AttnConfig
+
+
+class GQA(nn.Module):
+    paper = "Ainslie et al. 2023, arXiv 2305.13245"
+    summary = "Grouped-query attention: g K/V heads (--kv-heads), each shared by n/g query heads."
+    has_positions = False
+
+    @staticmethod
+    def kv_heads(cfg: AttnConfig) -> int:
+        return cfg.kv_heads
+
+    def __init__(self, cfg: AttnConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, C, g = cfg.d_model, cfg.n_heads * cfg.head_dim, self.kv_heads(cfg)
+        self.q = nn.Linear(D, C, bias=cfg.bias)
+        self.k = nn.Linear(D, g * cfg.head_dim, bias=cfg.bias)
+        self.v = nn.Linear(D, g * cfg.head_dim, bias=cfg.bias)
+        self.o = nn.Linear(C, D, bias=cfg.bias)
+        init_linear(self.q, self.k, self.v, self.o)
+
+    @classmethod
+    def closed_form(cls, cfg: AttnConfig) -> dict[str, int]:
+        D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
+        G = cls.kv_heads(cfg) * cfg.head_dim
+        return {"qkv": D * C + b * C + 2 * (D * G + b * G), "out": C * D + b * D, "other": 0}
+
+    def forward(self, x, mem=None):
+        h = with_memory(x, mem)
+        nh, g = self.cfg.n_heads, self.kv_heads(self.cfg)
+        q, k, v = split_heads(self.q(x), nh), split_heads(self.k(h), g), split_heads(self.v(h), g)
+        scale = scale_for(self.cfg.head_dim)
+        if self.cfg.impl == "reference":
+            # query head i uses K/V head i // (n/g): repeat each K/V head n/g times
+            k, v = k.repeat_interleave(nh // g, dim=1), v.repeat_interleave(nh // g, dim=1)
+            y = attend_reference(q, k, v, scale, self.cfg.dropout, self.training)
+        else:
+            y = attend_fast(q, k, v, scale, self.cfg.dropout, self.training, enable_gqa=g != nh)
+        return self.o(merge_heads(y))

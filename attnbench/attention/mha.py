@@ -1,0 +1,36 @@
+"""MHA: multi-head attention (Vaswani et al. 2017, eq. 1 and §3.2.2; attention.md, MHA)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from attnbench.attention._common import attend, init_linear, merge_heads, scale_for, split_heads, with_memory
+from attnbench.config import AttnConfig
+
+
+class MHA(nn.Module):
+    paper = "Vaswani et al. 2017, arXiv 1706.03762"
+    summary = "Multi-head attention: n heads, each with its own Q/K/V projection of width d = D/n."
+    has_positions = False
+
+    def __init__(self, cfg: AttnConfig):
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.n_heads * cfg.head_dim
+        self.q = nn.Linear(cfg.d_model, C, bias=cfg.bias)
+        self.k = nn.Linear(cfg.d_model, C, bias=cfg.bias)
+        self.v = nn.Linear(cfg.d_model, C, bias=cfg.bias)
+        self.o = nn.Linear(C, cfg.d_model, bias=cfg.bias)
+        init_linear(self.q, self.k, self.v, self.o)
+
+    @staticmethod
+    def closed_form(cfg: AttnConfig) -> dict[str, int]:
+        D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
+        return {"qkv": 3 * (D * C + b * C), "out": C * D + b * D, "other": 0}
+
+    def forward(self, x, mem=None):
+        h = with_memory(x, mem)  # [B, L, D]
+        nh = self.cfg.n_heads
+        q, k, v = split_heads(self.q(x), nh), split_heads(self.k(h), nh), split_heads(self.v(h), nh)
+        y = attend(self.cfg.impl, q, k, v, scale_for(self.cfg.head_dim), self.cfg.dropout, self.training)
+        return self.o(merge_heads(y))  # [B, T, D]

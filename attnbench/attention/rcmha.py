@@ -1,0 +1,46 @@
+"""RCMHA: relative convolutional multi-head attention (Sugiharto et al. 2023, arXiv 2308.03429;
+attention.md, RCMHA): RMHA with MDHA's causal depth-wise convolution on Q, K and V after their projections.
+Its squared ReLU belongs to the FFN of the RCMHA model preset, not to the attention."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from attnbench.attention._common import CausalDepthwiseConv, init_linear, merge_heads, scale_for, split_heads, with_memory
+from attnbench.attention._relative import RelativePositions
+from attnbench.config import AttnConfig
+
+
+class RCMHA(nn.Module):
+    paper = "Sugiharto et al. 2023, arXiv 2308.03429"
+    summary = "RMHA plus Primer's causal depth-wise convolution (width 3) on Q, K and V; relu² in the model's FFN."
+    has_positions = True
+
+    def __init__(self, cfg: AttnConfig):
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.n_heads * cfg.head_dim
+        self.q = nn.Linear(cfg.d_model, C, bias=cfg.bias)
+        self.k = nn.Linear(cfg.d_model, C, bias=cfg.bias)
+        self.v = nn.Linear(cfg.d_model, C, bias=cfg.bias)
+        self.o = nn.Linear(C, cfg.d_model, bias=cfg.bias)
+        init_linear(self.q, self.k, self.v, self.o)
+        self.q_conv = CausalDepthwiseConv(C, cfg.conv_width)
+        self.k_conv = CausalDepthwiseConv(C, cfg.conv_width)
+        self.v_conv = CausalDepthwiseConv(C, cfg.conv_width)
+        self.rel = RelativePositions(cfg)
+
+    @staticmethod
+    def closed_form(cfg: AttnConfig) -> dict[str, int]:
+        D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
+        other = 3 * C * cfg.conv_width + RelativePositions.closed_form(cfg)
+        return {"qkv": 3 * (D * C + b * C), "out": C * D + b * D, "other": other}
+
+    def forward(self, x, mem=None):
+        h = with_memory(x, mem)  # [B, L, D]
+        T, nh, impl = x.shape[1], self.cfg.n_heads, self.cfg.impl
+        q = self.q_conv(self.q(h), impl)[:, -T:]  # convolved over [mem; x], queries of x kept: [B, T, C]
+        k, v = self.k_conv(self.k(h), impl), self.v_conv(self.v(h), impl)  # [B, L, C]
+        y = self.rel(split_heads(q, nh), split_heads(k, nh), split_heads(v, nh), scale_for(self.cfg.head_dim),
+                     self.cfg.dropout, self.training, impl)
+        return self.o(merge_heads(y))

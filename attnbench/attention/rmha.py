@@ -1,0 +1,39 @@
+"""RMHA: relative multi-head attention (Transformer-XL, Dai et al. 2019, arXiv 1901.02860, §3.3;
+attention.md, RMHA). The positional scoring lives in _relative.py, shared with RCMHA."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from attnbench.attention._common import init_linear, merge_heads, scale_for, split_heads, with_memory
+from attnbench.attention._relative import RelativePositions
+from attnbench.config import AttnConfig
+
+
+class RMHA(nn.Module):
+    paper = "Dai et al. 2019 (Transformer-XL), arXiv 1901.02860"
+    summary = "MHA scored with Transformer-XL relative positions (u, v, W_R and a sinusoid); no absolute positions."
+    has_positions = True
+
+    def __init__(self, cfg: AttnConfig):
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.n_heads * cfg.head_dim
+        self.q = nn.Linear(cfg.d_model, C, bias=cfg.bias)
+        self.k = nn.Linear(cfg.d_model, C, bias=cfg.bias)
+        self.v = nn.Linear(cfg.d_model, C, bias=cfg.bias)
+        self.o = nn.Linear(C, cfg.d_model, bias=cfg.bias)
+        init_linear(self.q, self.k, self.v, self.o)
+        self.rel = RelativePositions(cfg)
+
+    @staticmethod
+    def closed_form(cfg: AttnConfig) -> dict[str, int]:
+        D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
+        return {"qkv": 3 * (D * C + b * C), "out": C * D + b * D, "other": RelativePositions.closed_form(cfg)}
+
+    def forward(self, x, mem=None):
+        h = with_memory(x, mem)  # [B, L, D]
+        nh = self.cfg.n_heads
+        q, k, v = split_heads(self.q(x), nh), split_heads(self.k(h), nh), split_heads(self.v(h), nh)
+        y = self.rel(q, k, v, scale_for(self.cfg.head_dim), self.cfg.dropout, self.training, self.cfg.impl)
+        return self.o(merge_heads(y))
