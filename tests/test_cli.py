@@ -1,0 +1,87 @@
+"""The real CLI: each foundation command, and bad input giving one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from attnbench import cli
+from attnbench.attention import names
+from attnbench.config import AttnConfig
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(cli.app, list(args))
+
+
+def test_help_lists_commands_and_is_fast():
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "attnbench", "--help"], capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - t0
+    assert out.returncode == 0
+    for cmd in ("train", "profile-memory", "memory", "profile-speed", "speed", "param-count", "params", "list"):
+        assert cmd in out.stdout
+    # no torch at import time of the CLI module
+    probe = subprocess.run([sys.executable, "-c", "import sys, attnbench.cli; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "False"
+    assert elapsed < 5, elapsed
+
+
+def test_cli_defaults_agree_with_dataclass():
+    assert (cli._D, cli._H) == (AttnConfig().d_model, AttnConfig().n_heads)
+
+
+def test_list_names_every_attention():
+    r = invoke("list", "--format", "csv")
+    assert r.exit_code == 0
+    rows = r.stdout.strip().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == names()
+
+
+@pytest.mark.parametrize("cmd", ["params", "param-count"])
+def test_params_json(cmd):
+    r = invoke(cmd, "--heads", "16", "--format", "json")
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert [row["attn"] for row in data["rows"]] == names()
+    assert all(row["matches"] for row in data["rows"])
+    assert [i["holds"] for i in data["identities"]] == [True, True]
+
+
+def test_params_table_says_holds():
+    r = invoke("params", "--attn", "mha,mhe-add", "--d-model", "768", "--heads", "12", "--layers", "2")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("holds") == 2 and "mhe-add" in r.stdout
+
+
+def test_params_markdown():
+    r = invoke("params", "--format", "markdown", "--attn", "gqa", "--kv-heads", "2", "--heads", "8")
+    assert r.exit_code == 0 and "| gqa" in r.stdout
+
+
+BAD = [
+    (["params", "--attn", "nope"], "unknown attention 'nope'", 2),
+    (["params", "--heads", "7"], "must divide", 1),
+    (["params", "--d-model", "0"], "must be positive", 1),
+    (["params", "--heads", "-4"], "must be positive", 1),
+    (["params", "--layers", "0"], "layers must be positive", 1),
+    (["params", "--kv-heads", "3"], "kv-heads", 1),
+    (["params", "--format", "xml"], "unknown format", 2),
+]
+
+
+@pytest.mark.parametrize("args,msg,code", BAD, ids=[" ".join(a) for a, _, _ in BAD])
+def test_bad_input_one_line_no_traceback(args, msg, code):
+    out = subprocess.run([sys.executable, "-m", "attnbench", *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == code
+    assert msg in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
