@@ -1,0 +1,434 @@
+"""The speed and memory sweeps behind `attnbench speed` / `attnbench memory` (../shared/docs/benchmarking.md).
+
+For each sequence length × attention × implementation: check the fast path against its reference at a small size,
+then measure; out of memory or an unsupported setting becomes a recorded cell and the sweep goes on. Every finished
+measurement is appended to results/<kind>-<stamp>.jsonl at once. A bare `scaled_dot_product_attention(is_causal=True)`
+row ("sdpa", attn=None) is timed by the same code as the baseline MHA is compared with.
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from attnbench import results
+from attnbench.config import AttnConfig
+from attnbench.errors import AttnbenchError
+
+BASELINE = "sdpa"
+DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+DEVICES = ("auto", "cuda", "cpu")
+IMPL_CHOICES = ("fast", "reference", "both")
+SPEED_MODES = ("fwd", "bwd", "fwd+bwd", "step")
+MEMORY_MODES = ("fwd", "fwd+bwd")
+CHECK_TOL = {"float32": 1e-3, "bfloat16": 3e-2, "float16": 5e-3}  # max |fast-ref| / max |ref|
+
+
+@dataclass
+class BenchSettings:
+    """Every default of the speed and memory sweeps, declared once (style.md, habit 5)."""
+
+    seq_lens: tuple[int, ...] = (1024,)
+    batch: int = 4
+    heads: int = AttnConfig.n_heads
+    d_model: int = AttnConfig.d_model
+    kv_heads: int | None = None
+    attn: str | None = None  # None: every registered attention
+    dtype: str | None = None  # None: bf16 on GPU, fp32 on CPU
+    device: str = "auto"
+    mode: str = "fwd+bwd"
+    impl: str = "fast"
+    compile: bool = False
+    flush_l2: bool = False
+    baseline: bool = True  # the bare SDPA row
+    check_seq_len: int = 64  # size of the fast-vs-reference check
+    max_time_s: float = 2.0  # time cap per measurement
+    results_dir: str = "results"
+
+
+def parse_seq_lens(spec: str) -> tuple[int, ...]:
+    """'512,1024' -> (512, 1024); every length a positive integer."""
+    out = []
+    for part in str(spec).split(","):
+        part = part.strip()
+        try:
+            v = int(part)
+        except ValueError:
+            raise AttnbenchError(f"--seq-len takes positive integers separated by commas, got {part!r}", 2) from None
+        if v <= 0:
+            raise AttnbenchError(f"--seq-len must be positive, got {v}", 2)
+        out.append(v)
+    if not out:
+        raise AttnbenchError("--seq-len is empty", 2)
+    return tuple(dict.fromkeys(out))
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device not in DEVICES:
+        raise AttnbenchError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}", 2)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AttnbenchError("--device cuda: no CUDA GPU is visible to torch (use --device cpu or auto)", 2)
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str | None, device: str):
+    import torch
+
+    if dtype is None:
+        dtype = "bf16" if device == "cuda" else "fp32"
+    if dtype not in DTYPES:
+        raise AttnbenchError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}", 2)
+    return getattr(torch, DTYPES[dtype])
+
+
+def validate(s: BenchSettings, kind: str) -> None:
+    """Every user-caused problem before anything is measured."""
+    from attnbench.attention import parse_names
+
+    modes = SPEED_MODES if kind == "speed" else MEMORY_MODES
+    if s.mode not in modes:
+        raise AttnbenchError(f"unknown mode {s.mode!r}; valid: {', '.join(modes)}", 2)
+    if s.impl not in IMPL_CHOICES:
+        raise AttnbenchError(f"unknown impl {s.impl!r}; valid: {', '.join(IMPL_CHOICES)}", 2)
+    if s.batch <= 0:
+        raise AttnbenchError(f"--batch must be positive, got {s.batch}", 2)
+    if s.max_time_s <= 0:
+        raise AttnbenchError(f"--max-time must be positive, got {s.max_time_s}", 2)
+    if not s.seq_lens or any(t <= 0 for t in s.seq_lens):
+        raise AttnbenchError("--seq-len must be positive", 2)
+    parse_names(s.attn)
+    AttnConfig(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads)  # shape errors, one line
+
+
+# ----------------------------------------------------------------------------------------------- workloads
+@dataclass
+class Workload:
+    """One thing to time: forward() -> tensor, the tensors whose gradients are reset, its FLOP shape."""
+
+    name: str
+    impl: str
+    forward: Callable[[], Any]
+    leaves: list
+    params: list
+    inputs: list
+    core_heads: int
+    head_dim: int
+    module: Any = None
+    config: dict = field(default_factory=dict)
+
+
+def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int, heads: int, kv_heads: int | None,
+                   device: str, dtype, compile: bool = False) -> Workload:
+    """The attention `name` (or the bare SDPA baseline) on random inputs of the benchmark shape."""
+    import torch
+    import torch.nn.functional as F
+
+    if name == BASELINE:
+        d = d_model // heads
+        q, k, v = (torch.randn(batch, heads, seq_len, d, device=device, dtype=dtype, requires_grad=True)
+                   for _ in range(3))  # [B, n, T, d]
+
+        def fwd():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        fn = torch.compile(fwd) if compile else fwd
+        return Workload(name, "fast", fn, [q, k, v], [], [q, k, v], heads, d,
+                        config={"shape": "[B, n, T, d]", "is_causal": True})
+    from attnbench.attention import build
+
+    mod = build(name, d_model=d_model, n_heads=heads, kv_heads=kv_heads, impl=impl).to(device=device, dtype=dtype)
+    x = torch.randn(batch, seq_len, d_model, device=device, dtype=dtype, requires_grad=True)  # [B, T, D]
+    call = torch.compile(mod) if compile else mod
+    params = list(mod.parameters())
+    cfg = mod.cfg
+    core_heads = getattr(mod, "core_heads", 1 if name == "sha" else cfg.n_heads)
+    return Workload(name, impl, lambda: call(x), [x, *params], params, [x], core_heads, cfg.head_dim, mod,
+                    cfg.to_dict())
+
+
+def check_fast(name: str, s: BenchSettings, device: str, dtype) -> dict[str, Any]:
+    """Fast path (run dtype) against the reference (fp32) at a small size: output and input gradient.
+    Returns {'ok', 'max_rel_err', 'tol', 'seq_len'}; raises what building raises."""
+    import torch
+
+    T = min(s.check_seq_len, max(s.seq_lens))
+    B = min(2, s.batch)
+    torch.manual_seed(0)
+    if name == BASELINE:
+        d = s.d_model // s.heads
+        q, k, v = (torch.randn(B, s.heads, T, d, device=device) for _ in range(3))
+        mask = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+        att = (q @ k.transpose(-2, -1) / d**0.5).masked_fill(~mask, float("-inf")).softmax(-1)
+        ref = att @ v
+        fast = torch.nn.functional.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype),
+                                                                is_causal=True).float()
+        errs = [((fast - ref).abs().max() / ref.abs().max()).item()]
+    else:
+        from attnbench.attention import build
+
+        kw = dict(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads)
+        ref_m = build(name, impl="reference", **kw).to(device)
+        fast_m = build(name, impl="fast", **kw).to(device)
+        fast_m.load_state_dict(ref_m.state_dict())
+        fast_m = fast_m.to(dtype)
+        x = torch.randn(B, T, s.d_model, device=device)
+        xr = x.clone().requires_grad_(True)
+        xf = x.to(dtype).requires_grad_(True)
+        yr, yf = ref_m(xr), fast_m(xf)
+        g = torch.randn_like(yr)
+        yr.backward(g)
+        yf.backward(g.to(dtype))
+        errs = [((yf.float() - yr).abs().max() / yr.abs().max().clamp_min(1e-12)).item(),
+                ((xf.grad.float() - xr.grad).abs().max() / xr.grad.abs().max().clamp_min(1e-12)).item()]
+    tol = CHECK_TOL[str(dtype).replace("torch.", "")]
+    err = max(errs)
+    return {"ok": bool(err <= tol), "max_rel_err": err, "tol": tol, "seq_len": T}
+
+
+def classify(e: BaseException) -> tuple[str, str]:
+    """A failed measurement as (status, reason): 'oom', 'n/a' (unsupported) or 'error'."""
+    import torch
+
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in msg.lower():
+        return "oom", msg[:200]
+    if isinstance(e, (AttnbenchError, NotImplementedError)) or "not supported" in msg.lower() \
+            or "no available kernel" in msg.lower():
+        return "n/a", msg[:200]
+    return "error", f"{type(e).__name__}: {msg}"[:300]
+
+
+def _free(device: str) -> None:
+    import torch
+
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _order(names: list[str], baseline: bool) -> list[str]:
+    """The attentions with the SDPA baseline right after mha (first when mha is absent), so ratios exist."""
+    if not baseline:
+        return names
+    if "mha" in names:
+        i = names.index("mha") + 1
+        return names[:i] + [BASELINE] + names[i:]
+    return [BASELINE, *names]
+
+
+@dataclass
+class SweepResult:
+    path: Any
+    records: list[dict]
+    rows: list[dict]
+    notes: list[str]
+    columns: list[str]
+
+
+# ----------------------------------------------------------------------------------------------- the cells
+def measure_speed(w: Workload, s: BenchSettings, device: str, seq_len: int) -> dict[str, Any]:
+    """Time one workload; metrics and the samples."""
+    from attnbench.measure import flops
+    from attnbench.measure.timing import TimingPolicy, benchmark, make_call
+
+    setup, call = make_call(w.forward, w.leaves, s.mode, w.params)
+    t = benchmark(call, device=device, setup=setup, flush_l2=s.flush_l2,
+                  policy=TimingPolicy(max_time_s=s.max_time_s, warmup_cap_s=max(0.05, s.max_time_s / 2)))
+    core = flops.core_flops(s.batch, w.core_heads, seq_len, w.head_dim, s.mode)
+    lin = flops.linear_flops_fwd(w.module, w.forward) if w.module is not None else 0.0
+    module_flops = core + lin * flops.LINEAR_FACTOR[s.mode]
+    sec = t.median_ms * 1e-3
+    m = {k: v for k, v in t.summary.items() if k != "n"}
+    m.update(samples_n=len(t.samples_ms), tokens_per_s=s.batch * seq_len / sec, core_flops=core,
+             module_flops=module_flops, core_tflops=core / sec / 1e12, module_tflops=module_flops / sec / 1e12,
+             first_call_ms=t.first_call_ms, warmup_calls=t.warmup_calls)
+    if s.compile:
+        m["compile_s"] = max(0.0, t.first_call_ms - t.median_ms) / 1e3
+    return {"metrics": m, "samples_ms": t.samples_ms,
+            "timing": {"timer": t.timer, "flush_l2": t.flush_l2, "stable": t.stable, "noisy": t.noisy}}
+
+
+def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dtype) -> dict[str, Any]:
+    """Memory of one workload: allocator + NVML on CUDA, peak RSS of a fresh process on CPU; plus the estimate."""
+    from attnbench.measure import memory
+
+    backward = s.mode != "fwd"
+    if device == "cuda":
+        m = memory.cuda_memory(w.forward, w.leaves, w.params, w.inputs, device, backward=backward)
+    else:
+        spec = {"name": w.name, "impl": w.impl, "batch": s.batch, "seq_len": seq_len, "d_model": s.d_model,
+                "heads": s.heads, "kv_heads": s.kv_heads, "dtype": str(dtype).replace("torch.", ""),
+                "backward": backward}
+        m = memory.cpu_peak_rss(spec)
+        status = m.pop("status", "ok")
+        if status != "ok":
+            return {"status": status, "reason": m.get("reason"), "metrics": {}}
+    est = memory.activation_estimate(w.name, s.batch, seq_len, s.d_model, s.heads, s.kv_heads, w.impl,
+                                     dtype.itemsize)
+    m["estimate_mib"] = est["estimate_mib"]
+    return {"metrics": m, "estimate_formula": est["estimate_formula"]}
+
+
+# ----------------------------------------------------------------------------------------------- the sweep
+def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = None) -> SweepResult:
+    """The sweep for kind 'speed' or 'memory'. Each record is appended to disk as soon as it exists."""
+    import torch
+
+    from attnbench.attention import parse_names
+
+    validate(s, kind)
+    device = resolve_device(s.device)
+    dtype = resolve_dtype(s.dtype, device)
+    dtype_name = str(dtype).replace("torch.", "")
+    names = _order(parse_names(s.attn), s.baseline)
+    impls = ["fast", "reference"] if s.impl == "both" else [s.impl]
+    env = results.environment(device)
+    command = results.command_line()
+    path = results.new_run_path(kind, s.results_dir)
+    notes: list[str] = []
+    ceiling: dict[str, Any] = {}
+    if kind == "speed":
+        from attnbench.measure.flops import CONVENTION, matmul_ceiling
+
+        try:
+            ceiling = matmul_ceiling(device, torch.bfloat16 if device == "cuda" else dtype)
+            notes.append(f"ceiling: {ceiling['ceiling_dtype']} {ceiling['ceiling_size']}^3 matrix product, "
+                         f"{ceiling['ceiling_tflops']:.3g} TFLOP/s measured in this run")
+        except Exception as e:  # the sweep does not depend on it
+            notes.append(f"ceiling n/a: {classify(e)[1]}")
+        notes.append(CONVENTION)
+    checks: dict[str, dict] = {}
+    records: list[dict] = []
+    mha_ms: dict[tuple, float] = {}
+    for T in s.seq_lens:
+        for name in names:
+            for impl in (["fast"] if name == BASELINE else impls):
+                config = {"name": name, "impl": impl, "seq_len": T, "batch": s.batch, "heads": s.heads,
+                          "d_model": s.d_model, "kv_heads": s.kv_heads, "dtype": dtype_name, "device": device,
+                          "mode": s.mode, "compile": s.compile, "flush_l2": s.flush_l2, "causal": True}
+                status, reason, extra, metrics = "ok", None, {}, {}
+                w = None
+                try:
+                    if impl == "fast" and name not in checks:
+                        checks[name] = check_fast(name, s, device, dtype)
+                    if impl == "fast":
+                        extra["check"] = checks[name]
+                        if not checks[name]["ok"]:
+                            raise RuntimeError(f"fast path differs from reference (max rel err "
+                                               f"{checks[name]['max_rel_err']:.2g} > {checks[name]['tol']:.0e})")
+                    torch.manual_seed(0)
+                    w = build_workload(name, impl, s.batch, T, s.d_model, s.heads, s.kv_heads, device, dtype,
+                                       compile=s.compile)
+                    config["attn_config"] = w.config
+                    out = measure_speed(w, s, device, T) if kind == "speed" else \
+                        measure_memory(w, s, device, T, dtype)
+                    metrics = out.pop("metrics")
+                    status = out.pop("status", "ok")
+                    reason = out.pop("reason", None)
+                    extra.update(out)
+                except (Exception, MemoryError) as e:
+                    status, reason = classify(e)
+                    if isinstance(e, AttnbenchError) and "unknown attention" in str(e):
+                        raise
+                finally:
+                    del w
+                    _free(device)
+                if kind == "speed" and status == "ok":
+                    if name == "mha":
+                        mha_ms[(T, impl)] = metrics["median_ms"]
+                    ref = mha_ms.get((T, impl), mha_ms.get((T, "fast")))
+                    metrics["ratio_to_mha"] = metrics["median_ms"] / ref if ref else None
+                    if ceiling:
+                        metrics["ceiling_tflops"] = ceiling["ceiling_tflops"]
+                        metrics["pct_of_ceiling"] = 100 * metrics["module_tflops"] / ceiling["ceiling_tflops"]
+                rec = results.make_record(kind, None if name == BASELINE else name, command, config, metrics,
+                                          env, status=status, reason=reason, **extra)
+                results.append(path, rec)
+                records.append(rec)
+                if on_record is not None:
+                    on_record(rec)
+    rows, columns, more = (speed_rows if kind == "speed" else memory_rows)(records, device)
+    notes += more
+    if kind == "memory":
+        notes.append("MiB = 2^20 bytes; allocator figures exclude inputs and weights (shown apart)")
+    notes.append(f"records: {path} (compare runs only on the same device)")
+    return SweepResult(path, records, rows, notes, columns)
+
+
+def _fail_cell(rec: dict) -> str:
+    return "OOM" if rec["status"] == "oom" else f"{rec['status']}: {rec['reason']}"
+
+
+def speed_rows(records: list[dict], device: str) -> tuple[list[dict], list[str], list[str]]:
+    """Screen rows of a speed sweep, and the IQR warnings."""
+    rows, notes = [], []
+    compiled = any(r["config"].get("compile") for r in records)
+    for r in records:
+        c, m = r["config"], r["metrics"]
+        row = {"attn": c["name"], "impl": c["impl"], "T": c["seq_len"]}
+        if r["status"] == "ok":
+            row.update({"median ms": m["median_ms"], "p25–p75 ms": f"{m['p25_ms']:.4g}–{m['p75_ms']:.4g}",
+                        "tokens/s": m["tokens_per_s"], "core TFLOP/s": m["core_tflops"],
+                        "module TFLOP/s": m["module_tflops"], "× mha": m.get("ratio_to_mha"),
+                        "% ceiling": m.get("pct_of_ceiling")})
+            if compiled:
+                row["compile s"] = m.get("compile_s")
+            if m["iqr_rel"] > 0.10:
+                notes.append(f"warning: {c['name']} ({c['impl']}) T={c['seq_len']}: IQR/median "
+                             f"{100 * m['iqr_rel']:.0f} % > 10 %, noisy")
+        else:
+            row["median ms"] = _fail_cell(r)
+        rows.append(row)
+    cols = ["attn", "impl", "T", "median ms", "p25–p75 ms", "tokens/s", "core TFLOP/s", "module TFLOP/s", "× mha",
+            "% ceiling"] + (["compile s"] if compiled else [])
+    return rows, cols, notes
+
+
+def memory_rows(records: list[dict], device: str) -> tuple[list[dict], list[str], list[str]]:
+    """Screen rows of a memory sweep, and notes where measurement and estimate disagree."""
+    from attnbench.measure.memory import ESTIMATE_NOTE_RATIO
+
+    rows, notes = [], []
+    cuda = device == "cuda"
+    for r in records:
+        c, m = r["config"], r["metrics"]
+        row = {"attn": c["name"], "impl": c["impl"], "T": c["seq_len"]}
+        if r["status"] == "ok":
+            row.update({"inputs MiB": m.get("inputs_mib"), "weights MiB": m.get("weights_mib")})
+            if cuda:
+                row.update({"activations MiB": m.get("activations_mib"), "estimate MiB": m.get("estimate_mib"),
+                            "peak MiB": m.get("peak_alloc_mib") or m.get("peak_fwd_mib"),
+                            "reserved MiB": m.get("reserved_mib"),
+                            "NVML peak MiB": m.get("nvml_peak_mib") if m.get("nvml_peak_mib") else "n/a",
+                            "NVML avg MiB": m.get("nvml_avg_mib") if m.get("nvml_avg_mib") else "n/a"})
+                if m.get("nvml_note") and m["nvml_note"] not in notes:
+                    notes.append(m["nvml_note"])
+                meas, est = m.get("activations_mib"), m.get("estimate_mib")
+                if meas and est and not (1 / ESTIMATE_NOTE_RATIO <= meas / est <= ESTIMATE_NOTE_RATIO):
+                    notes.append(f"note: {c['name']} ({c['impl']}) T={c['seq_len']}: activations {meas:.4g} MiB "
+                                 f"vs estimate {est:.4g} MiB")
+            else:
+                row.update({"estimate MiB": m.get("estimate_mib"), "peak RSS MiB": m.get("cpu_peak_rss_mib"),
+                            "RSS growth MiB": m.get("cpu_peak_rss_delta_mib")})
+        else:
+            row["inputs MiB"] = _fail_cell(r)
+        rows.append(row)
+    if cuda:
+        cols = ["attn", "impl", "T", "inputs MiB", "weights MiB", "activations MiB", "estimate MiB", "peak MiB",
+                "reserved MiB", "NVML peak MiB", "NVML avg MiB"]
+        notes.append("activations: allocated after forward; peak: allocator peak of the call; both above the "
+                     "pre-call allocation. NVML: device-wide (all processes, CUDA context included)")
+    else:
+        cols = ["attn", "impl", "T", "inputs MiB", "weights MiB", "estimate MiB", "peak RSS MiB", "RSS growth MiB"]
+        notes.append("CPU: peak resident memory of a fresh process per row (whole process, and its growth during "
+                     "the measured call); allocator and NVML figures are GPU-only")
+    return rows, cols, notes
+
+
+def settings_dict(s: BenchSettings) -> dict[str, Any]:
+    return asdict(s)

@@ -1,0 +1,227 @@
+"""Memory at three levels, never mixed up (../shared/docs/benchmarking.md, "Memory"):
+
+1. allocator: activations retained after the forward, and the peak of forward+backward, both above the allocation
+   before the call (inputs and weights reported apart);
+2. allocator reserved (max_memory_reserved), what the driver sees of this process;
+3. device-wide NVML used memory, sampled by a thread (measure/nvml.py).
+On CPU: peak resident memory of a fresh process per configuration (`cpu_peak_rss`), so that one measurement does
+not inherit another's high-water mark.
+
+Also an analytic estimate of the activations an attention keeps for backward (`activation_estimate`).
+Units: MiB = 2**20 bytes.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+MIB = 2**20
+ESTIMATE_NOTE_RATIO = 2.0  # measured vs estimate beyond this factor either way earns a note
+
+# K/V heads and query heads by attention, for the estimate (../shared/docs/attention.md)
+_KV_ONE = {"mqa"}
+_CONV = {"mdha", "rcmha"}  # causal depth-wise convolution on Q, K, V: its inputs are kept too
+_REL = {"rmha", "rcmha"}  # relative positions: (q+u), (q+v) and the position projection are kept too
+
+
+def activation_estimate(name: str, batch: int, seq_len: int, d_model: int, heads: int, kv_heads: int | None,
+                        impl: str, dtype_bytes: int) -> dict[str, Any]:
+    """Bytes of activations a forward keeps for backward (inputs and weights excluded), by counting the tensors
+    autograd saves: the Q/K/V projections (B·T·h·d each, K/V with their own head count), the attention output
+    fed to W_o (B·T·n·d) and the module output (B·T·D); the fast path adds the fused kernel's log-sum-exp
+    (B·n·T fp32), the reference path the softmax probabilities (B·n·T², attention.md: MHA). MDHA/RCMHA add the
+    convolution inputs (a second Q/K/V), RMHA/RCMHA the two biased queries and a second B·n·T² score tensor,
+    MHE the three shared projections (B·T·d each). A rough figure: implementations may keep more or less."""
+    T, B = seq_len, batch
+    n = 1 if name == "sha" else heads
+    d = d_model // heads
+    if name == "sdpa":  # bare kernel on given q, k, v: only its output and log-sum-exp
+        elems = B * n * T * d
+        return {"estimate_mib": (elems * dtype_bytes + 4 * B * n * T) / MIB,
+                "estimate_formula": "out B*n*T*d + lse B*n*T (fp32)"}
+    kv = 1 if name in _KV_ONE else (kv_heads or max(1, heads // 4)) if name == "gqa" else n
+    qkv = B * T * (n + 2 * kv) * d
+    elems = qkv + B * T * n * d + B * T * d_model
+    parts = ["q,k,v", "attn out", "module out"]
+    if name in _CONV:
+        elems += qkv
+        parts.append("conv inputs")
+    if name.startswith("mhe"):
+        elems += 3 * B * T * d
+        parts.append("shared projections")
+    fp32 = 0
+    if impl == "reference":
+        elems += B * n * T * T
+        parts.append("probs B*n*T^2")
+        if name in _REL:
+            elems += B * n * T * T + 2 * B * T * n * d
+            parts.append("position scores B*n*T^2, q+u, q+v")
+    else:
+        fp32 += 4 * B * n * T
+        parts.append("lse")
+        if name in _REL:
+            elems += 2 * B * T * n * d
+            parts.append("q+u, q+v")
+    return {"estimate_mib": (elems * dtype_bytes + fp32) / MIB, "estimate_formula": " + ".join(parts)}
+
+
+def tensor_mib(tensors) -> float:
+    return sum(t.numel() * t.element_size() for t in tensors) / MIB
+
+
+def cuda_memory(forward, leaves, params, inputs, device, backward: bool = True, nvml_min_s: float = 0.2
+                ) -> dict[str, Any]:
+    """Allocator figures of one call on CUDA, after one warm-up call, with NVML sampling around repeated calls."""
+    import time
+
+    import torch
+
+    from attnbench.measure.nvml import NvmlSampler
+
+    def zero():
+        for t in leaves:
+            t.grad = None
+
+    def run():
+        out = forward()
+        if backward:
+            out.backward(torch.ones_like(out))
+        return out
+
+    dev = torch.device(device)
+    zero()
+    run()  # warm-up: kernels chosen, workspaces allocated
+    zero()
+    gc.collect()
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    before = torch.cuda.memory_allocated(dev)
+    out = forward()
+    torch.cuda.synchronize(dev)
+    retained = torch.cuda.memory_allocated(dev) - before
+    peak_fwd = torch.cuda.max_memory_allocated(dev) - before
+    if backward:
+        out.backward(torch.ones_like(out))
+        torch.cuda.synchronize(dev)
+    peak = torch.cuda.max_memory_allocated(dev) - before
+    reserved = torch.cuda.max_memory_reserved(dev)
+    del out
+    zero()
+    with NvmlSampler(dev.index if dev.index is not None else torch.cuda.current_device()) as s:
+        t0 = time.perf_counter()
+        calls = 0
+        while calls < 3 or time.perf_counter() - t0 < nvml_min_s:
+            zero()
+            run()
+            torch.cuda.synchronize(dev)
+            calls += 1
+    zero()
+    return {"inputs_mib": tensor_mib(inputs), "weights_mib": tensor_mib(params), "before_mib": before / MIB,
+            "activations_mib": retained / MIB, "peak_fwd_mib": peak_fwd / MIB,
+            "peak_alloc_mib": peak / MIB if backward else None, "reserved_mib": reserved / MIB, **s.result()}
+
+
+# ----------------------------------------------------------------------------------------------- CPU, fresh process
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the peak-RSS high-water mark of this process (Linux: write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs in the fresh process: build the workload, one call, and report RSS figures."""
+    import resource
+
+    import torch
+
+    from attnbench.bench import build_workload
+
+    torch.manual_seed(0)
+    w = build_workload(spec["name"], spec["impl"], spec["batch"], spec["seq_len"], spec["d_model"], spec["heads"],
+                       spec["kv_heads"], "cpu", getattr(torch, spec["dtype"]))
+    backward = spec.get("backward", True)
+
+    def run():
+        out = w.forward()
+        if backward:
+            out.backward(torch.ones_like(out))
+
+    reset = _reset_hwm()
+    if reset:  # warm up, then measure from a clean high-water mark
+        run()
+        for t in w.leaves:
+            t.grad = None
+        gc.collect()
+        _reset_hwm()
+    base_kib = _status_kib("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    run()
+    peak_kib = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"status": "ok", "cpu_peak_rss_mib": peak_kib / 1024,
+            "cpu_rss_before_mib": base_kib / 1024, "cpu_peak_rss_delta_mib": max(0, peak_kib - base_kib) / 1024,
+            "cpu_rss_method": "VmHWM after clear_refs" if reset else "ru_maxrss (high-water mark since start)",
+            "inputs_mib": tensor_mib(w.inputs), "weights_mib": tensor_mib(w.params)}
+
+
+def cpu_peak_rss(spec: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
+    """Peak resident memory of one configuration measured in a fresh Python process.
+
+    Returns the worker's figures; status "oom" when the worker ran out of memory or was killed (OOM killer)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    try:
+        p = subprocess.run([sys.executable, "-m", "attnbench.measure.memory", json.dumps(spec)], env=env,
+                           capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"status": "error", "reason": f"memory worker timed out after {timeout_s:.0f} s"}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    if p.returncode in (-9, 137):
+        return {"status": "oom", "reason": "worker killed (likely the OOM killer)"}
+    tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"status": "error", "reason": f"memory worker failed: {tail}"}
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(argv[1])
+    try:
+        res = _worker(spec)
+    except MemoryError as e:
+        res = {"status": "oom", "reason": f"MemoryError: {e}"}
+    except Exception as e:  # reported back as one line; the parent records it and goes on
+        import torch
+
+        from attnbench.errors import AttnbenchError
+
+        if isinstance(e, torch.OutOfMemoryError):
+            res = {"status": "oom", "reason": str(e).splitlines()[0] if str(e) else "out of memory"}
+        elif isinstance(e, (AttnbenchError, NotImplementedError)):
+            res = {"status": "n/a", "reason": str(e)}
+        else:
+            res = {"status": "error", "reason": f"{type(e).__name__}: {e}"}
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
