@@ -1,0 +1,613 @@
+"""The report layer: run records (results.py) -> a Markdown report (tabulate) with PNG plots beside it, and the
+side-by-side comparison of two runs (`--compare A B`).
+
+Rules held here (../shared/docs/benchmarking.md, "Records"):
+- records are grouped by device and environment (device name, device type, driver, CUDA, torch); a plot, a table
+  and a ratio only ever hold records of one group;
+- a failed measurement (OOM, n/a) is a result: it stays in the tables and is marked on the plots;
+- matplotlib is optional (`.[plot]`): without it the report has tables only and says so.
+
+Every metric name the report reads is declared in the block below, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from attnbench import __version__
+from attnbench.errors import AttnbenchError
+from attnbench.results import read, utc_now
+from attnbench.tables import to_markdown
+
+DEFAULT_RESULTS = "results"  # where `report` reads records by default
+DEFAULT_OUT = "results/report"  # where it writes report.md and the plots
+
+# ---------------------------------------------------------------------------------------------- metric names
+# The producers' names (bench.py: speed/memory, train.py: train, params.py: params), in one place.
+SPEED_TIME, SPEED_P25, SPEED_P75 = "median_ms", "p25_ms", "p75_ms"
+SPEED_COLUMNS = ("median_ms", "p25_ms", "p75_ms", "min_ms", "mean_ms", "tokens_per_s", "core_tflops",
+                 "module_tflops")
+SPEED_RATIO = "ratio_to_mha"  # the producer's own ratio, used only when no MHA is in the same plot
+MEMORY_PEAKS = ("alloc_peak_mib", "rss_peak_mib")  # the plotted peak: allocator peak (CUDA), else process RSS (CPU)
+MEMORY_COLUMNS = ("alloc_peak_mib", "reserved_mib", "nvml_peak_mib", "nvml_avg_mib", "rss_peak_mib",
+                  "estimate_mib")
+TRAIN_COLUMNS = ("test_acc", "test_loss", "test_bpc", "val_loss", "params", "tokens_per_s", "wall_s")
+TRAIN_ACC = "test_acc"
+CURVES = "curves"  # extra key of a train record: {step: [], seconds: [], train_loss: [], val_loss: [], val_acc: []}
+CURVE_X = (("step", "step"), ("seconds", "wall-clock seconds"))
+CURVE_Y = (("val_loss", "validation loss"), ("val_acc", "validation accuracy"))
+PARAMS_COLUMNS = None  # params records: every metric they carry is shown
+
+# Config keys that place a record on an axis or say where it ran, rather than which series it belongs to.
+SEQ_LEN, DEVICE_KEY, SEED, PRESET = "seq_len", "device", "seed", "preset"
+PLOT_KEYS = ("mode", "dtype", "batch", "d_model", "n_heads")  # one plot per device group and these settings
+
+# RCMHA paper (Sugiharto et al. 2023, arXiv 2308.03429), Tiny Shakespeare accuracy; attention.md, "RCMHA".
+PAPER_ACCURACY = {"rcmha": 0.572, "mha": 0.566, "mdha": 0.557, "rmha": 0.555}
+PAPER_NOTE = ("The paper's accuracy is a running next-character accuracy mixing training and validation batches; "
+              "ours is a clean held-out accuracy (attention.md, RCMHA). Compare trends, not digits.")
+# Training presets that reproduce the paper's setting (config.py presets); others get no paper column.
+PAPER_PRESETS = ("paper", "rcmha-paper", "tiny-shakespeare", "shakespeare")
+
+# --compare: a change is flagged when it exceeds the measured spread.
+COMPARE_METRICS = {"speed": (SPEED_TIME,), "memory": MEMORY_PEAKS,
+                   "train": ("test_acc", "test_loss"), "params": ("params",)}
+MEMORY_TOLERANCE = 0.02  # memory has no sample spread: flag changes beyond 2 % (allocator block rounding)
+
+
+# ---------------------------------------------------------------------------------------------- grouping
+def env_key(rec: dict[str, Any]) -> tuple:
+    """The device and environment a record was measured in; records of different keys are never mixed."""
+    e = rec.get("env") or {}
+    return (e.get("device_name") or "unknown device", e.get("device") or "?", e.get("driver"), e.get("cuda"),
+            e.get("torch"))
+
+
+def env_label(key: tuple) -> str:
+    name, dev, driver, cuda, torch = key
+    parts = [f"{name} ({dev})"]
+    if driver:
+        parts.append(f"driver {driver}")
+    parts.append(f"CUDA {cuda}" if cuda else "no CUDA")
+    parts.append(f"torch {torch}")
+    return " · ".join(parts)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower() or "x"
+
+
+def _latest(recs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(recs, key=lambda r: (r.get("time_utc") or "", r.get("_source") or ""))
+
+
+def _num(v: Any) -> float | int | None:
+    """A finite number (ints stay ints, so that counts print exactly), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return v
+
+
+def _freeze(d: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in d.items()))
+
+
+@dataclass
+class Series:
+    """One line on a plot: an attention with fixed settings; points keyed by sequence length (or seed)."""
+
+    attn: str
+    settings: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    label: str = ""
+
+
+def _series(recs: Sequence[dict[str, Any]], drop: Sequence[str]) -> list[Series]:
+    """Split records into series by attention + every config value not in `drop`; label them by what differs."""
+    by: dict[tuple, Series] = {}
+    for r in recs:
+        settings = {k: v for k, v in (r.get("config") or {}).items() if k not in drop}
+        key = (r.get("attn") or "-", _freeze(settings))
+        by.setdefault(key, Series(r.get("attn") or "-", settings)).records.append(r)
+    out = list(by.values())
+    varying = sorted({k for s in out for k in s.settings
+                      if len({repr(o.settings.get(k)) for o in out if o.attn == s.attn}) > 1})
+    for s in out:
+        extra = [f"{k}={s.settings[k]}" for k in varying if k in s.settings]
+        s.label = " ".join([s.attn, *extra])
+    return sorted(out, key=lambda s: s.label)
+
+
+def _by_seq(s: Series) -> dict[int, dict[str, Any]]:
+    """The latest record per sequence length (a rerun replaces an earlier point)."""
+    pts: dict[int, dict[str, Any]] = {}
+    for r in _latest(s.records):
+        t = (r.get("config") or {}).get(SEQ_LEN)
+        if isinstance(t, int):
+            pts[t] = r
+    return dict(sorted(pts.items()))
+
+
+def _ok(r: dict[str, Any]) -> bool:
+    return r.get("status", "ok") == "ok"
+
+
+def _first_metric(r: dict[str, Any], names: Sequence[str]) -> tuple[str | None, float | None]:
+    m = r.get("metrics") or {}
+    for n in names:
+        if _num(m.get(n)) is not None:
+            return n, _num(m[n])
+    return None, None
+
+
+def fit_exponent(ts: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Least-squares slope of log y against log T: memory ~ T^slope (2 for a materialised T x T score)."""
+    pts = [(math.log(t), math.log(y)) for t, y in zip(ts, ys) if t > 0 and y and y > 0]
+    if len({p[0] for p in pts}) < 2:
+        return None
+    mx = statistics.fmean(p[0] for p in pts)
+    my = statistics.fmean(p[1] for p in pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx
+
+
+# ---------------------------------------------------------------------------------------------- plotting
+def load_pyplot():
+    """matplotlib.pyplot with the Agg backend, or None when matplotlib is not installed (it is optional)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def _plot_lines(plt, ax, lines, failed, logx=True, logy=True):
+    """lines: (label, xs, ys, lo|None, hi|None); failed: (label, x, status) drawn as crosses at the top."""
+    colors = {}
+    for label, xs, ys, lo, hi in lines:
+        (ln,) = ax.plot(xs, ys, marker="o", ms=3, label=label)
+        colors[label] = ln.get_color()
+        if lo is not None and hi is not None:
+            ax.fill_between(xs, lo, hi, alpha=0.2, color=ln.get_color(), linewidth=0)
+    if failed:
+        top = max((y for _, _, ys, _, hi in lines for y in (hi or ys) if y is not None), default=1.0)
+        for label, x, status in failed:
+            ax.plot([x], [top], marker="x", ms=8, mew=2, color=colors.get(label, "red"), linestyle="none")
+            ax.annotate(status.upper(), (x, top), textcoords="offset points", xytext=(3, 4), fontsize=7,
+                        color=colors.get(label, "red"))
+    if logx:
+        ax.set_xscale("log", base=2)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    if lines:
+        ax.legend(fontsize=7)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- the report
+@dataclass
+class Plot:
+    path: Path
+    kind: str
+    group: tuple  # env_key: exactly one device/environment per plot
+    title: str
+    series: list[str]
+
+
+@dataclass
+class ReportResult:
+    markdown: Path
+    plots: list[Plot]
+    problems: list[str]  # skipped lines, "file:line: why"
+    notes: list[str]
+    records: int
+
+
+class _Doc:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+        self.lines.append("")
+
+    def table(self, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+        columns = [c for c in columns if any(r.get(c) is not None for r in rows)]
+        self.add(to_markdown(rows, columns))
+
+
+def _plot_title(group: tuple, settings: dict[str, Any]) -> str:
+    shown = " · ".join(f"{k} {settings[k]}" for k in PLOT_KEYS if settings.get(k) is not None)
+    return f"{group[0]} ({group[1]}) · {shown}" if shown else f"{group[0]} ({group[1]})"
+
+
+def _sweeps(recs: list[dict[str, Any]]):
+    """(env group, plot settings, records) for each plot: one device group and one PLOT_KEYS combination."""
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        cfg = r.get("config") or {}
+        by[(env_key(r), tuple(repr(cfg.get(k)) for k in PLOT_KEYS))].append(r)
+    for (group, _), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
+        cfg = rs[0].get("config") or {}
+        yield group, {k: cfg.get(k) for k in PLOT_KEYS}, rs
+
+
+def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
+    doc.add("## Speed", "Median time per call against sequence length T; the band is the interquartile range "
+            "(p25-p75). `x MHA` is the median divided by MHA's at the same T, device and settings.")
+    for group, settings, rs in _sweeps(recs):
+        series = _series(rs, drop=(SEQ_LEN, DEVICE_KEY, *PLOT_KEYS))
+        title = _plot_title(group, settings)
+        doc.add(f"### {title}", f"Environment: {env_label(group)}")
+        mha = [s for s in series if s.attn == "mha"]
+        rows, lines, failed = [], [], []
+        for s in series:
+            base = next((b for b in mha if b.settings.get("impl") == s.settings.get("impl")), mha[0] if mha else None)
+            base_pts = _by_seq(base) if base else {}
+            xs, ys, lo, hi = [], [], [], []
+            for t, r in _by_seq(s).items():
+                m = r.get("metrics") or {}
+                med = _num(m.get(SPEED_TIME))
+                ratio = None
+                if med is not None and t in base_pts and _num((base_pts[t].get("metrics") or {}).get(SPEED_TIME)):
+                    ratio = med / _num(base_pts[t]["metrics"][SPEED_TIME])
+                elif med is not None:
+                    ratio = _num(m.get(SPEED_RATIO))
+                rows.append({"attention": s.label, "T": t, "status": r.get("status", "ok"), **{
+                    c: _num(m.get(c)) for c in SPEED_COLUMNS}, "x MHA": ratio, "reason": r.get("reason")})
+                if _ok(r) and med is not None:
+                    xs.append(t), ys.append(med)
+                    lo.append(_num(m.get(SPEED_P25)) or med), hi.append(_num(m.get(SPEED_P75)) or med)
+                elif not _ok(r):
+                    failed.append((s.label, t, r.get("status", "error")))
+            if xs:
+                lines.append((s.label, xs, ys, lo, hi))
+        if plt is not None and lines:
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            _plot_lines(plt, ax, lines, failed)
+            ax.set_xlabel("sequence length T")
+            ax.set_ylabel("median time per call (ms)")
+            ax.set_title(f"speed · {title}", fontsize=9)
+            path = _save(plt, fig, out / f"speed-{slug(group[0])}-{slug('-'.join(map(str, settings.values())))}.png")
+            plots.append(Plot(path, "speed", group, title, [ln[0] for ln in lines]))
+            doc.add(f"![speed: {title}]({path.name})")
+        doc.table(rows, ["attention", "T", "status", *SPEED_COLUMNS, "x MHA", "reason"])
+
+
+def _memory_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
+    doc.add("## Memory", "Peak memory of one call against sequence length T: the allocator peak above inputs and "
+            "weights on CUDA (`alloc_peak_mib`), the process's resident peak on CPU (`rss_peak_mib`). NVML figures "
+            "are device-wide (every process, the CUDA context included). The exponent is the least-squares slope of "
+            "log peak against log T over the measured points (2 = grows like T^2).")
+    for group, settings, rs in _sweeps(recs):
+        series = _series(rs, drop=(SEQ_LEN, DEVICE_KEY, *PLOT_KEYS))
+        title = _plot_title(group, settings)
+        doc.add(f"### {title}", f"Environment: {env_label(group)}")
+        rows, fits, lines, failed, ylabels = [], [], [], [], set()
+        for s in series:
+            xs, ys = [], []
+            first_fail = None
+            for t, r in _by_seq(s).items():
+                m = r.get("metrics") or {}
+                rows.append({"attention": s.label, "T": t, "status": r.get("status", "ok"),
+                             **{c: _num(m.get(c)) for c in MEMORY_COLUMNS}, "reason": r.get("reason")})
+                name, peak = _first_metric(r, MEMORY_PEAKS)
+                if _ok(r) and peak is not None:
+                    xs.append(t), ys.append(peak), ylabels.add(name)
+                elif not _ok(r):
+                    failed.append((s.label, t, r.get("status", "error")))
+                    first_fail = first_fail if first_fail is not None else (t, r.get("status"))
+            exp = fit_exponent(xs, ys)
+            fits.append({"attention": s.label, "exponent": exp, "T from": min(xs) if xs else None,
+                         "T to": max(xs) if xs else None, "points": len(xs),
+                         "first failure": f"{first_fail[1]} at T={first_fail[0]}" if first_fail else None})
+            if xs:
+                lines.append((s.label, xs, ys, None, None))
+        if plt is not None and lines:
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            _plot_lines(plt, ax, lines, failed)
+            ax.set_xlabel("sequence length T")
+            ax.set_ylabel(" / ".join(sorted(ylabels)) + " (MiB)")
+            ax.set_title(f"memory · {title}", fontsize=9)
+            path = _save(plt, fig, out / f"memory-{slug(group[0])}-{slug('-'.join(map(str, settings.values())))}.png")
+            plots.append(Plot(path, "memory", group, title, [ln[0] for ln in lines]))
+            doc.add(f"![memory: {title}]({path.name})")
+        doc.table(fits, ["attention", "exponent", "T from", "T to", "points", "first failure"])
+        doc.table(rows, ["attention", "T", "status", *MEMORY_COLUMNS, "reason"])
+
+
+def _params_section(doc: _Doc, recs) -> None:
+    doc.add("## Parameters", "Counted parameters per attention at the recorded sizes (independent of the device).")
+    by: dict[tuple, dict[str, Any]] = {}
+    for r in _latest(recs):  # a rerun at the same sizes replaces the earlier row
+        by[(r.get("attn"), _freeze(r.get("config") or {}))] = r
+    rows, metric_cols, cfg_cols = [], [], []
+    for r in by.values():
+        cfg, m = r.get("config") or {}, r.get("metrics") or {}
+        cfg_cols += [k for k in cfg if k not in cfg_cols and not isinstance(cfg[k], (dict, list))]
+        metric_cols += [k for k in m if k not in metric_cols]
+        rows.append({"attention": r.get("attn"), **cfg, **m})
+    doc.table(rows, ["attention", *cfg_cols, *(PARAMS_COLUMNS or metric_cols)])
+
+
+def _curve(rec: dict[str, Any], x: str, y: str) -> dict[float, float]:
+    c = rec.get(CURVES) or {}
+    steps, xs, ys = c.get("step") or [], c.get(x) or [], c.get(y) or []
+    out = {}
+    for s, xv, yv in zip(steps, xs, ys):
+        if _num(xv) is not None and _num(yv) is not None:
+            out[s] = (_num(xv), _num(yv))
+    return out
+
+
+def _mean_std(vals: Sequence[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return None, None
+    mean = statistics.fmean(vals)
+    if all(isinstance(v, int) for v in vals) and mean.is_integer():
+        mean = int(mean)  # e.g. a parameter count, equal over seeds
+    return mean, (statistics.stdev(vals) if len(vals) > 1 else None)
+
+
+def _seed_band(recs: Sequence[dict[str, Any]], x: str, y: str):
+    """Mean and std over seeds at the steps every seed recorded; x is the mean of the seeds' x at that step."""
+    curves = [_curve(r, x, y) for r in recs]
+    curves = [c for c in curves if c]
+    if not curves:
+        return None
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    xs = [statistics.fmean(c[s][0] for c in curves) for s in steps]
+    ys, lo, hi = [], [], []
+    for s in steps:
+        mu, sd = _mean_std([c[s][1] for c in curves])
+        ys.append(mu), lo.append(mu - (sd or 0.0)), hi.append(mu + (sd or 0.0))
+    return xs, ys, (lo if len(curves) > 1 else None), (hi if len(curves) > 1 else None)
+
+
+def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
+    doc.add("## Training", "Validation loss and accuracy against step and wall-clock seconds; mean over seeds, the "
+            "band is ± one standard deviation across seeds. Final figures are on the held-out test split.")
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        by[(env_key(r), repr((r.get("config") or {}).get(PRESET)))].append(r)
+    for (group, _), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
+        preset = (rs[0].get("config") or {}).get(PRESET)
+        title = f"{group[0]} ({group[1]}) · preset {preset}"
+        doc.add(f"### {title}", f"Environment: {env_label(group)}")
+        series = _series(rs, drop=(SEED, DEVICE_KEY, PRESET))
+        if plt is not None:
+            fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+            drawn = False
+            for i, (y, ylab) in enumerate(CURVE_Y):
+                for j, (x, xlab) in enumerate(CURVE_X):
+                    lines = []
+                    for s in series:
+                        band = _seed_band([r for r in s.records if _ok(r)], x, y)
+                        if band and band[0]:
+                            lines.append((s.label, *band))
+                    _plot_lines(plt, axes[i][j], lines, [], logx=False, logy=False)
+                    axes[i][j].set_xlabel(xlab)
+                    axes[i][j].set_ylabel(ylab)
+                    drawn = drawn or bool(lines)
+            if drawn:
+                fig.suptitle(f"training · {title}", fontsize=9)
+                path = _save(plt, fig, out / f"train-{slug(group[0])}-{slug(preset)}.png")
+                plots.append(Plot(path, "train", group, title, [s.label for s in series]))
+                doc.add(f"![training: {title}]({path.name})")
+            else:
+                plt.close(fig)
+        rows, paper_rows = [], []
+        for s in series:
+            ok = [r for r in s.records if _ok(r)]
+            row: dict[str, Any] = {"attention": s.label, "seeds": len({(r.get("config") or {}).get(SEED) for r in ok}),
+                                   "failed": len(s.records) - len(ok)}
+            for c in TRAIN_COLUMNS:
+                mu, sd = _mean_std([_num((r.get("metrics") or {}).get(c)) for r in ok])
+                row[c], row[f"{c} std"] = mu, sd
+            rows.append(row)
+            if preset in PAPER_PRESETS and s.attn in PAPER_ACCURACY:
+                paper_rows.append({"attention": s.label, "ours: test_acc": row[TRAIN_ACC],
+                                   "ours: std": row[f"{TRAIN_ACC} std"], "seeds": row["seeds"],
+                                   "paper: accuracy": PAPER_ACCURACY[s.attn],
+                                   "ours - paper": None if row[TRAIN_ACC] is None
+                                   else row[TRAIN_ACC] - PAPER_ACCURACY[s.attn]})
+        cols = ["attention", "seeds", "failed"]
+        for c in TRAIN_COLUMNS:
+            cols += [c, f"{c} std"]
+        doc.table(rows, cols)
+        if paper_rows:
+            doc.add(f"#### Against the RCMHA paper (Sugiharto et al. 2023, preset `{preset}`)", PAPER_NOTE)
+            doc.table(paper_rows, ["attention", "ours: test_acc", "ours: std", "seeds", "paper: accuracy",
+                                   "ours - paper"])
+
+
+def _env_section(doc: _Doc, records) -> None:
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by[env_key(r)].append(r)
+    rows = []
+    for key, rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
+        envs = [r.get("env") or {} for r in rs]
+
+        def vals(name: str) -> str | None:
+            v = sorted({str(e.get(name)) for e in envs if e.get(name) is not None})
+            return ", ".join(v) if v else None
+
+        rows.append({"device": key[0], "type": key[1], "driver": key[2], "CUDA": key[3], "torch": key[4],
+                     "records": len(rs), "kinds": ", ".join(sorted({r["kind"] for r in rs})),
+                     "attnbench": vals("attnbench"), "commit": vals("git_commit"), "threads": vals("threads"),
+                     "TF32 matmul": vals("tf32_matmul"), "SDPA flash": vals("sdpa_flash"),
+                     "SDPA mem-efficient": vals("sdpa_mem_efficient"), "SDPA math": vals("sdpa_math")})
+    doc.add("## Devices and environments", "Each section below names the one device and environment its records "
+            "come from; records of different rows here are never mixed in one plot or ratio.")
+    doc.table(rows, list(rows[0].keys()) if rows else [])
+
+
+def build_report(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, plots: bool = True) -> ReportResult:
+    """Read records, write <out_dir>/report.md and PNG plots beside it; return what was written."""
+    files = [Path(p) for p in paths]
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        raise AttnbenchError(f"no such file or folder: {', '.join(missing)}")
+    records, problems = read(files)
+    if not records:
+        raise AttnbenchError(f"no attnbench records in {', '.join(map(str, files))}"
+                             + (f" ({len(problems)} malformed line(s) skipped)" if problems else ""))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    plt = load_pyplot() if plots else None
+    if plots and plt is None:
+        notes.append("matplotlib is not installed: tables only (pip install 'attnbench[plot]' for the plots)")
+    doc = _Doc()
+    sources = sorted({r["_source"].rsplit(":", 1)[0] for r in records})
+    doc.add("# attnbench report", f"Written {utc_now()} by attnbench {__version__} from {len(records)} records in "
+            f"{len(sources)} file(s): " + ", ".join(f"`{s}`" for s in sources) + ".")
+    if problems:
+        doc.add("Skipped lines:", *(f"- `{p}`" for p in problems))
+    for n in notes:
+        doc.add(f"> {n}")
+    _env_section(doc, records)
+    plot_list: list[Plot] = []
+    kinds = defaultdict(list)
+    for r in records:
+        kinds[r["kind"]].append(r)
+    if kinds["speed"]:
+        _speed_section(doc, kinds["speed"], out, plt, plot_list)
+    if kinds["memory"]:
+        _memory_section(doc, kinds["memory"], out, plt, plot_list)
+    if kinds["params"]:
+        _params_section(doc, kinds["params"])
+    if kinds["train"]:
+        _train_section(doc, kinds["train"], out, plt, plot_list)
+    md = out / "report.md"
+    md.write_text("\n".join(doc.lines), encoding="utf-8")
+    return ReportResult(md, plot_list, problems, notes, len(records))
+
+
+# ---------------------------------------------------------------------------------------------- --compare
+@dataclass
+class CompareResult:
+    rows: list[dict[str, Any]]
+    notes: list[str]
+    problems: list[str]
+
+
+def _compare_entries(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """(kind, attn, settings, metric) -> value and spread; train records are pooled over seeds."""
+    pooled: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in _latest(records):
+        cfg = {k: v for k, v in (r.get("config") or {}).items() if k not in (DEVICE_KEY, SEED)}
+        pooled[(r["kind"], r.get("attn") or "-", _freeze(cfg))].append(r)
+    out: dict[tuple, dict[str, Any]] = {}
+    for (kind, attn, cfg), rs in pooled.items():
+        for metric in COMPARE_METRICS.get(kind, ()):
+            if kind == "train":
+                ok = [r for r in rs if _ok(r)]
+                mu, sd = _mean_std([_num((r.get("metrics") or {}).get(metric)) for r in ok])
+                entry = {"value": mu, "spread": sd, "status": "ok" if ok else rs[-1].get("status"), "n": len(ok)}
+            else:
+                r = rs[-1]  # the latest measurement of this setting in the run
+                m = r.get("metrics") or {}
+                spread = None
+                if kind == "speed" and _num(m.get(SPEED_P25)) is not None and _num(m.get(SPEED_P75)) is not None:
+                    spread = _num(m[SPEED_P75]) - _num(m[SPEED_P25])
+                entry = {"value": _num(m.get(metric)), "spread": spread, "status": r.get("status", "ok"), "n": 1}
+            if entry["value"] is None and entry["status"] == "ok":
+                continue  # the metric is not in this record (e.g. rss on CUDA)
+            out[(kind, attn, cfg, metric)] = entry
+    return out
+
+
+def _settings_label(cfg: tuple, varying: set[str]) -> str:
+    return " ".join(f"{k}={v.strip(chr(39))}" for k, v in cfg if k in varying)  # values are repr()s
+
+
+def compare(a: Sequence[str | os.PathLike], b: Sequence[str | os.PathLike]) -> CompareResult:
+    """Runs A and B side by side: change in % per row, flagged ('*') where it exceeds the measured spread.
+
+    Spread: speed, the larger IQR (p75 - p25) of the two; train, the larger std across seeds; memory, a
+    MEMORY_TOLERANCE fraction of A; params, zero (any change is flagged).
+    """
+    for p in (*a, *b):
+        if not Path(p).exists():
+            raise AttnbenchError(f"no such file or folder: {p}")
+    ra, pa = read(a)
+    rb, pb = read(b)
+    if not ra or not rb:
+        raise AttnbenchError(f"no attnbench records in {'A' if not ra else 'B'} "
+                             f"({', '.join(map(str, a if not ra else b))})")
+    notes = []
+    da = sorted({env_key(r)[0] for r in ra})
+    db = sorted({env_key(r)[0] for r in rb})
+    if da != db:
+        notes.append(f"A and B ran on different devices ({', '.join(da)} vs {', '.join(db)}): "
+                     "the changes include the device, not only the code")
+    ea, eb = _compare_entries(ra), _compare_entries(rb)
+    common = [k for k in ea if k in eb]
+    varying: dict[str, set[str]] = defaultdict(set)
+    for kind in {k[0] for k in common}:
+        cfgs = [dict(k[2]) for k in common if k[0] == kind]
+        for name in {n for c in cfgs for n in c}:
+            if len({c.get(name) for c in cfgs}) > 1:
+                varying[kind].add(name)
+    rows = []
+    for k in sorted(common, key=lambda k: (k[0], k[1], k[2], k[3])):
+        kind, attn, cfg, metric = k
+        x, y = ea[k], eb[k]
+        change = spread_pct = None
+        flag = ""
+        if x["value"] is not None and y["value"] is not None and x["value"] != 0:
+            change = (y["value"] - x["value"]) / abs(x["value"]) * 100.0
+            spreads = [s for s in (x["spread"], y["spread"]) if s is not None]
+            if kind == "memory":
+                spread = MEMORY_TOLERANCE * abs(x["value"])
+            elif kind == "params":
+                spread = 0.0
+            else:
+                spread = max(spreads) if spreads else None
+            if spread is not None:
+                spread_pct = spread / abs(x["value"]) * 100.0
+                flag = "*" if abs(y["value"] - x["value"]) > spread else ""
+        rows.append({"kind": kind, "attention": attn, "settings": _settings_label(cfg, varying[kind]),
+                     "metric": metric,
+                     "A": x["value"] if x["status"] == "ok" else x["status"],
+                     "B": y["value"] if y["status"] == "ok" else y["status"],
+                     "change %": change, "spread %": spread_pct, "flag": flag})
+    only_a, only_b = len(set(ea) - set(eb)), len(set(eb) - set(ea))
+    if only_a or only_b:
+        notes.append(f"{only_a} row(s) only in A and {only_b} only in B were left out")
+    if not rows:
+        notes.append("A and B share no measured setting")
+    notes.append("flag *: |B - A| exceeds the measured spread (speed: IQR; train: std across seeds; "
+                 f"memory: {MEMORY_TOLERANCE:.0%}; params: any change)")
+    return CompareResult(rows, notes, pa + pb)
+
+
+COMPARE_COLUMNS = ("kind", "attention", "settings", "metric", "A", "B", "change %", "spread %", "flag")
+
+
+def compare_markdown(result: CompareResult, a: Sequence[str], b: Sequence[str]) -> str:
+    lines = ["# attnbench comparison", "", f"A: {', '.join(map(str, a))}", "", f"B: {', '.join(map(str, b))}", "",
+             to_markdown(result.rows, COMPARE_COLUMNS), ""]
+    lines += [f"- {n}" for n in result.notes]
+    lines += [f"- skipped `{p}`" for p in result.problems]
+    return "\n".join(lines) + "\n"

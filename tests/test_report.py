@@ -1,0 +1,202 @@
+"""report and --compare: from constructed records (exact numbers) and from real tiny CPU runs of the producers."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from attnbench import report
+from attnbench.cli import _REPORT_IN, _REPORT_OUT, app
+from attnbench.results import append, make_record
+
+PNG = b"\x89PNG\r\n\x1a\n"
+ATTNS = ("mha", "rmha")
+SEQ = (64, 128, 256, 512)
+
+
+def env(name="NVIDIA H100 80GB HBM3", device="cuda"):
+    return {"device": device, "device_name": name, "driver": "550.54" if device == "cuda" else None,
+            "cuda": "12.4" if device == "cuda" else None, "torch": "2.5.1", "attnbench": "0.1.0",
+            "git_commit": "abc", "threads": 8}
+
+
+def speed_rec(attn, t, median, iqr=0.1, e=None, status="ok", mode="fwd+bwd"):
+    cfg = {"d_model": 64, "n_heads": 4, "impl": "fast", "seq_len": t, "batch": 2, "dtype": "bf16", "mode": mode,
+           "device": "cuda"}
+    m = {} if status != "ok" else {"median_ms": median, "p25_ms": median - iqr / 2, "p75_ms": median + iqr / 2,
+                                   "min_ms": median - iqr, "mean_ms": median, "tokens_per_s": 2 * t / median * 1e3}
+    return make_record("speed", attn, "attnbench speed", cfg, m, e or env(), status=status,
+                       reason=None if status == "ok" else "out of memory")
+
+
+def memory_rec(attn, t, mib, e=None, status="ok"):
+    cfg = {"d_model": 64, "n_heads": 4, "impl": "fast", "seq_len": t, "batch": 2, "dtype": "bf16", "mode": "fwd+bwd",
+           "device": "cuda"}
+    m = {"alloc_peak_mib": mib, "reserved_mib": mib * 1.5} if status == "ok" else {}
+    return make_record("memory", attn, "attnbench memory", cfg, m, e or env(), status=status)
+
+
+def train_rec(attn, seed, acc, preset="tiny", e=None):
+    steps = [0, 10, 20, 30]
+    curves = {"step": steps, "seconds": [s * 0.5 + seed * 0.01 for s in steps],
+              "train_loss": [4.0 - 0.05 * s for s in steps], "val_loss": [4.1 - 0.05 * s - 0.01 * seed for s in steps],
+              "val_acc": [0.1 + 0.01 * s + 0.001 * seed for s in steps]}
+    return make_record("train", attn, "attnbench train", {"preset": preset, "seed": seed, "d_model": 64},
+                       {"test_acc": acc, "test_loss": 1.5, "params": 12345, "wall_s": 15.0}, e or env(),
+                       curves=curves)
+
+
+def write(path: Path, recs) -> Path:
+    for r in recs:
+        append(path, r)
+    return path
+
+
+@pytest.fixture()
+def run_a(tmp_path):
+    recs = [speed_rec(a, t, (1.0 if a == "mha" else 3.0) * t / 64) for a in ATTNS for t in SEQ]
+    recs += [memory_rec("mha", t, 0.01 * t) for t in SEQ] + [memory_rec("rmha", t, 1e-4 * t * t) for t in SEQ]
+    recs += [memory_rec("rmha", 1024, None, status="oom")]
+    recs += [train_rec(a, s, 0.5 + 0.01 * s) for a in ATTNS for s in (0, 1, 2)]
+    return write(tmp_path / "a.jsonl", recs)
+
+
+def md_rows(md: str, first: str) -> list[dict[str, str]]:
+    """Every Markdown table row whose first cell is `first`, as {column: cell}."""
+    lines, out, header = md.splitlines(), [], None
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|--"):
+            header = cells
+        elif line.startswith("|") and not line.startswith("|--") and header and cells[0] == first:
+            out.append(dict(zip(header, cells)))
+    return out
+
+
+def is_png(p: Path) -> bool:
+    data = p.read_bytes()
+    return data[:8] == PNG and len(data) > 5000  # a drawn plot, not an empty canvas
+
+
+def test_report_tables_plots_and_numbers(run_a, tmp_path):
+    res = report.build_report([run_a], tmp_path / "out")
+    md = res.markdown.read_text()
+    kinds = sorted(p.kind for p in res.plots)
+    assert kinds == ["memory", "speed", "train"]
+    for p in res.plots:
+        assert p.path.parent == tmp_path / "out" and is_png(p.path)
+        assert f"]({p.path.name})" in md  # linked from the Markdown, relative to it
+    # the recorded numbers are in the tables: rmha at T=512 is 3 * 512/64 = 24 ms, 3x MHA
+    row = next(r for r in md_rows(md, "rmha") if r.get("T") == "512" and "median_ms" in r)
+    assert (row["status"], row["median_ms"], row["p25_ms"], row["p75_ms"], row["x MHA"]) == (
+        "ok", "24", "23.95", "24.05", "3")
+    # memory: the fitted exponents are 1 (mha, linear) and 2 (rmha, quadratic); the OOM point is kept
+    assert re.search(r"\|\s*mha\s*\|\s*1\s*\|", md) and re.search(r"\|\s*rmha\s*\|\s*2\s*\|", md)
+    assert re.search(r"\|\s*rmha\s*\|\s*1,024\s*\|\s*oom", md) and "oom at T=1024" in md
+    # training: mean and std over 3 seeds (0.50, 0.51, 0.52 -> 0.51 +- 0.01); the preset is not the paper's
+    assert re.search(r"\|\s*rmha\s*\|\s*3\s*\|\s*0\s*\|\s*0\.51\s*\|\s*0\.01\s*\|", md)
+    assert "paper: accuracy" not in md
+    assert "NVIDIA H100 80GB HBM3 (cuda) · driver 550.54 · CUDA 12.4 · torch 2.5.1" in md
+
+
+def test_paper_column_where_preset_matches(tmp_path):
+    preset = report.PAPER_PRESETS[0]
+    f = write(tmp_path / "t.jsonl", [train_rec(a, 0, 0.55, preset=preset) for a in ("mha", "rcmha", "sha")])
+    md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
+    assert "paper: accuracy" in md
+    assert re.search(r"\|\s*rcmha\s*\|\s*0\.55\s*\|.*\|\s*0\.572\s*\|\s*-0\.022\s*\|", md)
+    assert re.search(r"\|\s*mha\s*\|\s*0\.55\s*\|.*\|\s*0\.566\s*\|", md)
+    assert not re.search(r"\|\s*sha\s*\|\s*0\.55\s*\|.*\|\s*0\.5\d\d\s*\|\s*-?0\.0", md)  # no paper figure for sha
+
+
+def test_devices_never_mixed(tmp_path):
+    cpu = env("x86_64", "cpu")
+    recs = [speed_rec("mha", t, 1.0 * t) for t in SEQ] + [speed_rec("rmha", t, 2.0 * t, e=cpu) for t in SEQ]
+    f = write(tmp_path / "two.jsonl", recs)
+    res = report.build_report([f], tmp_path / "out")
+    assert len(res.plots) == 2 and {p.group[0] for p in res.plots} == {"NVIDIA H100 80GB HBM3", "x86_64"}
+    assert all(len(p.series) == 1 for p in res.plots)  # each device's plot holds only its own attention
+    md = res.markdown.read_text()
+    # no ratio across devices: rmha ran on the CPU, MHA only on the GPU, so its "x MHA" cell is empty
+    rmha = [r for r in md_rows(md, "rmha") if r.get("T") == "512"]
+    mha = [r for r in md_rows(md, "mha") if r.get("T") == "512"]
+    assert len(rmha) == 1 and rmha[0].get("x MHA", "-") == "-" and rmha[0]["median_ms"] == "1024"
+    assert len(mha) == 1 and mha[0]["x MHA"] == "1"
+
+
+def test_corrupted_record_is_skipped_and_named(run_a, tmp_path):
+    with open(run_a, "a") as f:
+        f.write('{"schema": "attnbench.record/1", "kind": "speed", "trunc\n')
+    res = CliRunner().invoke(app, ["report", str(run_a), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    n = len(run_a.read_text().splitlines())
+    assert f"{run_a}:{n}" in res.output and "malformed" in res.output
+    assert (tmp_path / "out" / "report.md").exists()
+    assert f"{run_a}:{n}" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_compare_percentages_and_flags(tmp_path):
+    a = write(tmp_path / "a.jsonl", [speed_rec("mha", 64, 10.0, iqr=1.0), speed_rec("rmha", 64, 10.0, iqr=1.0),
+                                     memory_rec("mha", 64, 100.0), train_rec("mha", 0, 0.5), train_rec("mha", 1, 0.6)])
+    b = write(tmp_path / "b.jsonl", [speed_rec("mha", 64, 12.0, iqr=1.0), speed_rec("rmha", 64, 10.1, iqr=1.0),
+                                     memory_rec("mha", 64, 101.0), train_rec("mha", 0, 0.52),
+                                     train_rec("mha", 1, 0.62)])
+    res = report.compare([a], [b])
+    got = {(r["kind"], r["attention"], r["metric"]): r for r in res.rows}
+    assert got[("speed", "mha", "median_ms")]["change %"] == pytest.approx(20.0)
+    assert got[("speed", "mha", "median_ms")]["flag"] == "*"  # 2 ms > IQR 1 ms
+    assert got[("speed", "rmha", "median_ms")]["change %"] == pytest.approx(1.0)
+    assert got[("speed", "rmha", "median_ms")]["flag"] == ""  # 0.1 ms < IQR 1 ms
+    assert got[("memory", "mha", "alloc_peak_mib")]["change %"] == pytest.approx(1.0)
+    assert got[("memory", "mha", "alloc_peak_mib")]["flag"] == ""  # within the 2 % tolerance
+    acc = got[("train", "mha", "test_acc")]  # mean over seeds 0.55 -> 0.57, std 0.0707: not flagged
+    assert acc["change %"] == pytest.approx((0.57 - 0.55) / 0.55 * 100) and acc["flag"] == ""
+    assert not any("different devices" in n for n in res.notes)
+
+
+def test_compare_cli_writes_markdown_and_warns_on_devices(tmp_path):
+    a = write(tmp_path / "a.jsonl", [speed_rec("mha", 64, 10.0)])
+    b = write(tmp_path / "b.jsonl", [speed_rec("mha", 64, 5.0, e=env("NVIDIA A100-SXM4-80GB"))])
+    res = CliRunner().invoke(app, ["report", "--compare", str(a), str(b), "--out", str(tmp_path / "o"),
+                                   "--format", "markdown"])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"\|\s*speed\s*\|\s*mha\s*\|.*\|\s*10\s*\|\s*5\s*\|\s*-50\s*\|\s*1\s*\|\s*\*\s*\|", res.output)
+    assert "different devices" in res.output
+    assert "-50" in (tmp_path / "o" / "compare.md").read_text()
+
+
+def test_tables_only_without_matplotlib(run_a, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    res = report.build_report([run_a], tmp_path / "out")
+    assert res.plots == [] and not list((tmp_path / "out").glob("*.png"))
+    assert any("matplotlib is not installed" in n for n in res.notes)
+    assert "matplotlib is not installed" in res.markdown.read_text()
+
+
+def test_no_records_is_one_clear_error(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("not json\n")
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "no attnbench records" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "no such file" in res.output
+
+
+def test_cli_defaults_agree_with_library():
+    assert (_REPORT_IN, _REPORT_OUT) == (report.DEFAULT_RESULTS, report.DEFAULT_OUT)
+
+
+def test_fit_exponent():
+    assert report.fit_exponent([1, 2, 4, 8], [3 * t**1.5 for t in (1, 2, 4, 8)]) == pytest.approx(1.5)
+    assert report.fit_exponent([4], [16]) is None
+
+
+def test_report_json_lists_files(run_a, tmp_path):
+    res = CliRunner().invoke(app, ["report", str(run_a), "--out", str(tmp_path / "o"), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert rows[0]["kind"] == "markdown" and all(Path(r["path"]).exists() for r in rows)
