@@ -114,6 +114,67 @@ def _train() -> None:
 
 # --------------------------------------------------------------------------------------------------- report / env
 # (issue 6) BEGIN report-env block
+_REPORT_IN = "results"  # report.DEFAULT_RESULTS; typer needs a literal default, tests assert they agree
+_REPORT_OUT = "results/report"  # report.DEFAULT_OUT
+
+
+@app.command("report")
+def _report(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Record files or folders (default: results/).")] = None,
+    out: Annotated[str, typer.Option("--out", help="Folder for report.md and the PNG plots.")] = _REPORT_OUT,
+    compare: Annotated[Optional[tuple[str, str]], typer.Option(
+        "--compare", help="Two runs (files or folders) side by side: change in % per row, flagged beyond the spread.",
+        metavar="A B")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw PNG plots (needs matplotlib).")] = True,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Markdown report with tables and PNG plots from run records; or --compare A B."""
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from attnbench import report
+    from attnbench.tables import check_format, render_rows
+
+    run_guarded(check_format, fmt)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if compare is not None:
+        if paths:
+            _fail("give either PATHS or --compare A B, not both", 2)
+        a, b = [compare[0]], [compare[1]]
+        res = run_guarded(report.compare, a, b)
+        for p in res.problems:
+            err.print(f"[yellow]skipped[/] {p}")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        md = Path(out) / "compare.md"
+        md.write_text(report.compare_markdown(res, a, b), encoding="utf-8")
+        run_guarded(render_rows, res.rows, fmt, title=f"A: {a[0]}  vs  B: {b[0]}", columns=report.COMPARE_COLUMNS,
+                    notes=[*res.notes, f"written: {md}"])
+        return
+    res = run_guarded(report.build_report, paths or [_REPORT_IN], out, plots=plots)
+    for p in res.problems:
+        err.print(f"[yellow]skipped[/] {p}")
+    for n in res.notes:
+        err.print(f"[yellow]note:[/] {n}")
+    rows = [{"name": "report", "kind": "markdown", "path": str(res.markdown)}]
+    rows += [{"name": p.title, "kind": p.kind, "path": str(p.path)} for p in res.plots]
+    run_guarded(render_rows, rows, fmt, title=f"Report of {res.records} records", columns=["kind", "path", "name"])
+
+
+@app.command("env")
+def _env(fmt: FormatOpt = "table") -> None:
+    """This machine: device, driver, CUDA and torch versions, GPU memory, clocks, temperature, SDPA backends."""
+    from attnbench.envinfo import env_info, env_rows
+    from attnbench.tables import check_format, render_rows
+
+    run_guarded(check_format, fmt)
+    info = env_info()
+    if fmt == "json":
+        import json
+
+        print(json.dumps(info, indent=2, default=str))
+        return
+    run_guarded(render_rows, env_rows(info), fmt, title="attnbench env", columns=["name", "value"])
 # (issue 6) END report-env block
 
 
