@@ -1,0 +1,610 @@
+"""Train character-level language models on Tiny Shakespeare, one per attention, and measure them (issue 4).
+
+Pieces, each small so that a distributed runner (torchrun/DDP) can reuse them unchanged:
+    TrainConfig / PRESETS      every setting, defaults declared once; presets default / paper / tiny
+    Batches                    the data order: a pure function of (seed, rank, step)
+    lr_at                      warm-up + cosine, or Noam
+    train_step                 one optimiser step
+    evaluate                   a full pass: every position of a split scored exactly once
+    run_one / run_many         a run per (attention, seed): checkpoints, record, metrics
+Library code: nothing here prints; progress goes to a callback `on(event, **data)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from attnbench.errors import AttnbenchError
+
+SCHEDULES = ("cosine", "noam")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Field names are the CLI flags (underscores -> dashes)."""
+
+    # model
+    n_layers: int = 6
+    d_model: int = 384
+    n_heads: int = 6
+    kv_heads: int | None = None  # gqa only (default heads/4)
+    d_ff: int = 0  # FFN width; 0: 4 * d_model
+    act: str = "auto"  # gelu|relu|relu2; auto: relu2 for rcmha (attention.md, RCMHA), else base_act
+    base_act: str = "gelu"
+    dropout: float = 0.2
+    ctx: int = 256  # context (segment) length T
+    mem_len: int = 0  # Transformer-XL memory M; > 0 switches to contiguous segment streams
+    attn_impl: str = "fast"
+    pos: str = "sinusoid"  # rmha/rcmha relative positions: sinusoid | learned (labml tables)
+    # optimisation
+    batch: int = 64
+    steps: int = 5000
+    epochs: float = 0.0  # > 0: steps = epochs * train tokens / (batch * ctx)
+    lr: float = 1e-3  # peak learning rate (also for Noam: the value at the end of warm-up)
+    min_lr: float = 1e-4  # cosine floor
+    schedule: str = "cosine"
+    warmup: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0: off
+    # evaluation
+    eval_every: int = 500
+    eval_stride: int = 0  # sliding-window stride; 0: ctx // 2 (every scored position sees >= ctx/2 of context)
+    eval_batch: int = 64
+    log_every: int = 10
+    # runtime
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
+    compile: bool = False  # torch.compile the training step's model (GPU)
+
+    def resolved(self, attn: str) -> "TrainConfig":
+        """Derived fields filled in, everything checked; one clear line for settings that make no sense."""
+        c = replace(self)
+        if c.act == "auto":
+            c.act = "relu2" if attn == "rcmha" else c.base_act
+        if c.d_ff == 0:
+            c.d_ff = 4 * c.d_model
+        if c.eval_stride == 0:
+            c.eval_stride = max(1, c.ctx // 2)
+        for name in ("n_layers", "d_model", "n_heads", "d_ff", "ctx", "batch", "eval_every", "eval_batch",
+                     "log_every"):
+            if getattr(c, name) <= 0:
+                raise AttnbenchError(f"{name.replace('_', '-')} must be positive, got {getattr(c, name)}")
+        for name in ("mem_len", "warmup", "weight_decay", "grad_clip", "min_lr", "epochs", "steps"):
+            if getattr(c, name) < 0:
+                raise AttnbenchError(f"{name.replace('_', '-')} must be >= 0, got {getattr(c, name)}")
+        if c.steps == 0 and c.epochs == 0:
+            raise AttnbenchError("steps and epochs are both 0: nothing to train")
+        if not 0 < c.lr < 10:
+            raise AttnbenchError(f"lr must be in (0, 10), got {c.lr}")
+        if not 1 <= c.eval_stride <= c.ctx:
+            raise AttnbenchError(f"eval-stride must be in [1, ctx={c.ctx}], got {c.eval_stride}")
+        if c.schedule not in SCHEDULES:
+            raise AttnbenchError(f"schedule must be one of {', '.join(SCHEDULES)}, got {c.schedule!r}")
+        if c.d_model % c.n_heads:
+            raise AttnbenchError(f"heads ({c.n_heads}) must divide d-model ({c.d_model})")
+        return c
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # nanoGPT's shakespeare_char configuration (issue 4, Model and presets).
+    "default": TrainConfig(),
+    # The RCMHA authors' labml Transformer-XL (attention.md, RCMHA): 6 layers, D=128, 8 heads, FFN 256, dropout 0,
+    # segment 2, memory 32, batch 32, 10 epochs, Noam warm-up 2000, clipping 1.0, plain ReLU (rcmha: relu2).
+    # Noam's peak d^-0.5 * warmup^-0.5 = 128^-0.5 * 2000^-0.5 = 1.976e-3 (Vaswani et al. 2017, eq. 3, factor 1).
+    "paper": TrainConfig(n_layers=6, d_model=128, n_heads=8, d_ff=256, base_act="relu", dropout=0.0, ctx=2,
+                         mem_len=32, batch=32, epochs=10, schedule="noam", warmup=2000, lr=128 ** -0.5 * 2000 ** -0.5,
+                         weight_decay=0.0, beta2=0.999, grad_clip=1.0, eval_every=5000, eval_batch=128,
+                         log_every=50),
+    # A CPU smoke run of seconds.
+    "tiny": TrainConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128, dropout=0.0, ctx=64, batch=16, steps=120,
+                        lr=3e-3, min_lr=3e-4, warmup=10, eval_every=60, eval_stride=64, eval_batch=128, log_every=10),
+}
+
+FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
+    """A preset with the given fields replaced (None means: keep the preset's value)."""
+    if preset not in PRESETS:
+        raise AttnbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}", exit_code=2)
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise AttnbenchError(f"unknown training setting(s): {', '.join(unknown)}", exit_code=2)
+    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise AttnbenchError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise AttnbenchError(f"--device {spec}: no CUDA GPU is visible to torch {torch.__version__} here")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise AttnbenchError(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible")
+    elif dev.type != "cpu":
+        raise AttnbenchError(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+# ------------------------------------------------------------------------------------------------ data order
+class Batches:
+    """Training batches as a pure function of (seed, rank, step), so that every attention sees the same data in
+    the same order, a resumed run continues the same sequence, and ranks of a distributed run differ.
+
+    mem_len == 0: random windows of ctx + 1 tokens. mem_len > 0: `batch` contiguous streams over the training text
+    (Transformer-XL, Dai et al. 2019, §3.2), read segment by segment; `new_epoch(step)` says when memories restart."""
+
+    def __init__(self, data: torch.Tensor, batch: int, ctx: int, mem_len: int, seed: int, rank: int = 0,
+                 world: int = 1):
+        self.data, self.batch, self.ctx, self.seed, self.rank = data, batch, ctx, seed, rank
+        self.streams = mem_len > 0
+        if len(data) < ctx + 2:
+            raise AttnbenchError(f"training text ({len(data)} tokens) is shorter than ctx + 2 ({ctx + 2})")
+        if self.streams:
+            per = len(data) // (batch * world)
+            self.n_seg = (per - 1) // ctx
+            if self.n_seg < 1:
+                raise AttnbenchError(f"training text too short for {batch * world} streams of ctx {ctx}")
+            s = data[: per * batch * world].view(batch * world, per)
+            self.stream = s[rank * batch:(rank + 1) * batch]  # [B, per]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.streams:
+            return self.n_seg
+        return max(1, (len(self.data) - 1) // (self.batch * self.ctx))
+
+    def new_epoch(self, step: int) -> bool:
+        return self.streams and step % self.n_seg == 0
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of [B, ctx]: inputs and next-token targets."""
+        if self.streams:
+            off = (step % self.n_seg) * self.ctx
+            return self.stream[:, off:off + self.ctx], self.stream[:, off + 1:off + self.ctx + 1]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7_919 + step)
+        ix = torch.randint(0, len(self.data) - self.ctx - 1, (self.batch,), generator=g)
+        w = torch.stack([self.data[i:i + self.ctx + 1] for i in ix.tolist()])  # [B, ctx+1]
+        return w[:, :-1], w[:, 1:]
+
+
+# ------------------------------------------------------------------------------------------------ optimisation
+def lr_at(step: int, c: TrainConfig, total: int) -> float:
+    """Learning rate for optimiser step `step` (0-based).
+
+    cosine: linear warm-up to lr, then half a cosine down to min_lr at `total` (Loshchilov & Hutter 2017, eq. 5).
+    noam: lr * min(s / warmup, sqrt(warmup / s)), s = step + 1 (Vaswani et al. 2017, eq. 3, scaled to peak lr)."""
+    s = step + 1
+    if c.schedule == "noam":
+        w = max(1, c.warmup)
+        return c.lr * min(s / w, math.sqrt(w / s))
+    if c.warmup and s <= c.warmup:
+        return c.lr * s / c.warmup
+    frac = min(1.0, (s - c.warmup) / max(1, total - c.warmup))
+    return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * frac))
+
+
+def make_optimizer(model: torch.nn.Module, c: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not on norms, biases, embeddings' rows are matrices too)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=device.type == "cuda")
+
+
+def autocast(device: torch.device, amp: bool):
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(model, opt, x, y, mems, lr: float, grad_clip: float, amp_ctx) -> tuple[torch.Tensor, list | None]:
+    """One optimiser step on (x, y); returns the (device) loss and the new memories. No host sync."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with amp_ctx:
+        logits, new_mems = model(x, mems)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss.detach(), new_mems
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def window_plan(n: int, ctx: int, stride: int) -> list[tuple[int, int]]:
+    """Sliding windows over a text of n tokens (n - 1 predictions): (start, first scored offset) per window.
+
+    A window reads inputs [start, start + L) with L = min(ctx, n - 1) and predicts tokens start+1 … start+L; it
+    scores only offsets >= first, the predictions no earlier window scored. Every prediction is scored exactly
+    once; each has at least L - stride tokens of left context (fewer only at the start of the text)."""
+    n_pred, L = n - 1, min(ctx, n - 1)
+    plan, done = [], 0  # `done`: predictions 0 … done-1 (of inputs 0 … done-1) already scored
+    while done < n_pred:
+        start = max(0, min(done + stride - L, n_pred - L))
+        plan.append((start, done - start))
+        done = start + L
+    return plan
+
+
+def stream_plan(n: int, streams: int, burn: int) -> list[tuple[int, int, int]]:
+    """Memory evaluation: (read from, score from, score to) input positions per stream. Stream k scores a
+    contiguous share of the n - 1 predictions and starts reading `burn` tokens earlier so that its memory is full
+    when scoring begins (at the start of the text there is nothing earlier to read)."""
+    n_pred = n - 1
+    share = math.ceil(n_pred / streams)
+    out = []
+    for a in range(0, n_pred, share):
+        out.append((max(0, a - burn), a, min(a + share, n_pred)))
+    return out
+
+
+class _Tally:
+    def __init__(self):
+        self.nll, self.correct, self.n = 0.0, 0, 0
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor, keep: torch.Tensor) -> None:
+        lg, yy = logits.float()[keep], y[keep]
+        self.nll += F.cross_entropy(lg, yy, reduction="sum").double().item()
+        self.correct += int((lg.argmax(-1) == yy).sum())
+        self.n += int(keep.sum())
+
+    def metrics(self) -> dict[str, float]:
+        loss = self.nll / max(1, self.n)
+        return {"loss": loss, "bpc": loss / math.log(2), "ppl": math.exp(min(loss, 700.0)),
+                "acc": self.correct / max(1, self.n), "n": self.n}
+
+
+@torch.no_grad()
+def evaluate(model, data: torch.Tensor, c: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Full pass over `data`: every prediction scored exactly once, with its left context.
+
+    Without memory: sliding windows (window_plan). With memory: contiguous streams carrying Transformer-XL
+    memory, segment by segment, after a burn-in of at least mem_len tokens (stream_plan).
+    Returns loss (nats), bpc (loss / ln 2), ppl (e^loss), acc (top-1), n (predictions scored)."""
+    was = model.training
+    model.eval()
+    tally, amp = _Tally(), autocast(device, c.amp)
+    try:
+        if c.mem_len == 0:
+            plan = window_plan(len(data), c.ctx, c.eval_stride)
+            L = min(c.ctx, len(data) - 1)
+            for i in range(0, len(plan), c.eval_batch):
+                chunk = plan[i:i + c.eval_batch]
+                w = torch.stack([data[s:s + L + 1] for s, _ in chunk]).to(device)  # [b, L+1]
+                first = torch.tensor([f for _, f in chunk], device=device)
+                keep = torch.arange(L, device=device)[None, :] >= first[:, None]  # [b, L]
+                with amp:
+                    logits, _ = model(w[:, :-1])
+                tally.add(logits, w[:, 1:], keep)
+        else:
+            seg = c.ctx
+            burn = math.ceil(c.mem_len / seg) * seg
+            plan = stream_plan(len(data), c.eval_batch, burn)
+            Lmax = max(b - r for r, _, b in plan)
+            Lmax = math.ceil(Lmax / seg) * seg
+            X = torch.zeros(len(plan), Lmax, dtype=torch.long)
+            Y = torch.zeros_like(X)
+            K = torch.zeros(len(plan), Lmax, dtype=torch.bool)
+            for k, (r, a, b) in enumerate(plan):
+                X[k, :b - r] = data[r:b]
+                Y[k, :b - r] = data[r + 1:b + 1]
+                K[k, a - r:b - r] = True
+            X, Y, K = X.to(device), Y.to(device), K.to(device)
+            mems = None
+            for off in range(0, Lmax, seg):
+                with amp:
+                    logits, mems = model(X[:, off:off + seg], mems)
+                tally.add(logits, Y[:, off:off + seg], K[:, off:off + seg])
+    finally:
+        model.train(was)
+    return tally.metrics()
+
+
+@torch.no_grad()
+def generate(model, corpus, n: int, device: torch.device, c: TrainConfig, seed: int = 0) -> str:
+    """n characters sampled at temperature 1 after a newline; memory carried when the model has it."""
+    if n <= 0:
+        return ""
+    model.eval()
+    g = torch.Generator(device=device).manual_seed(seed)
+    start = corpus.stoi.get("\n", 0)
+    idx = torch.tensor([[start]], device=device)
+    out, mems = [], None
+    for _ in range(n):
+        with autocast(device, c.amp):
+            if c.mem_len > 0:
+                logits, mems = model(idx[:, -1:], mems)
+            else:
+                logits, _ = model(idx[:, -c.ctx:])
+        probs = logits[0, -1].float().softmax(-1)
+        nxt = torch.multinomial(probs, 1, generator=g)
+        out.append(int(nxt))
+        idx = torch.cat([idx, nxt.view(1, 1)], dim=1)[:, -max(c.ctx, 1):]
+    return corpus.decode(out)
+
+
+# ------------------------------------------------------------------------------------------------ measurements
+def cpu_peak_rss_mib() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 2**20 if os.uname().sysname == "Darwin" else r / 2**10
+
+
+def _nvml_sampler(device: torch.device):
+    """attnbench.measure.nvml's background sampler when present and on a GPU; else None (n/a)."""
+    if device.type != "cuda":
+        return None
+    try:
+        from attnbench.measure.nvml import NvmlSampler
+    except ImportError:
+        return None
+    return NvmlSampler(device.index or 0, interval_s=0.05)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _cpu_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------------------------ runs
+Callback = Callable[..., None]
+
+
+def _quiet(event: str, **data: Any) -> None:
+    pass
+
+
+@dataclass
+class RunSpec:
+    attn: str
+    seed: int
+    cfg: TrainConfig  # resolved for this attention
+
+
+def total_steps(c: TrainConfig, batches: Batches) -> int:
+    if c.epochs > 0:
+        return max(1, round(c.epochs * batches.steps_per_epoch))
+    return c.steps
+
+
+def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, command: str, on: Callback = _quiet,
+            sample: int = 0, resume: dict | None = None, rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """Train one model, evaluate it, write its record; returns the record (also on NaN, status "error").
+
+    Ctrl-C: checkpoint + partial record, then AttnbenchError naming the --resume command."""
+    from attnbench import results
+    from attnbench.model import build_model
+
+    c, attn = spec.cfg, spec.attn
+    device = pick_device(c.device)
+    torch.manual_seed(spec.seed)
+    attn_settings = {"impl": c.attn_impl}
+    if attn in ("rmha", "rcmha"):
+        attn_settings["pos"] = c.pos
+        attn_settings["max_rel"] = max(1024, c.ctx + c.mem_len)
+    if c.kv_heads is not None:
+        attn_settings["kv_heads"] = c.kv_heads
+    model = build_model(attn, corpus.vocab_size, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
+                        d_ff=c.d_ff, ctx=c.ctx, dropout=c.dropout, act=c.act, mem_len=c.mem_len,
+                        **attn_settings).to(device)
+    opt = make_optimizer(model, c, device)
+    batches = Batches(corpus.train, c.batch, c.ctx, c.mem_len, spec.seed, rank, world)
+    total = total_steps(c, batches)
+    step, curves, best_val, best_state, prior_s = 0, [], None, None, 0.0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        step, curves, best_val, prior_s = resume["step"], resume["curves"], resume["best_val"], resume["seconds"]
+        best_state = resume["best_state"]
+    fwd_model = torch.compile(model) if (c.compile and device.type == "cuda") else model
+    amp = autocast(device, c.amp)
+    config = {"preset_fields": asdict(c), "attn": attn, "seed": spec.seed, "total_steps": total,
+              "data": corpus.source, "data_sha256": corpus.sha256, "vocab": corpus.vocab_size,
+              "split_tokens": [len(corpus.train), len(corpus.val), len(corpus.test)],
+              "device": str(device), "amp": "bf16" if (c.amp and device.type == "cuda") else "fp32",
+              "resumed_from_step": step if resume is not None else None}
+    n_params = model.n_params()
+    on("start", attn=attn, seed=spec.seed, total=total, step=step, params=n_params)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sampler = _nvml_sampler(device)
+    t0 = time.perf_counter()
+    train_s = eval_s = 0.0
+    tokens = 0
+    status, reason = "ok", None
+    mems = None
+    last_loss = float("nan")
+    pending: list[torch.Tensor] = []
+
+    def save_ckpt() -> None:
+        atomic_save({"attn": attn, "seed": spec.seed, "cfg": asdict(c), "step": step, "model": model.state_dict(),
+                     "opt": opt.state_dict(), "best_state": best_state, "best_val": best_val, "curves": curves,
+                     "seconds": prior_s + time.perf_counter() - t0, "vocab": corpus.chars}, ckpt_path)
+
+    def do_eval() -> None:
+        nonlocal best_val, best_state, eval_s
+        te = time.perf_counter()
+        m = evaluate(model, corpus.val, c, device)
+        eval_s += time.perf_counter() - te
+        curves.append({"step": step, "seconds": round(prior_s + time.perf_counter() - t0, 3),
+                       "train_loss": last_loss, "val_loss": m["loss"], "val_acc": m["acc"]})
+        if best_val is None or m["loss"] < best_val:
+            best_val, best_state = m["loss"], _cpu_state(model)
+        save_ckpt()
+        on("eval", step=step, val=m)
+
+    with (sampler if sampler is not None else contextlib.nullcontext()):
+        try:
+            ts = time.perf_counter()
+            while step < total:
+                if batches.new_epoch(step):
+                    mems = None
+                x, y = batches.get(step)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                loss, mems = train_step(fwd_model, opt, x, y, mems, lr_at(step, c, total), c.grad_clip, amp)
+                pending.append(loss)
+                step += 1
+                tokens += x.numel()
+                at_eval = step % c.eval_every == 0 or step == total
+                if at_eval or step % c.log_every == 0:
+                    losses = torch.stack(pending).float().cpu()  # one host sync per log interval
+                    pending.clear()
+                    last_loss = float(losses.mean())
+                    if not torch.isfinite(losses).all():
+                        bad = step - len(losses) + int((~torch.isfinite(losses)).nonzero()[0])
+                        status, reason = "error", f"non-finite training loss at step {bad + 1}"
+                        break
+                    train_s += time.perf_counter() - ts
+                    on("step", step=step, total=total, loss=last_loss, tok_s=tokens / max(train_s, 1e-9))
+                    if at_eval:
+                        do_eval()
+                    ts = time.perf_counter()
+        except KeyboardInterrupt:
+            status, reason = "error", f"interrupted at step {step}"
+            save_ckpt()
+    wall_s = prior_s + time.perf_counter() - t0
+
+    metrics: dict[str, Any] = {"params": n_params, "steps": step, "tokens": tokens, "wall_s": wall_s,
+                               "train_s": train_s, "eval_s": eval_s,
+                               "tokens_per_s": tokens / train_s if train_s > 0 else None,
+                               "train_loss": last_loss if math.isfinite(last_loss) else None,
+                               "val_loss_best": best_val}
+    if status == "ok" and best_state is not None:
+        model.load_state_dict(best_state)  # test on the best-validation weights
+        te = time.perf_counter()
+        test = evaluate(model, corpus.test, c, device)
+        metrics["test_eval_s"] = time.perf_counter() - te
+        best = min(curves, key=lambda r: r["val_loss"])
+        metrics.update({"best_step": best["step"], "val_acc_best": best["val_acc"],
+                        "val_bpc_best": best_val / math.log(2), "test_loss": test["loss"], "test_bpc": test["bpc"],
+                        "test_ppl": test["ppl"], "test_acc": test["acc"], "test_n": test["n"]})
+    if device.type == "cuda":
+        metrics["alloc_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        metrics["reserved_peak_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+    else:
+        metrics["alloc_peak_mib"] = None
+    nv = sampler.result() if sampler is not None else {"nvml_peak_mib": None, "nvml_avg_mib": None,
+                                                       "nvml_note": "n/a: no GPU" if device.type != "cuda" else
+                                                       "n/a: attnbench.measure.nvml missing"}
+    metrics.update({k: v for k, v in nv.items() if k.startswith("nvml_") and k != "nvml_scope"})
+    metrics["cpu_peak_rss_mib"] = cpu_peak_rss_mib()
+    text = generate(model, corpus, sample, device, c, spec.seed) if (sample and status == "ok") else None
+    rec = results.make_record("train", attn, command, config, metrics, results.environment(str(device)),
+                              status=status, reason=reason, curves=curves, sample=text,
+                              checkpoint=str(ckpt_path), nvml_scope=nv.get("nvml_scope"))
+    if rank == 0:
+        results.append(record_path, rec)
+    on("done", record=rec)
+    if reason and reason.startswith("interrupted"):
+        raise AttnbenchError(f"{reason} of {attn} (seed {spec.seed}); checkpoint and partial record saved; "
+                             f"continue with: attnbench train --resume {ckpt_path}", exit_code=130)
+    return rec
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise AttnbenchError(f"checkpoint not found: {p}")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise AttnbenchError(f"cannot read checkpoint {p}: {type(e).__name__}") from None
+    if not isinstance(ck, dict) or "cfg" not in ck or "attn" not in ck:
+        raise AttnbenchError(f"{p} is not an attnbench train checkpoint")
+    return ck
+
+
+def plan_runs(attns: list[str], cfg: TrainConfig, seeds: int) -> list[RunSpec]:
+    """(attention, seed) pairs; seeds cfg.seed … cfg.seed + seeds - 1, each shared by every attention."""
+    if seeds <= 0:
+        raise AttnbenchError(f"seeds must be positive, got {seeds}")
+    pick_device(cfg.device)
+    return [RunSpec(a, cfg.seed + k, cfg.resolved(a)) for k in range(seeds) for a in attns]
+
+
+def run_many(specs: list[RunSpec], corpus, *, record_path: Path, ckpt_dir: Path, command: str,
+             on: Callback = _quiet, sample: int = 0, resume: dict | None = None) -> list[dict[str, Any]]:
+    stamp = record_path.stem
+    out = []
+    for spec in specs:
+        ckpt = ckpt_dir / stamp / f"{spec.attn}-seed{spec.seed}.pt"
+        out.append(run_one(spec, corpus, record_path=record_path, ckpt_path=ckpt, command=command, on=on,
+                           sample=sample, resume=resume))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ summaries
+SUMMARY_METRICS = ("test_acc", "test_bpc", "test_loss", "val_loss_best", "tokens_per_s", "wall_s", "params",
+                   "alloc_peak_mib", "nvml_avg_mib", "nvml_peak_mib", "cpu_peak_rss_mib")
+
+
+def summarize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows per attention (mean, and std over seeds when there are several) and plain statements saying which
+    test-accuracy and test-bpc differences exceed the seed spread (|Δmean| > std_a + std_b)."""
+    by: dict[str, list[dict]] = {}
+    for r in records:
+        by.setdefault(r["attn"], []).append(r)
+    rows, stats = [], {}
+    for attn, recs in by.items():
+        ok = [r for r in recs if r["status"] == "ok"]
+        row: dict[str, Any] = {"attn": attn, "runs": f"{len(ok)}/{len(recs)}"}
+        if len(ok) < len(recs):
+            row["status"] = "; ".join(r["reason"] for r in recs if r["status"] != "ok")
+        for m in SUMMARY_METRICS:
+            vals = [r["metrics"].get(m) for r in ok if r["metrics"].get(m) is not None]
+            if not vals:
+                row[m] = None
+                continue
+            mean = statistics.fmean(vals)
+            sd = statistics.stdev(vals) if len(vals) > 1 else None
+            stats[(attn, m)] = (mean, sd, len(vals))
+            row[m] = mean if sd is None else f"{_fmt(mean)} ± {_fmt(sd)}"
+        rows.append(row)
+    notes = []
+    names = list(by)
+    multi = any(n > 1 for (_, _), (_, _, n) in stats.items())
+    if multi:
+        for m, better in (("test_acc", "higher"), ("test_bpc", "lower")):
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    if (a, m) not in stats or (b, m) not in stats:
+                        continue
+                    (ma, sa, _), (mb, sb, _) = stats[(a, m)], stats[(b, m)]
+                    spread = (sa or 0.0) + (sb or 0.0)
+                    d = ma - mb
+                    verdict = "exceeds" if abs(d) > spread else "does not exceed"
+                    notes.append(f"{m}: {a} − {b} = {d:+.4f}, which {verdict} the seed spread "
+                                 f"(std {a} + std {b} = {spread:.4f})")
+    return rows, notes
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
