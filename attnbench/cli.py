@@ -88,14 +88,59 @@ app.command("params", help="Alias of param-count.")(_param_count)
 
 # --------------------------------------------------------------------------------------------------- speed / memory
 # (issue 3) BEGIN speed-memory block
-def _profile_speed() -> None:
-    """Time every attention (not built yet)."""
-    _fail("profile-speed is not built yet", 2)
+from attnbench.bench import BenchSettings as _Bench  # no torch at import; the defaults' one home
+
+SeqLenOpt = Annotated[str, typer.Option("--seq-len", help="Sequence length(s), comma-separated: 512,1024,2048.")]
+BatchOpt = Annotated[int, typer.Option("--batch", help="Batch size B.")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="bf16|fp16|fp32 (default bf16 on GPU, fp32 on CPU).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cuda|cpu.")]
+ImplOpt = Annotated[str, typer.Option("--impl", help="fast|reference|both.")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile; compile time reported apart.")]
+FlushOpt = Annotated[bool, typer.Option("--flush-l2", help="Flush the L2 cache between timed calls (GPU).")]
+BaselineOpt = Annotated[bool, typer.Option("--baseline/--no-baseline",
+                                           help="Add the bare scaled_dot_product_attention row 'sdpa'.")]
+MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per measurement, seconds.")]
 
 
-def _profile_memory() -> None:
-    """Measure every attention's memory (not built yet)."""
-    _fail("profile-memory is not built yet", 2)
+def _sweep(kind: str, settings_kw: dict, fmt: str) -> None:
+    from attnbench.bench import BenchSettings, parse_seq_lens, run
+    from attnbench.tables import check_format, render_rows
+
+    run_guarded(check_format, fmt)
+    seq_lens = run_guarded(parse_seq_lens, settings_kw.pop("seq_len"))
+    settings = BenchSettings(seq_lens=seq_lens, **settings_kw)
+    res = run_guarded(run, kind, settings)
+    title = f"{'Speed' if kind == 'speed' else 'Memory'} ({settings.mode}, B={settings.batch}, " \
+            f"heads={settings.heads}, d_model={settings.d_model})"
+    run_guarded(render_rows, res.rows, fmt, title=title, columns=res.columns, notes=res.notes)
+
+
+def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
+                   batch: BatchOpt = _Bench.batch, heads: HeadsOpt = _Bench.heads,
+                   d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, dtype: DtypeOpt = None,
+                   device: DeviceOpt = _Bench.device,
+                   mode: Annotated[str, typer.Option("--mode", help="fwd|bwd|fwd+bwd|step.")] = _Bench.mode,
+                   impl: ImplOpt = _Bench.impl, compile: CompileOpt = _Bench.compile,
+                   flush_l2: FlushOpt = _Bench.flush_l2, baseline: BaselineOpt = _Bench.baseline,
+                   max_time: MaxTimeOpt = _Bench.max_time_s, fmt: FormatOpt = "table",
+                   results_dir: ResultsOpt = _Bench.results_dir) -> None:
+    """Time every attention: median and IQR, tokens/s, TFLOP/s, ratio to MHA and to a measured matmul ceiling."""
+    _sweep("speed", dict(attn=attn, seq_len=seq_len, batch=batch, heads=heads, d_model=d_model, kv_heads=kv_heads,
+                         dtype=dtype, device=device, mode=mode, impl=impl, compile=compile, flush_l2=flush_l2,
+                         baseline=baseline, max_time_s=max_time, results_dir=results_dir), fmt)
+
+
+def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
+                    batch: BatchOpt = _Bench.batch, heads: HeadsOpt = _Bench.heads,
+                    d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, dtype: DtypeOpt = None,
+                    device: DeviceOpt = _Bench.device,
+                    mode: Annotated[str, typer.Option("--mode", help="fwd|fwd+bwd.")] = _Bench.mode,
+                    impl: ImplOpt = _Bench.impl, baseline: BaselineOpt = _Bench.baseline, fmt: FormatOpt = "table",
+                    results_dir: ResultsOpt = _Bench.results_dir) -> None:
+    """Memory of every attention: allocator (activations, peak, reserved), NVML device-wide, CPU peak RSS, estimate."""
+    _sweep("memory", dict(attn=attn, seq_len=seq_len, batch=batch, heads=heads, d_model=d_model, kv_heads=kv_heads,
+                          dtype=dtype, device=device, mode=mode, impl=impl, baseline=baseline,
+                          results_dir=results_dir), fmt)
 
 
 app.command("profile-speed")(_profile_speed)
