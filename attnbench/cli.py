@@ -151,10 +151,130 @@ app.command("memory", help="Alias of profile-memory.")(_profile_memory)
 
 # --------------------------------------------------------------------------------------------------- train
 # (issue 4) BEGIN train block
+_T = Annotated  # the train overrides: None means "the preset's value" (defaults live in train.TrainConfig)
+
+
+def _o(flag: str, text: str):
+    return typer.Option(flag, help=text, rich_help_panel="Overrides (default: the preset's value)")
+
+
 @app.command("train")
-def _train() -> None:
-    """Train a character-level language model with the chosen attention (not built yet)."""
-    _fail("train is not built yet", 2)
+def _train(
+    attn: AttnOpt = "mha",
+    preset: _T[str, typer.Option("--preset", help="default | paper | tiny.")] = "default",
+    seeds: _T[int, typer.Option("--seeds", help="Seeds per attention (mean ± std when > 1).")] = 1,
+    sample: _T[int, typer.Option("--sample", help="Print N generated characters after training.")] = 0,
+    data: _T[Optional[str], typer.Option("--data", help="Corpus file (any UTF-8 text; no checksum check).")] = None,
+    resume: _T[Optional[str], typer.Option("--resume", help="Continue from a checkpoint (.pt).")] = None,
+    results_dir: ResultsOpt = "results",
+    ckpt_dir: _T[str, typer.Option("--checkpoints-dir", help="Where checkpoints go.")] = "checkpoints",
+    fmt: FormatOpt = "table",
+    n_layers: _T[Optional[int], _o("--layers", "Decoder blocks.")] = None,
+    d_model: _T[Optional[int], _o("--d-model", "Model width D.")] = None,
+    n_heads: _T[Optional[int], _o("--heads", "Heads n.")] = None,
+    kv_heads: _T[Optional[int], _o("--kv-heads", "K/V heads (gqa).")] = None,
+    d_ff: _T[Optional[int], _o("--d-ff", "FFN width (0: 4·D).")] = None,
+    act: _T[Optional[str], _o("--act", "FFN activation: gelu|relu|relu2|auto.")] = None,
+    base_act: _T[Optional[str], _o("--base-act", "What auto means for attentions other than rcmha.")] = None,
+    dropout: _T[Optional[float], _o("--dropout", "Dropout.")] = None,
+    ctx: _T[Optional[int], _o("--ctx", "Context / segment length.")] = None,
+    mem_len: _T[Optional[int], _o("--mem-len", "Transformer-XL memory (0: off).")] = None,
+    attn_impl: _T[Optional[str], _o("--impl", "Attention path: fast|reference.")] = None,
+    pos: _T[Optional[str], _o("--pos", "rmha/rcmha positions: sinusoid|learned.")] = None,
+    batch: _T[Optional[int], _o("--batch", "Batch size.")] = None,
+    steps: _T[Optional[int], _o("--steps", "Optimiser steps.")] = None,
+    epochs: _T[Optional[float], _o("--epochs", "Epochs (> 0 overrides --steps).")] = None,
+    lr: _T[Optional[float], _o("--lr", "Peak learning rate.")] = None,
+    min_lr: _T[Optional[float], _o("--min-lr", "Cosine floor.")] = None,
+    schedule: _T[Optional[str], _o("--schedule", "cosine|noam.")] = None,
+    warmup: _T[Optional[int], _o("--warmup", "Warm-up steps.")] = None,
+    weight_decay: _T[Optional[float], _o("--weight-decay", "AdamW weight decay.")] = None,
+    beta1: _T[Optional[float], _o("--beta1", "AdamW β1.")] = None,
+    beta2: _T[Optional[float], _o("--beta2", "AdamW β2.")] = None,
+    grad_clip: _T[Optional[float], _o("--grad-clip", "Gradient-norm clipping (0: off).")] = None,
+    eval_every: _T[Optional[int], _o("--eval-every", "Steps between validation passes.")] = None,
+    eval_stride: _T[Optional[int], _o("--eval-stride", "Sliding-window stride (0: ctx/2).")] = None,
+    eval_batch: _T[Optional[int], _o("--eval-batch", "Windows/streams per evaluation batch.")] = None,
+    log_every: _T[Optional[int], _o("--log-every", "Steps between progress updates (and NaN checks).")] = None,
+    seed: _T[Optional[int], _o("--seed", "First seed.")] = None,
+    device: _T[Optional[str], _o("--device", "auto|cpu|cuda|cuda:N.")] = None,
+    amp: _T[Optional[bool], _o("--amp/--no-amp", "bf16 autocast on GPU.")] = None,
+    compile_: _T[Optional[bool], _o("--compile/--no-compile", "torch.compile the model (GPU).")] = None,
+) -> None:
+    """Train character-level language models on Tiny Shakespeare, one per attention, and compare them."""
+    overrides = {k: v for k, v in locals().items() if k not in _TRAIN_OWN}
+    overrides["compile"] = overrides.pop("compile_")
+    run_guarded(_train_run, attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir, fmt, overrides)
+
+
+_TRAIN_OWN = ("attn", "preset", "seeds", "sample", "data", "resume", "results_dir", "ckpt_dir", "fmt")
+
+
+def _train_run(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir, fmt, overrides) -> None:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from attnbench import results, train
+    from attnbench.attention import parse_names
+    from attnbench.data import load_corpus
+    from attnbench.errors import AttnbenchError
+    from attnbench.tables import check_format, render_rows
+
+    check_format(fmt)
+    ck = None
+    if resume:
+        ck = train.load_checkpoint(resume)
+        specs = [train.RunSpec(ck["attn"], ck["seed"], train.TrainConfig(**ck["cfg"]))]
+    else:
+        cfg = train.make_config(preset, **overrides)
+        specs = train.plan_runs(parse_names(attn), cfg, seeds)
+    corpus = load_corpus(data)
+    if ck is not None and ck.get("vocab") != corpus.chars:
+        raise AttnbenchError("the corpus differs from the one the checkpoint was trained on; pass the same --data")
+    path = results.new_run_path("train", results_dir)
+    err = Console(stderr=True, highlight=False)
+    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tok_s]} tok/s"),
+            TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*cols, console=err, transient=False) as bar:
+        task = {}
+
+        def on(event, **d):
+            if event == "start":
+                task["id"] = bar.add_task(f"{d['attn']} seed {d['seed']}", total=d["total"], completed=d["step"],
+                                          loss="-", tok_s="-")
+                bar.console.print(f"{d['attn']} (seed {d['seed']}): {d['params']:,} parameters, {d['total']} steps")
+            elif event == "step":
+                bar.update(task["id"], completed=d["step"], loss=f"{d['loss']:.3f}", tok_s=f"{d['tok_s']:,.0f}")
+            elif event == "eval":
+                v = d["val"]
+                bar.console.print(f"  step {d['step']}: val loss {v['loss']:.4f}  bpc {v['bpc']:.4f}  "
+                                  f"acc {v['acc']:.4f}")
+            elif event == "done":
+                r = d["record"]
+                if r["status"] != "ok":
+                    bar.console.print(f"  [red]{r['attn']}: {r['reason']}[/] (measured so far kept in {path})")
+
+        recs = train.run_many(specs, corpus, record_path=path, ckpt_dir=Path(ckpt_dir),
+                              command=results.command_line(), on=on, sample=sample, resume=ck)
+    rows, notes = train.summarize(recs)
+    labels = {"attn": "attn", "runs": "runs", "test_acc": "test acc", "test_bpc": "test bpc",
+              "val_loss_best": "best val loss", "params": "params", "tokens_per_s": "tok/s", "wall_s": "wall s",
+              "alloc_peak_mib": "alloc peak MiB", "nvml_avg_mib": "NVML avg MiB", "nvml_peak_mib": "NVML peak MiB",
+              "cpu_peak_rss_mib": "RSS peak MiB", "status": "status"}
+    shown = [{labels[k]: v for k, v in r.items() if k in labels} for r in rows]
+    cols_shown = [v for k, v in labels.items() if k != "status" or any("status" in r for r in rows)]
+    render_rows(shown, fmt, title=f"Tiny Shakespeare, held-out test split, full pass ({corpus.source})",
+                columns=cols_shown, notes=[*notes, f"records: {path}"])
+    for r in recs:
+        if r.get("sample"):
+            err.print(f"\n[bold]sample from {r['attn']} (seed {r['config']['seed']}):[/]")
+            print(r["sample"])
+    failed = [f"{r['attn']}: {r['reason']}" for r in recs if r["status"] != "ok"]
+    if failed:
+        raise AttnbenchError("; ".join(failed) + f" (records kept in {path})")
 # (issue 4) END train block
 
 # --------------------------------------------------------------------------------------------------- report / env

@@ -584,6 +584,8 @@ def summarize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
                 row[m] = None
                 continue
             mean = statistics.fmean(vals)
+            if all(isinstance(v, int) for v in vals) and len(set(vals)) == 1:
+                mean = vals[0]
             sd = statistics.stdev(vals) if len(vals) > 1 else None
             stats[(attn, m)] = (mean, sd, len(vals))
             row[m] = mean if sd is None else f"{_fmt(mean)} ± {_fmt(sd)}"
