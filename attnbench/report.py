@@ -33,28 +33,36 @@ DEFAULT_OUT = "results/report"  # where it writes report.md and the plots
 # The producers' names (bench.py: speed/memory, train.py: train, params.py: params), in one place.
 SPEED_TIME, SPEED_P25, SPEED_P75 = "median_ms", "p25_ms", "p75_ms"
 SPEED_COLUMNS = ("median_ms", "p25_ms", "p75_ms", "min_ms", "mean_ms", "tokens_per_s", "core_tflops",
-                 "module_tflops")
+                 "module_tflops", "pct_of_ceiling")
 SPEED_RATIO = "ratio_to_mha"  # the producer's own ratio, used only when no MHA is in the same plot
-MEMORY_PEAKS = ("alloc_peak_mib", "rss_peak_mib")  # the plotted peak: allocator peak (CUDA), else process RSS (CPU)
-MEMORY_COLUMNS = ("alloc_peak_mib", "reserved_mib", "nvml_peak_mib", "nvml_avg_mib", "rss_peak_mib",
-                  "estimate_mib")
-TRAIN_COLUMNS = ("test_acc", "test_loss", "test_bpc", "val_loss", "params", "tokens_per_s", "wall_s")
+# The plotted peak, first present: allocator peak of fwd+bwd (CUDA), of the forward alone (mode fwd), growth of the
+# resident memory of a fresh process (CPU). All exclude inputs and weights (benchmarking.md, "Memory").
+MEMORY_PEAKS = ("peak_alloc_mib", "peak_fwd_mib", "cpu_peak_rss_delta_mib")
+MEMORY_COLUMNS = ("peak_alloc_mib", "peak_fwd_mib", "activations_mib", "reserved_mib", "nvml_peak_mib",
+                  "nvml_avg_mib", "cpu_peak_rss_mib", "cpu_peak_rss_delta_mib", "estimate_mib", "inputs_mib",
+                  "weights_mib")
+TRAIN_COLUMNS = ("test_acc", "test_loss", "test_bpc", "val_loss_best", "val_acc_best", "params", "steps",
+                 "tokens_per_s", "wall_s", "alloc_peak_mib", "nvml_avg_mib")
 TRAIN_ACC = "test_acc"
-CURVES = "curves"  # extra key of a train record: {step: [], seconds: [], train_loss: [], val_loss: [], val_acc: []}
+CURVES = "curves"  # extra key of a train record: [{step, seconds, train_loss, val_loss, val_acc}, ...]
 CURVE_X = (("step", "step"), ("seconds", "wall-clock seconds"))
 CURVE_Y = (("val_loss", "validation loss"), ("val_acc", "validation accuracy"))
 PARAMS_COLUMNS = None  # params records: every metric they carry is shown
 
-# Config keys that place a record on an axis or say where it ran, rather than which series it belongs to.
-SEQ_LEN, DEVICE_KEY, SEED, PRESET = "seq_len", "device", "seed", "preset"
-PLOT_KEYS = ("mode", "dtype", "batch", "d_model", "n_heads")  # one plot per device group and these settings
+# Config keys (bench.py, train.py) that place a record on an axis or say where it ran, not which series it is in.
+SEQ_LEN, DEVICE_KEY, SEED, PRESET, NAME = "seq_len", "device", "seed", "preset", "name"
+PLOT_KEYS = ("mode", "dtype", "batch", "d_model", "heads")  # one plot per device group and these settings
+BENCH_IGNORE = (SEQ_LEN, DEVICE_KEY, NAME, "attn_config", "causal")  # attn_config is absent from failed cells
+TRAIN_FIELDS = "preset_fields"  # train config: every TrainConfig field of the run
+# Train settings that do not change what is learned: a run with other values still matches its preset.
+TRAIN_IGNORE = (SEED, DEVICE_KEY, "amp", "compile", "eval_batch", "log_every", "eval_every")
 
 # RCMHA paper (Sugiharto et al. 2023, arXiv 2308.03429), Tiny Shakespeare accuracy; attention.md, "RCMHA".
 PAPER_ACCURACY = {"rcmha": 0.572, "mha": 0.566, "mdha": 0.557, "rmha": 0.555}
 PAPER_NOTE = ("The paper's accuracy is a running next-character accuracy mixing training and validation batches; "
               "ours is a clean held-out accuracy (attention.md, RCMHA). Compare trends, not digits.")
 # Training presets that reproduce the paper's setting (config.py presets); others get no paper column.
-PAPER_PRESETS = ("paper", "rcmha-paper", "tiny-shakespeare", "shakespeare")
+PAPER_PRESETS = ("paper",)
 
 # --compare: a change is flagged when it exceeds the measured spread.
 COMPARE_METRICS = {"speed": (SPEED_TIME,), "memory": MEMORY_PEAKS,
@@ -109,13 +117,55 @@ class Series:
     label: str = ""
 
 
-def _series(recs: Sequence[dict[str, Any]], drop: Sequence[str]) -> list[Series]:
-    """Split records into series by attention + every config value not in `drop`; label them by what differs."""
+def bench_settings(r: dict[str, Any], keep_seq: bool = False) -> tuple[str, dict[str, Any]]:
+    """(attention, settings) of a speed/memory record; the SDPA baseline has attn None and config name 'sdpa'."""
+    cfg = r.get("config") or {}
+    drop = BENCH_IGNORE if not keep_seq else tuple(k for k in BENCH_IGNORE if k != SEQ_LEN)
+    return r.get("attn") or cfg.get(NAME) or "-", {k: v for k, v in cfg.items() if k not in drop}
+
+
+def train_settings(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(attention, settings) of a train record: its TrainConfig fields and data, without seed and runtime knobs."""
+    cfg = r.get("config") or {}
+    fields = cfg.get(TRAIN_FIELDS) if isinstance(cfg.get(TRAIN_FIELDS), dict) else {}
+    settings = {k: v for k, v in fields.items() if k not in TRAIN_IGNORE}
+    settings.update({k: v for k, v in cfg.items() if k in (PRESET, "data_sha256")})
+    if not fields:  # a record without preset_fields: its flat config
+        settings.update({k: v for k, v in cfg.items() if k not in (SEED, DEVICE_KEY, "attn")})
+    return r.get("attn") or cfg.get("attn") or "-", settings
+
+
+def train_preset(r: dict[str, Any]) -> str:
+    """The train.py preset a run matches (every field but TRAIN_IGNORE equal), else 'custom'."""
+    cfg = r.get("config") or {}
+    if cfg.get(PRESET):
+        return str(cfg[PRESET])
+    fields = cfg.get(TRAIN_FIELDS)
+    if not isinstance(fields, dict):
+        return "custom"
+    try:
+        from dataclasses import asdict
+
+        from attnbench.train import PRESETS
+    except ImportError:
+        return "custom"
+    attn = r.get("attn") or cfg.get("attn") or "mha"
+    for name, preset in PRESETS.items():
+        try:
+            ref = asdict(preset.resolved(attn))
+        except AttnbenchError:
+            continue
+        if all(fields.get(k) == v for k, v in ref.items() if k not in TRAIN_IGNORE):
+            return name
+    return "custom"
+
+
+def _series(recs: Sequence[dict[str, Any]], settings_of) -> list[Series]:
+    """Split records into series by attention + settings (settings_of(record)); label them by what differs."""
     by: dict[tuple, Series] = {}
     for r in recs:
-        settings = {k: v for k, v in (r.get("config") or {}).items() if k not in drop}
-        key = (r.get("attn") or "-", _freeze(settings))
-        by.setdefault(key, Series(r.get("attn") or "-", settings)).records.append(r)
+        attn, settings = settings_of(r)
+        by.setdefault((attn, _freeze(settings)), Series(attn, settings)).records.append(r)
     out = list(by.values())
     varying = sorted({k for s in out for k in s.settings
                       if len({repr(o.settings.get(k)) for o in out if o.attn == s.attn}) > 1})
@@ -249,11 +299,16 @@ def _sweeps(recs: list[dict[str, Any]]):
         yield group, {k: cfg.get(k) for k in PLOT_KEYS}, rs
 
 
+def _plot_series_settings(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    attn, settings = bench_settings(r)
+    return attn, {k: v for k, v in settings.items() if k not in PLOT_KEYS}
+
+
 def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
     doc.add("## Speed", "Median time per call against sequence length T; the band is the interquartile range "
             "(p25-p75). `x MHA` is the median divided by MHA's at the same T, device and settings.")
     for group, settings, rs in _sweeps(recs):
-        series = _series(rs, drop=(SEQ_LEN, DEVICE_KEY, *PLOT_KEYS))
+        series = _series(rs, _plot_series_settings)
         title = _plot_title(group, settings)
         doc.add(f"### {title}", f"Environment: {env_label(group)}")
         mha = [s for s in series if s.attn == "mha"]
@@ -284,7 +339,7 @@ def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             _plot_lines(plt, ax, lines, failed)
             ax.set_xlabel("sequence length T")
             ax.set_ylabel("median time per call (ms)")
-            ax.set_title(f"speed · {title}", fontsize=9)
+            ax.set_title("speed · " + title.replace(") · ", ")\n", 1), fontsize=9)
             path = _save(plt, fig, out / f"speed-{slug(group[0])}-{slug('-'.join(map(str, settings.values())))}.png")
             plots.append(Plot(path, "speed", group, title, [ln[0] for ln in lines]))
             doc.add(f"![speed: {title}]({path.name})")
@@ -297,7 +352,7 @@ def _memory_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             "are device-wide (every process, the CUDA context included). The exponent is the least-squares slope of "
             "log peak against log T over the measured points (2 = grows like T^2).")
     for group, settings, rs in _sweeps(recs):
-        series = _series(rs, drop=(SEQ_LEN, DEVICE_KEY, *PLOT_KEYS))
+        series = _series(rs, _plot_series_settings)
         title = _plot_title(group, settings)
         doc.add(f"### {title}", f"Environment: {env_label(group)}")
         rows, fits, lines, failed, ylabels = [], [], [], [], set()
@@ -325,7 +380,7 @@ def _memory_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             _plot_lines(plt, ax, lines, failed)
             ax.set_xlabel("sequence length T")
             ax.set_ylabel(" / ".join(sorted(ylabels)) + " (MiB)")
-            ax.set_title(f"memory · {title}", fontsize=9)
+            ax.set_title("memory · " + title.replace(") · ", ")\n", 1), fontsize=9)
             path = _save(plt, fig, out / f"memory-{slug(group[0])}-{slug('-'.join(map(str, settings.values())))}.png")
             plots.append(Plot(path, "memory", group, title, [ln[0] for ln in lines]))
             doc.add(f"![memory: {title}]({path.name})")
@@ -347,11 +402,14 @@ def _params_section(doc: _Doc, recs) -> None:
     doc.table(rows, ["attention", *cfg_cols, *(PARAMS_COLUMNS or metric_cols)])
 
 
-def _curve(rec: dict[str, Any], x: str, y: str) -> dict[float, float]:
-    c = rec.get(CURVES) or {}
-    steps, xs, ys = c.get("step") or [], c.get(x) or [], c.get(y) or []
+def _curve(rec: dict[str, Any], x: str, y: str) -> dict[Any, tuple[float, float]]:
+    """step -> (x, y) from a record's curves (a list of points, or a dict of equal-length lists)."""
+    c = rec.get(CURVES) or []
+    if isinstance(c, dict):
+        c = [dict(zip(c, vals)) for vals in zip(*c.values())]
     out = {}
-    for s, xv, yv in zip(steps, xs, ys):
+    for p in c:
+        s, xv, yv = p.get("step"), p.get(x), p.get(y)
         if _num(xv) is not None and _num(yv) is not None:
             out[s] = (_num(xv), _num(yv))
     return out
@@ -387,12 +445,11 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             "band is ± one standard deviation across seeds. Final figures are on the held-out test split.")
     by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in recs:
-        by[(env_key(r), repr((r.get("config") or {}).get(PRESET)))].append(r)
-    for (group, _), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
-        preset = (rs[0].get("config") or {}).get(PRESET)
+        by[(env_key(r), train_preset(r))].append(r)
+    for (group, preset), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
         title = f"{group[0]} ({group[1]}) · preset {preset}"
         doc.add(f"### {title}", f"Environment: {env_label(group)}")
-        series = _series(rs, drop=(SEED, DEVICE_KEY, PRESET))
+        series = _series(rs, train_settings)
         if plt is not None:
             fig, axes = plt.subplots(2, 2, figsize=(10, 7))
             drawn = False
@@ -515,8 +572,13 @@ def _compare_entries(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any
     """(kind, attn, settings, metric) -> value and spread; train records are pooled over seeds."""
     pooled: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in _latest(records):
-        cfg = {k: v for k, v in (r.get("config") or {}).items() if k not in (DEVICE_KEY, SEED)}
-        pooled[(r["kind"], r.get("attn") or "-", _freeze(cfg))].append(r)
+        if r["kind"] == "train":
+            attn, cfg = train_settings(r)
+        elif r["kind"] in ("speed", "memory"):
+            attn, cfg = bench_settings(r, keep_seq=True)
+        else:
+            attn, cfg = r.get("attn") or "-", r.get("config") or {}
+        pooled[(r["kind"], attn, _freeze(cfg))].append(r)
     out: dict[tuple, dict[str, Any]] = {}
     for (kind, attn, cfg), rs in pooled.items():
         for metric in COMPARE_METRICS.get(kind, ()):

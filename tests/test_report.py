@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from attnbench import report
 from attnbench.cli import _REPORT_IN, _REPORT_OUT, app
 from attnbench.results import append, make_record
+from attnbench.train import PRESETS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ATTNS = ("mha", "rmha")
@@ -26,8 +28,10 @@ def env(name="NVIDIA H100 80GB HBM3", device="cuda"):
 
 
 def speed_rec(attn, t, median, iqr=0.1, e=None, status="ok", mode="fwd+bwd"):
-    cfg = {"d_model": 64, "n_heads": 4, "impl": "fast", "seq_len": t, "batch": 2, "dtype": "bf16", "mode": mode,
-           "device": "cuda"}
+    cfg = {"name": attn, "impl": "fast", "seq_len": t, "batch": 2, "heads": 4, "d_model": 64, "kv_heads": None,
+           "dtype": "bfloat16", "device": "cuda", "mode": mode, "compile": False, "flush_l2": False, "causal": True}
+    if status == "ok":
+        cfg["attn_config"] = {"d_model": 64, "n_heads": 4}
     m = {} if status != "ok" else {"median_ms": median, "p25_ms": median - iqr / 2, "p75_ms": median + iqr / 2,
                                    "min_ms": median - iqr, "mean_ms": median, "tokens_per_s": 2 * t / median * 1e3}
     return make_record("speed", attn, "attnbench speed", cfg, m, e or env(), status=status,
@@ -35,18 +39,18 @@ def speed_rec(attn, t, median, iqr=0.1, e=None, status="ok", mode="fwd+bwd"):
 
 
 def memory_rec(attn, t, mib, e=None, status="ok"):
-    cfg = {"d_model": 64, "n_heads": 4, "impl": "fast", "seq_len": t, "batch": 2, "dtype": "bf16", "mode": "fwd+bwd",
-           "device": "cuda"}
-    m = {"alloc_peak_mib": mib, "reserved_mib": mib * 1.5} if status == "ok" else {}
+    cfg = {"name": attn, "impl": "fast", "seq_len": t, "batch": 2, "heads": 4, "d_model": 64, "kv_heads": None,
+           "dtype": "bfloat16", "device": "cuda", "mode": "fwd+bwd", "compile": False, "flush_l2": False}
+    m = {"peak_alloc_mib": mib, "reserved_mib": mib * 1.5} if status == "ok" else {}
     return make_record("memory", attn, "attnbench memory", cfg, m, e or env(), status=status)
 
 
-def train_rec(attn, seed, acc, preset="tiny", e=None):
-    steps = [0, 10, 20, 30]
-    curves = {"step": steps, "seconds": [s * 0.5 + seed * 0.01 for s in steps],
-              "train_loss": [4.0 - 0.05 * s for s in steps], "val_loss": [4.1 - 0.05 * s - 0.01 * seed for s in steps],
-              "val_acc": [0.1 + 0.01 * s + 0.001 * seed for s in steps]}
-    return make_record("train", attn, "attnbench train", {"preset": preset, "seed": seed, "d_model": 64},
+def train_rec(attn, seed, acc, preset="tiny", e=None, **override):
+    curves = [{"step": s, "seconds": s * 0.5 + seed * 0.01, "train_loss": 4.0 - 0.05 * s,
+               "val_loss": 4.1 - 0.05 * s - 0.01 * seed, "val_acc": 0.1 + 0.01 * s + 0.001 * seed} for s in (10, 20, 30)]
+    fields = {**asdict(PRESETS[preset].resolved(attn)), "seed": seed, "device": "cuda", **override}
+    return make_record("train", attn, "attnbench train", {"preset_fields": fields, "attn": attn, "seed": seed,
+                                                          "device": "cuda", "resumed_from_step": None},
                        {"test_acc": acc, "test_loss": 1.5, "params": 12345, "wall_s": 15.0}, e or env(),
                        curves=curves)
 
@@ -111,7 +115,14 @@ def test_paper_column_where_preset_matches(tmp_path):
     assert "paper: accuracy" in md
     assert re.search(r"\|\s*rcmha\s*\|\s*0\.55\s*\|.*\|\s*0\.572\s*\|\s*-0\.022\s*\|", md)
     assert re.search(r"\|\s*mha\s*\|\s*0\.55\s*\|.*\|\s*0\.566\s*\|", md)
-    assert not re.search(r"\|\s*sha\s*\|\s*0\.55\s*\|.*\|\s*0\.5\d\d\s*\|\s*-?0\.0", md)  # no paper figure for sha
+    assert not [r for r in md_rows(md, "sha") if "paper: accuracy" in r]  # the paper has no figure for sha
+    assert "preset paper" in md
+
+
+def test_no_paper_column_when_the_run_departs_from_the_preset(tmp_path):
+    f = write(tmp_path / "t.jsonl", [train_rec("rcmha", 0, 0.55, preset="paper", epochs=1)])
+    md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
+    assert "preset custom" in md and "paper: accuracy" not in md
 
 
 def test_devices_never_mixed(tmp_path):
@@ -152,8 +163,8 @@ def test_compare_percentages_and_flags(tmp_path):
     assert got[("speed", "mha", "median_ms")]["flag"] == "*"  # 2 ms > IQR 1 ms
     assert got[("speed", "rmha", "median_ms")]["change %"] == pytest.approx(1.0)
     assert got[("speed", "rmha", "median_ms")]["flag"] == ""  # 0.1 ms < IQR 1 ms
-    assert got[("memory", "mha", "alloc_peak_mib")]["change %"] == pytest.approx(1.0)
-    assert got[("memory", "mha", "alloc_peak_mib")]["flag"] == ""  # within the 2 % tolerance
+    assert got[("memory", "mha", "peak_alloc_mib")]["change %"] == pytest.approx(1.0)
+    assert got[("memory", "mha", "peak_alloc_mib")]["flag"] == ""  # within the 2 % tolerance
     acc = got[("train", "mha", "test_acc")]  # mean over seeds 0.55 -> 0.57, std 0.0707: not flagged
     assert acc["change %"] == pytest.approx((0.57 - 0.55) / 0.55 * 100) and acc["flag"] == ""
     assert not any("different devices" in n for n in res.notes)
