@@ -16,7 +16,9 @@ from attnbench import results
 from attnbench.config import AttnConfig
 from attnbench.errors import AttnbenchError
 
-BASELINE = "sdpa"
+BASELINE = "sdpa"  # bare scaled_dot_product_attention(is_causal=True) on [B, n, T, d]
+BASELINE_PROJ = "sdpa+proj"  # the same call with bare F.linear Q/K/V/O projections: MHA's cost with no module code
+BASELINES = (BASELINE, BASELINE_PROJ)
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 DEVICES = ("auto", "cuda", "cpu")
 IMPL_CHOICES = ("fast", "reference", "both")
@@ -120,6 +122,7 @@ class Workload:
     head_dim: int
     module: Any = None
     config: dict = field(default_factory=dict)
+    linear_fwd_flops: float | None = None  # known in closed form for the baselines; else counted with hooks
 
 
 def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int, heads: int, kv_heads: int | None,
@@ -138,7 +141,23 @@ def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int,
 
         fn = torch.compile(fwd) if compile else fwd
         return Workload(name, "fast", fn, [q, k, v], [], [q, k, v], heads, d,
-                        config={"shape": "[B, n, T, d]", "is_causal": True})
+                        config={"shape": "[B, n, T, d]", "is_causal": True}, linear_fwd_flops=0.0)
+    if name == BASELINE_PROJ:
+        d = d_model // heads
+        x = torch.randn(batch, seq_len, d_model, device=device, dtype=dtype, requires_grad=True)  # [B, T, D]
+        ws = [(torch.randn(d_model, d_model, device=device, dtype=dtype) / d_model**0.5).requires_grad_(True)
+              for _ in range(4)]
+
+        def fwd_proj():
+            B, T, D = x.shape
+            q, k, v = (F.linear(x, w).view(B, T, heads, d).transpose(1, 2) for w in ws[:3])  # [B, n, T, d]
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            return F.linear(y.transpose(1, 2).reshape(B, T, D), ws[3])  # [B, T, D]
+
+        fn = torch.compile(fwd_proj) if compile else fwd_proj
+        return Workload(name, "fast", fn, [x, *ws], ws, [x], heads, d,
+                        config={"shape": "[B, T, D]", "is_causal": True, "projections": "F.linear x4, no bias"},
+                        linear_fwd_flops=4 * 2.0 * batch * seq_len * d_model * d_model)
     from attnbench.attention import build
 
     mod = build(name, d_model=d_model, n_heads=heads, kv_heads=kv_heads, impl=impl).to(device=device, dtype=dtype)
@@ -159,7 +178,7 @@ def check_fast(name: str, s: BenchSettings, device: str, dtype) -> dict[str, Any
     T = min(s.check_seq_len, max(s.seq_lens))
     B = min(2, s.batch)
     torch.manual_seed(0)
-    if name == BASELINE:
+    if name in BASELINES:  # the same kernel: checked bare
         d = s.d_model // s.heads
         q, k, v = (torch.randn(B, s.heads, T, d, device=device) for _ in range(3))
         mask = torch.ones(T, T, dtype=torch.bool, device=device).tril()
@@ -212,13 +231,13 @@ def _free(device: str) -> None:
 
 
 def _order(names: list[str], baseline: bool) -> list[str]:
-    """The attentions with the SDPA baseline right after mha (first when mha is absent), so ratios exist."""
+    """The attentions with the SDPA baselines right after mha (first when mha is absent), so ratios exist."""
     if not baseline:
         return names
     if "mha" in names:
         i = names.index("mha") + 1
-        return names[:i] + [BASELINE] + names[i:]
-    return [BASELINE, *names]
+        return names[:i] + list(BASELINES) + names[i:]
+    return [*BASELINES, *names]
 
 
 @dataclass
@@ -240,7 +259,7 @@ def measure_speed(w: Workload, s: BenchSettings, device: str, seq_len: int) -> d
     t = benchmark(call, device=device, setup=setup, flush_l2=s.flush_l2,
                   policy=TimingPolicy(max_time_s=s.max_time_s, warmup_cap_s=max(0.05, s.max_time_s / 2)))
     core = flops.core_flops(s.batch, w.core_heads, seq_len, w.head_dim, s.mode)
-    lin = flops.linear_flops_fwd(w.module, w.forward) if w.module is not None else 0.0
+    lin = w.linear_fwd_flops if w.linear_fwd_flops is not None else flops.linear_flops_fwd(w.module, w.forward)
     module_flops = core + lin * flops.LINEAR_FACTOR[s.mode]
     sec = t.median_ms * 1e-3
     m = {k: v for k, v in t.summary.items() if k != "n"}
@@ -307,7 +326,7 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
     mha_ms: dict[tuple, float] = {}
     for T in s.seq_lens:
         for name in names:
-            for impl in (["fast"] if name == BASELINE else impls):
+            for impl in (["fast"] if name in BASELINES else impls):
                 config = {"name": name, "impl": impl, "seq_len": T, "batch": s.batch, "heads": s.heads,
                           "d_model": s.d_model, "kv_heads": s.kv_heads, "dtype": dtype_name, "device": device,
                           "mode": s.mode, "compile": s.compile, "flush_l2": s.flush_l2, "causal": True}
@@ -346,7 +365,7 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
                     if ceiling:
                         metrics["ceiling_tflops"] = ceiling["ceiling_tflops"]
                         metrics["pct_of_ceiling"] = 100 * metrics["module_tflops"] / ceiling["ceiling_tflops"]
-                rec = results.make_record(kind, None if name == BASELINE else name, command, config, metrics,
+                rec = results.make_record(kind, None if name in BASELINES else name, command, config, metrics,
                                           env, status=status, reason=reason, **extra)
                 results.append(path, rec)
                 records.append(rec)

@@ -98,7 +98,7 @@ ImplOpt = Annotated[str, typer.Option("--impl", help="fast|reference|both.")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile; compile time reported apart.")]
 FlushOpt = Annotated[bool, typer.Option("--flush-l2", help="Flush the L2 cache between timed calls (GPU).")]
 BaselineOpt = Annotated[bool, typer.Option("--baseline/--no-baseline",
-                                           help="Add the bare scaled_dot_product_attention row 'sdpa'.")]
+                                           help="Add the baselines 'sdpa' (bare scaled_dot_product_attention) and 'sdpa+proj'.")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per measurement, seconds.")]
 
 

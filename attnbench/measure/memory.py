@@ -45,6 +45,8 @@ def activation_estimate(name: str, batch: int, seq_len: int, d_model: int, heads
         elems = B * n * T * d
         return {"estimate_mib": (elems * dtype_bytes + 4 * B * n * T) / MIB,
                 "estimate_formula": "out B*n*T*d + lse B*n*T (fp32)"}
+    if name == "sdpa+proj":
+        name = "mha"
     kv = 1 if name in _KV_ONE else (kv_heads or max(1, heads // 4)) if name == "gqa" else n
     qkv = B * T * (n + 2 * kv) * d
     elems = qkv + B * T * n * d + B * T * d_model

@@ -1,0 +1,160 @@
+"""measure/: timing, memory, NVML, FLOPs on CPU with tiny shapes."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+
+import pytest
+import torch
+
+from attnbench.measure import flops, memory, nvml, timing
+
+FAST = timing.TimingPolicy(min_samples=5, block=5, min_time_s=0.0, max_time_s=0.2, warmup_cap_s=0.05)
+
+
+def test_summarize_matches_statistics():
+    xs = [5.0, 1.0, 3.0, 2.0, 4.0, 10.0]
+    s = timing.summarize(xs)
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    assert s["median_ms"] == statistics.median(xs)
+    assert (s["p25_ms"], s["p75_ms"]) == pytest.approx((q[0], q[2]))
+    assert s["min_ms"] == 1.0 and s["max_ms"] == 10.0 and s["mean_ms"] == pytest.approx(25 / 6)
+    assert s["iqr_rel"] == pytest.approx((q[2] - q[0]) / 3.5)
+
+
+def test_benchmark_keeps_every_sample_and_measures_sleep():
+    import time
+
+    calls = []
+    t = timing.benchmark(lambda: (calls.append(1), time.sleep(0.002)), policy=FAST)
+    assert t.timer == "perf_counter" and not t.flush_l2
+    assert len(t.samples_ms) == t.summary["n"] >= FAST.min_samples
+    assert len(calls) == t.warmup_calls + len(t.samples_ms)
+    assert t.median_ms >= 2.0  # slept 2 ms
+    assert t.summary["min_ms"] <= t.median_ms <= t.summary["max_ms"]
+
+
+@pytest.mark.parametrize("mode", timing.MODES)
+def test_modes_reset_grads_and_run_backward(mode):
+    lin = torch.nn.Linear(8, 8)
+    x = torch.randn(4, 8, requires_grad=True)
+    leaves = [x, *lin.parameters()]
+    setup, call = timing.make_call(lambda: lin(x), leaves, mode, list(lin.parameters()))
+    w0 = lin.weight.detach().clone()
+    grads = []
+    for _ in range(2):
+        setup()
+        assert all(t.grad is None for t in leaves)
+        call()
+        grads.append(None if lin.weight.grad is None else lin.weight.grad.clone())
+    if mode == "fwd":
+        assert x.grad is None and grads == [None, None]
+    else:
+        # gradients were reset before the second call, so they are one call's worth, not two
+        assert x.grad is not None and torch.allclose(grads[0], grads[1])
+    assert (not torch.equal(w0, lin.weight.detach())) == (mode == "step")
+
+
+def test_bwd_mode_gradient_is_one_call_not_accumulated():
+    x = torch.ones(3, requires_grad=True)
+    setup, call = timing.make_call(lambda: 2 * x, [x], "bwd")
+    seen = []
+    for _ in range(3):
+        setup()
+        call()
+        seen.append(x.grad.clone())
+    assert torch.equal(seen[0], seen[2]) and seen[0].abs().sum() > 0  # same retained graph, no accumulation
+
+
+def test_l2_flush_is_cuda_only():
+    assert timing.l2_flusher("cpu") is None
+
+
+def test_flop_convention():
+    f = flops.core_flops(4, 16, 1024, 64, "fwd")
+    assert f == 4 * 4 * 16 * 1024**2 * 64 / 2
+    assert flops.core_flops(4, 16, 1024, 64, "bwd") == 2.5 * f
+    assert flops.core_flops(4, 16, 1024, 64, "fwd+bwd") == 3.5 * f
+    assert flops.core_flops(4, 16, 1024, 64, "fwd", causal=False) == 2 * f
+    assert "4*B*n*T^2*d/2" in flops.CONVENTION
+
+
+def test_linear_flops_counted_with_hooks():
+    m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    x = torch.randn(2, 5, 8)
+    assert flops.linear_flops_fwd(m, lambda: m(x)) == 2 * 10 * 8 * 16 + 2 * 10 * 16 * 4
+    assert not any(mod._forward_hooks for mod in m.modules())  # hooks removed
+
+
+def test_matmul_ceiling_positive():
+    c = flops.matmul_ceiling("cpu", torch.float32, size=64, policy=FAST)
+    assert c["ceiling_tflops"] > 0 and c["ceiling_dtype"] == "float32"
+
+
+def test_nvml_without_driver_says_na(monkeypatch):
+    import pynvml
+
+    def no_driver():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
+    with nvml.NvmlSampler(0) as s:
+        pass
+    r = s.result()
+    assert not s.available
+    assert r["nvml_peak_mib"] is None and r["nvml_avg_mib"] is None
+    assert r["nvml_note"].startswith("NVML n/a") and "device-wide" in r["nvml_scope"]
+
+
+def test_nvml_sampler_peak_and_average(monkeypatch):
+    import pynvml
+
+    used = iter([100, 300, 200] + [200] * 10_000)
+
+    class Info:
+        def __init__(self):
+            self.used = next(used) * 2**20
+
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: object())
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByPciBusId", lambda b: object())
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", lambda h: Info())
+    with nvml.NvmlSampler(0, interval_s=0.001) as s:
+        import time
+
+        time.sleep(0.01)
+    r = s.result()
+    assert r["nvml_peak_mib"] == 300 and 100 < r["nvml_avg_mib"] < 300 and r["nvml_samples"] >= 3
+
+
+def test_activation_estimate_scales():
+    kw = dict(batch=2, d_model=64, heads=4, kv_heads=None, dtype_bytes=4)
+    fast1 = memory.activation_estimate("mha", seq_len=128, impl="fast", **kw)["estimate_mib"]
+    fast2 = memory.activation_estimate("mha", seq_len=256, impl="fast", **kw)["estimate_mib"]
+    assert fast2 == pytest.approx(2 * fast1)  # fused kernel: linear in T
+    ref1 = memory.activation_estimate("mha", seq_len=128, impl="reference", **kw)["estimate_mib"]
+    assert ref1 - fast1 == pytest.approx((2 * 4 * 128 * 128 * 4 - 4 * 2 * 4 * 128) / 2**20)  # + probs - lse
+    assert memory.activation_estimate("mqa", seq_len=128, impl="fast", **kw)["estimate_mib"] < fast1
+
+
+def test_cpu_peak_rss_fresh_process_grows_with_size():
+    base = {"name": "sdpa", "impl": "fast", "batch": 1, "d_model": 64, "heads": 4, "kv_heads": None,
+            "dtype": "float32", "backward": True}
+    small = memory.cpu_peak_rss({**base, "seq_len": 16})
+    assert small["status"] == "ok", small
+    assert small["cpu_peak_rss_mib"] >= small["cpu_rss_before_mib"] > 10  # a python with torch
+    assert small["inputs_mib"] == pytest.approx(3 * 4 * 16 * 16 * 4 / 2**20)
+    # q, k, v of 8 MiB each: the call allocates the output and three gradients of 8 MiB each
+    big = memory.cpu_peak_rss({**base, "d_model": 4096, "seq_len": 512})
+    assert big["status"] == "ok", big
+    assert big["inputs_mib"] == pytest.approx(24)
+    assert big["cpu_peak_rss_delta_mib"] > 16 > small["cpu_peak_rss_delta_mib"]
+
+
+def test_cpu_peak_rss_reports_failure_as_result():
+    bad = {"name": "no-such", "impl": "fast", "batch": 1, "seq_len": 8, "d_model": 64, "heads": 4,
+           "kv_heads": None, "dtype": "float32"}
+    r = memory.cpu_peak_rss(bad)
+    assert r["status"] == "n/a" and "unknown attention" in r["reason"]
