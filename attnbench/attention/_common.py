@@ -91,7 +91,9 @@ class CausalDepthwiseConv(nn.Module):
         C = x.shape[-1]
         w = self.weight.flip(-1).unsqueeze(1).to(x.dtype)  # [C, 1, width]; conv1d correlates, so flip
         y = F.conv1d(F.pad(x.transpose(1, 2), (self.width - 1, 0)), w, groups=C)
-        return y.transpose(1, 2)
+        # contiguous: a transposed view would give the heads a last-dim stride != 1, and SDPA then silently
+        # falls back to its O(T²) math kernel (measured on an H100: 25x slower, out of memory at T=16384)
+        return y.transpose(1, 2).contiguous()
 
 
 def sinusoid_freqs(d_pos: int, device=None) -> torch.Tensor:
