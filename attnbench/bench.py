@@ -315,7 +315,11 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
         from attnbench.measure.flops import CONVENTION, matmul_ceiling
 
         try:
-            ceiling = matmul_ceiling(device, torch.bfloat16 if device == "cuda" else dtype)
+            from attnbench.measure.timing import TimingPolicy
+
+            ceiling = matmul_ceiling(device, torch.bfloat16 if device == "cuda" else dtype,
+                                     policy=TimingPolicy(max_time_s=min(1.0, s.max_time_s),
+                                                         warmup_cap_s=min(0.5, s.max_time_s)))
             notes.append(f"ceiling: {ceiling['ceiling_dtype']} {ceiling['ceiling_size']}^3 matrix product, "
                          f"{ceiling['ceiling_tflops']:.3g} TFLOP/s measured in this run")
         except Exception as e:  # the sweep does not depend on it

@@ -218,7 +218,8 @@ def benchmark(call: Callable, device="cpu", setup: Callable | None = None, flush
                 and abs(med - prev) <= policy.rel_tol * prev):
             stable = True
             break
-        if spent >= policy.max_time_s or len(samples) >= policy.max_samples:
+        enough = len(samples) >= policy.min_samples or spent >= 5 * policy.max_time_s  # a few IQR-worthy samples
+        if (spent >= policy.max_time_s and enough) or len(samples) >= policy.max_samples:
             break
         prev = med
     return Timing(samples_ms=samples, warmup_calls=1 + len(warm), first_call_ms=first,

@@ -1,0 +1,197 @@
+"""The speed/memory sweeps and their CLI on CPU with tiny shapes: records, failures as cells, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from attnbench import bench, cli, results
+from attnbench.errors import AttnbenchError
+
+runner = CliRunner()
+TINY = ["--batch", "1", "--heads", "2", "--d-model", "16", "--max-time", "0.05"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny shapes run faster on one thread, and a busy CI machine does not make them crawl."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(tmp_path, **kw) -> bench.BenchSettings:
+    base = dict(seq_lens=(16, 32), batch=1, heads=2, d_model=16, attn="mha", max_time_s=0.05,
+                results_dir=str(tmp_path))
+    base.update(kw)
+    return bench.BenchSettings(**base)
+
+
+def test_defaults_declared_once():
+    s = bench.BenchSettings()
+    assert (s.batch, s.heads, s.d_model, s.mode, s.impl) == (4, 16, 1024, "fwd+bwd", "fast")
+
+
+@pytest.mark.parametrize("spec,want", [("512,1024", (512, 1024)), (" 64 ", (64,)), ("8,8,4", (8, 4))])
+def test_parse_seq_lens(spec, want):
+    assert bench.parse_seq_lens(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["-5", "0", "abc", "1.5", "", "64,,"])
+def test_parse_seq_lens_rejects(spec):
+    with pytest.raises(AttnbenchError):
+        bench.parse_seq_lens(spec)
+
+
+def test_speed_sweep_records_round_trip(tmp_path):
+    res = bench.run("speed", tiny(tmp_path))
+    recs, problems = results.read([tmp_path])
+    assert problems == []
+    assert len(recs) == len(res.records) == 2 * 3  # (mha, sdpa, sdpa+proj) x 2 lengths
+    for rec, back in zip(res.records, recs):
+        back.pop("_source")
+        assert json.loads(json.dumps(rec, default=str)) == back
+    by = {(r["config"]["name"], r["config"]["seq_len"]): r for r in recs}
+    mha, sdpa = by[("mha", 32)], by[("sdpa", 32)]
+    assert mha["attn"] == "mha" and sdpa["attn"] is None and by[("sdpa+proj", 16)]["attn"] is None
+    assert all(r["status"] == "ok" and r["kind"] == "speed" for r in recs)
+    m = sdpa["metrics"]
+    assert len(sdpa["samples_ms"]) == m["samples_n"] >= 10
+    assert m["p25_ms"] <= m["median_ms"] <= m["p75_ms"] and m["min_ms"] <= m["mean_ms"]
+    assert m["ratio_to_mha"] == pytest.approx(m["median_ms"] / mha["metrics"]["median_ms"])
+    assert m["core_flops"] == 3.5 * 4 * 1 * 2 * 32**2 * 8 / 2 and m["module_flops"] == m["core_flops"]
+    # mha adds its four D x D projections: 2*T*D*D each forward, x3 for fwd+bwd
+    assert mha["metrics"]["module_flops"] == pytest.approx(m["core_flops"] + 3 * 4 * 2 * 32 * 16 * 16)
+    assert mha["check"]["ok"] and mha["check"]["max_rel_err"] <= mha["check"]["tol"]
+    assert mha["config"]["attn_config"]["impl"] == "fast" and mha["config"]["dtype"] == "float32"
+    assert mha["env"]["device"] == "cpu" and mha["env"]["threads"] >= 1
+    assert any("4*B*n*T^2*d/2" in n for n in res.notes) and any("ceiling" in n for n in res.notes)
+
+
+def test_oom_becomes_a_cell_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    real = bench.measure_speed
+
+    def flaky(w, s, device, seq_len):
+        if w.name == "mha" and seq_len == 16:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return real(w, s, device, seq_len)
+
+    monkeypatch.setattr(bench, "measure_speed", flaky)
+    res = bench.run("speed", tiny(tmp_path))
+    recs, _ = results.read([res.path])
+    status = {(r["config"]["name"], r["config"]["seq_len"]): r["status"] for r in recs}
+    assert status[("mha", 16)] == "oom"
+    assert status[("mha", 32)] == status[("sdpa", 16)] == status[("sdpa", 32)] == "ok"
+    assert "out of memory" in recs[0]["reason"]
+    assert res.rows[0]["median ms"] == "OOM"
+    sdpa16 = next(r for r in recs if r["config"]["name"] == "sdpa" and r["config"]["seq_len"] == 16)
+    assert sdpa16["metrics"]["ratio_to_mha"] is None  # no mha to compare with at that length
+
+
+def test_unsupported_becomes_na(tmp_path, monkeypatch):
+    real = bench.build_workload
+
+    def no_ref(name, impl, *a, **k):
+        if impl == "reference":
+            raise NotImplementedError("no reference path for this shape")
+        return real(name, impl, *a, **k)
+
+    monkeypatch.setattr(bench, "build_workload", no_ref)
+    res = bench.run("speed", tiny(tmp_path, seq_lens=(16,), impl="both"))
+    by = {(r["config"]["name"], r["config"]["impl"]): r for r in res.records}
+    assert by[("mha", "reference")]["status"] == "n/a"
+    assert by[("mha", "fast")]["status"] == "ok" and by[("sdpa", "fast")]["status"] == "ok"
+    row = next(r for r in res.rows if r["impl"] == "reference")
+    assert row["median ms"] == "n/a: no reference path for this shape"
+
+
+def test_wrong_fast_path_is_not_timed(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "check_fast", lambda *a: {"ok": False, "max_rel_err": 0.5, "tol": 1e-3,
+                                                         "seq_len": 16})
+    called = []
+    monkeypatch.setattr(bench, "measure_speed", lambda *a: called.append(a))
+    res = bench.run("speed", tiny(tmp_path, seq_lens=(16,), baseline=False))
+    assert called == [] and res.records[0]["status"] == "error"
+    assert "differs from reference" in res.records[0]["reason"]
+
+
+def test_interrupt_keeps_finished_records(tmp_path, monkeypatch):
+    real, calls = bench.measure_speed, []
+
+    def interrupt_second(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(bench, "measure_speed", interrupt_second)
+    out = runner.invoke(cli.app, ["speed", "--attn", "mha", "--seq-len", "16", *TINY, "--results-dir", str(tmp_path)])
+    assert out.exit_code == 130
+    recs, _ = results.read([tmp_path])
+    assert [r["config"]["name"] for r in recs] == ["mha"]
+
+
+def test_memory_sweep_cpu_fresh_process(tmp_path):
+    res = bench.run("memory", tiny(tmp_path, seq_lens=(32,), attn="mha", baseline=False))
+    (rec,) = results.read([res.path])[0]
+    m = rec["metrics"]
+    assert rec["status"] == "ok" and rec["kind"] == "memory"
+    assert m["cpu_peak_rss_mib"] > 10 and m["cpu_peak_rss_delta_mib"] >= 0
+    assert m["weights_mib"] == pytest.approx(4 * 16 * 16 * 4 / 2**20)
+    assert m["inputs_mib"] == pytest.approx(32 * 16 * 4 / 2**20) and m["estimate_mib"] > 0
+    assert "peak RSS MiB" in res.columns
+
+
+def test_memory_oom_in_worker_is_a_cell(tmp_path, monkeypatch):
+    from attnbench.measure import memory
+
+    monkeypatch.setattr(memory, "cpu_peak_rss", lambda spec, timeout_s=600: {"status": "oom", "reason": "killed"})
+    res = bench.run("memory", tiny(tmp_path, seq_lens=(16, 32), attn="mha", baseline=False))
+    assert [r["status"] for r in res.records] == ["oom", "oom"]
+    assert [r["inputs MiB"] for r in res.rows] == ["OOM", "OOM"]
+
+
+def test_cli_speed_json(tmp_path):
+    out = runner.invoke(cli.app, ["profile-speed", "--attn", "mha", "--seq-len", "16", *TINY, "--mode", "fwd",
+                                  "--format", "json", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert [r["attn"] for r in rows] == ["mha", "sdpa", "sdpa+proj"]
+    assert all(isinstance(r["median ms"], float) for r in rows)
+    assert len(list(tmp_path.glob("speed-*.jsonl"))) == 1
+
+
+BAD = [
+    (["--seq-len", "-5"], "must be positive"),
+    (["--seq-len", "abc"], "positive integers"),
+    (["--seq-len", "512,x"], "positive integers"),
+    (["--dtype", "fp8"], "unknown dtype"),
+    (["--device", "tpu"], "unknown device"),
+    (["--attn", "nope"], "unknown attention"),
+    (["--mode", "sideways"], "unknown mode"),
+    (["--impl", "quick"], "unknown impl"),
+    (["--format", "xml"], "unknown format"),
+    (["--batch", "0"], "batch must be positive"),
+    (["--heads", "3"], "must divide"),
+]
+
+
+@pytest.mark.parametrize("cmd", ["speed", "profile-memory"])
+@pytest.mark.parametrize("args,msg", BAD)
+def test_cli_bad_input_one_line(cmd, args, msg, tmp_path):
+    out = runner.invoke(cli.app, [cmd, *args, "--results-dir", str(tmp_path)])
+    assert out.exit_code != 0
+    text = out.output.strip()
+    assert msg in text and "Traceback" not in text and len(text.splitlines()) == 1, text
+    assert list(tmp_path.iterdir()) == []  # nothing measured, nothing written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cli_device_cuda_without_gpu(tmp_path):
+    out = runner.invoke(cli.app, ["memory", "--device", "cuda", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 2
+    assert "no CUDA GPU" in out.output and "Traceback" not in out.output
