@@ -583,10 +583,9 @@ def summarize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
             if not vals:
                 row[m] = None
                 continue
-            mean = statistics.fmean(vals)
-            if all(isinstance(v, int) for v in vals) and len(set(vals)) == 1:
-                mean = vals[0]
-            sd = statistics.stdev(vals) if len(vals) > 1 else None
+            same = len(set(vals)) == 1  # e.g. params: no spread to show
+            mean = vals[0] if same else statistics.fmean(vals)
+            sd = statistics.stdev(vals) if len(vals) > 1 and not same else None
             stats[(attn, m)] = (mean, sd, len(vals))
             row[m] = mean if sd is None else f"{_fmt(mean)} ± {_fmt(sd)}"
         rows.append(row)

@@ -1,0 +1,278 @@
+"""Training: presets, data order, schedules, the full-pass evaluation (against a brute force), robustness
+(NaN, Ctrl-C + resume, bad input) and `attnbench train --preset tiny` through the real CLI (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from attnbench import cli, train
+from attnbench.data import corpus_from_text
+from attnbench.errors import AttnbenchError
+from attnbench.model import build_model
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+needs_corpus = pytest.mark.skipif(not CORPUS.is_file(), reason=f"corpus not at {CORPUS}")
+runner = CliRunner()
+
+
+# ---------------------------------------------------------------------------------------------- presets
+def test_presets_as_the_issue_says():
+    d, p, t = train.PRESETS["default"], train.PRESETS["paper"], train.PRESETS["tiny"]
+    assert (d.n_layers, d.d_model, d.n_heads, d.ctx, d.batch, d.dropout, d.lr, d.steps, d.schedule) == \
+        (6, 384, 6, 256, 64, 0.2, 1e-3, 5000, "cosine") and d.warmup > 0 and d.amp
+    assert (p.n_layers, p.d_model, p.n_heads, p.d_ff, p.dropout, p.ctx, p.mem_len, p.batch, p.schedule,
+            p.warmup, p.grad_clip, p.epochs) == (6, 128, 8, 256, 0.0, 2, 32, 32, "noam", 2000, 1.0, 10)
+    assert t.steps * t.batch * t.ctx < 200_000  # seconds on a CPU
+    assert d.resolved("rcmha").act == "relu2" and d.resolved("mha").act == "gelu"
+    assert p.resolved("rcmha").act == "relu2" and p.resolved("mdha").act == "relu"
+    assert d.resolved("mha").d_ff == 4 * 384 and d.resolved("mha").eval_stride == 128
+
+
+def test_every_field_has_a_cli_flag():
+    import typer.main
+
+    cmd = typer.main.get_command(cli.app).commands["train"]
+    params = {p.name for p in cmd.params}
+    missing = set(train.FIELDS) - params - {"compile"}
+    assert not missing and "compile_" in params
+
+
+@pytest.mark.parametrize("override, match", [({"ctx": 0}, "ctx"), ({"n_heads": 5}, "divide"),
+                                             ({"schedule": "linear"}, "schedule"), ({"eval_stride": 999}, "stride")])
+def test_nonsense_overrides_are_one_clear_line(override, match):
+    with pytest.raises(AttnbenchError, match=match):
+        train.make_config("tiny", **override).resolved("mha")
+
+
+def test_unknown_preset_and_field():
+    with pytest.raises(AttnbenchError, match="preset"):
+        train.make_config("huge")
+    with pytest.raises(AttnbenchError, match="setting"):
+        train.make_config("tiny", nonsense=1)
+
+
+# ---------------------------------------------------------------------------------------------- schedule, data
+def test_schedules():
+    c = train.PRESETS["default"]
+    assert train.lr_at(c.warmup - 1, c, 5000) == pytest.approx(c.lr)
+    assert train.lr_at(0, c, 5000) == pytest.approx(c.lr / c.warmup)
+    assert train.lr_at(4999, c, 5000) == pytest.approx(c.min_lr)
+    lrs = [train.lr_at(s, c, 5000) for s in range(c.warmup, 5000, 50)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    p = train.PRESETS["paper"]
+    peak = 128 ** -0.5 * 2000 ** -0.5  # Vaswani et al. 2017, eq. 3 at step = warmup
+    assert train.lr_at(1999, p, 10**5) == pytest.approx(peak)
+    assert train.lr_at(7999, p, 10**5) == pytest.approx(peak * 0.5)  # ∝ step^-0.5 after warm-up
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    data = torch.arange(5000)
+    a, b = train.Batches(data, 4, 16, 0, seed=3), train.Batches(data, 4, 16, 0, seed=3)
+    for s in (0, 7, 123):
+        xa, ya = a.get(s)
+        assert torch.equal(xa, b.get(s)[0]) and torch.equal(ya, xa + 1)  # targets are the next tokens
+    assert not torch.equal(a.get(0)[0], train.Batches(data, 4, 16, 0, seed=4).get(0)[0])
+    assert not torch.equal(a.get(0)[0], train.Batches(data, 4, 16, 0, seed=3, rank=1, world=2).get(0)[0])
+
+
+def test_memory_batches_are_contiguous_streams():
+    data = torch.arange(1000)
+    b = train.Batches(data, 4, 8, mem_len=16, seed=0)
+    x0, _ = b.get(0)
+    x1, y1 = b.get(1)
+    assert torch.equal(x1[:, 0], x0[:, -1] + 1)  # the next segment continues each stream
+    assert torch.equal(y1, x1 + 1)
+    assert b.new_epoch(0) and not b.new_epoch(1) and b.new_epoch(b.n_seg)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+@pytest.mark.parametrize("n, ctx, stride", [(50, 8, 1), (50, 8, 3), (50, 8, 8), (9, 8, 4), (5, 8, 2), (1000, 64, 32)])
+def test_window_plan_scores_every_prediction_once(n, ctx, stride):
+    L = min(ctx, n - 1)
+    seen = []
+    for start, first in train.window_plan(n, ctx, stride):
+        assert 0 <= start and start + L <= n - 1 and 0 <= first < L
+        preds = list(range(start + first, start + L))
+        seen += preds
+        assert all(p - start >= min(p, L - stride) for p in preds)  # left context
+    assert sorted(seen) == seen == list(range(n - 1))
+
+
+def _brute_force(model, data, ctx_of):
+    """Score prediction p (input position p -> token p+1) alone, from inputs ctx_of(p) … p."""
+    nll, correct = 0.0, 0
+    for p in range(len(data) - 1):
+        logits, _ = model(data[ctx_of(p):p + 1][None])
+        nll += F.cross_entropy(logits[0, -1:], data[p + 1:p + 2], reduction="sum").item()
+        correct += int(logits[0, -1].argmax() == data[p + 1])
+    n = len(data) - 1
+    return nll / n, correct / n
+
+
+@pytest.mark.parametrize("attn", ["mha", "rcmha"])
+@pytest.mark.parametrize("stride", [1, 3])
+def test_evaluation_equals_brute_force(attn, stride):
+    torch.manual_seed(0)
+    V, ctx = 7, 8
+    model = build_model(attn, V, n_layers=2, d_model=16, n_heads=2, d_ff=16, ctx=ctx, dropout=0.0,
+                        act="gelu").double()
+    data = torch.randint(0, V, (41,))
+    c = replace(train.PRESETS["tiny"], ctx=ctx, eval_stride=stride, eval_batch=4, mem_len=0)
+    got = train.evaluate(model, data, c, torch.device("cpu"))
+    plan = train.window_plan(len(data), ctx, stride)
+    start_of = {}
+    for s, f in plan:
+        for p in range(s + f, s + min(ctx, len(data) - 1)):
+            start_of[p] = s
+    loss, acc = _brute_force(model, data, start_of.__getitem__)
+    assert got["n"] == len(data) - 1
+    assert got["loss"] == pytest.approx(loss, rel=1e-6) and got["acc"] == pytest.approx(acc)
+    assert got["bpc"] == pytest.approx(loss / math.log(2)) and got["ppl"] == pytest.approx(math.exp(loss))
+    if stride == 1:  # every prediction with the full ctx window behind it
+        assert (loss, acc) == pytest.approx(_brute_force(model, data, lambda p: max(0, p - ctx + 1)), rel=1e-6)
+
+
+def test_memory_evaluation_scores_every_prediction_once():
+    plan = train.stream_plan(101, 4, burn=6)
+    covered = [p for _, a, b in plan for p in range(a, b)]
+    assert covered == list(range(100))
+    assert all(r == max(0, a - 6) for r, a, _ in plan)
+    torch.manual_seed(0)
+    model = build_model("rmha", 7, n_layers=1, d_model=16, n_heads=2, d_ff=16, ctx=4, dropout=0.0, act="relu",
+                        mem_len=6).double()
+    c = replace(train.PRESETS["paper"], ctx=4, mem_len=6, eval_batch=4)
+    data = torch.randint(0, 7, (101,))
+    got = train.evaluate(model, data, c, torch.device("cpu"))
+    assert got["n"] == 100
+    # one stream only: the first prediction of a segment sees the previous segment through memory
+    one = train.evaluate(model, data[:9], replace(c, eval_batch=1), torch.device("cpu"))
+    mem_logits = []
+    _, mems = model(data[None, :4])
+    out, _ = model(data[None, 4:8], mems)
+    assert one["n"] == 8
+    first = F.cross_entropy(model(data[None, :4])[0][0], data[1:5], reduction="sum").item()
+    second = F.cross_entropy(out[0], data[5:9], reduction="sum").item()
+    assert one["loss"] == pytest.approx((first + second) / 8, rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- robustness
+def _small_corpus():
+    text = (CORPUS.read_text(encoding="utf-8")[:40_000] if CORPUS.is_file() else "abcdefgh\n" * 4000)
+    return corpus_from_text(text, source="first 40k characters")
+
+
+def _spec(**kw):
+    c = replace(train.PRESETS["tiny"], n_layers=1, d_model=32, n_heads=2, d_ff=32, ctx=16, batch=4, steps=12,
+                eval_every=6, log_every=2, eval_stride=16, **kw)
+    return train.RunSpec("mha", 0, c.resolved("mha"))
+
+
+def test_nan_loss_stops_and_keeps_what_was_measured(tmp_path, monkeypatch):
+    real = train.train_step
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        loss, mems = real(*a, **k)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] >= 9 else loss), mems
+
+    monkeypatch.setattr(train, "train_step", poisoned)
+    rec = train.run_one(_spec(), _small_corpus(), record_path=tmp_path / "r.jsonl", ckpt_path=tmp_path / "c.pt",
+                        command="test")
+    assert rec["status"] == "error" and rec["reason"] == "non-finite training loss at step 9"
+    assert [r["step"] for r in rec["curves"]] == [6]  # the evaluation before the NaN is kept
+    saved = json.loads((tmp_path / "r.jsonl").read_text())
+    assert saved["status"] == "error" and saved["curves"] == rec["curves"]
+
+
+def test_ctrl_c_saves_checkpoint_and_record_then_resume_finishes(tmp_path, monkeypatch):
+    corpus, spec = _small_corpus(), _spec()
+    real = train.Batches.get
+
+    def interrupt(self, step):
+        if step == 8:
+            raise KeyboardInterrupt
+        return real(self, step)
+
+    monkeypatch.setattr(train.Batches, "get", interrupt)
+    ck = tmp_path / "ck" / "mha-seed0.pt"
+    with pytest.raises(AttnbenchError, match="--resume") as e:
+        train.run_one(spec, corpus, record_path=tmp_path / "r.jsonl", ckpt_path=ck, command="test")
+    assert "\n" not in str(e.value) and e.value.exit_code == 130
+    part = json.loads((tmp_path / "r.jsonl").read_text())
+    assert part["status"] == "error" and part["reason"] == "interrupted at step 8"
+    assert not list(ck.parent.glob("*.part"))  # atomic write left no temporary file
+    monkeypatch.setattr(train.Batches, "get", real)
+    state = train.load_checkpoint(ck)
+    assert state["step"] == 8
+    spec2 = train.RunSpec(state["attn"], state["seed"], train.TrainConfig(**state["cfg"]))
+    rec = train.run_one(spec2, corpus, record_path=tmp_path / "r2.jsonl", ckpt_path=ck, command="test",
+                        resume=state)
+    assert rec["status"] == "ok" and rec["metrics"]["steps"] == 12 and rec["config"]["resumed_from_step"] == 8
+    assert [r["step"] for r in rec["curves"]] == [6, 12]
+
+
+def test_summary_says_which_differences_exceed_the_spread():
+    def rec(attn, acc):
+        return {"attn": attn, "status": "ok", "metrics": {"test_acc": acc, "test_bpc": 2.0 - acc, "params": 10}}
+
+    rows, notes = train.summarize([rec("mha", 0.50), rec("mha", 0.52), rec("rcmha", 0.60), rec("rcmha", 0.62),
+                                   rec("mdha", 0.51), rec("mdha", 0.53)])
+    assert rows[0]["params"] == 10 and "±" in rows[0]["test_acc"]
+    text = "\n".join(notes)
+    assert "test_acc: mha − rcmha = -0.1000, which exceeds" in text
+    assert "test_acc: mha − mdha = -0.0100, which does not exceed" in text
+
+
+# ---------------------------------------------------------------------------------------------- the real CLI
+def _cli(tmp_path, *args, env=None):
+    env = {"ATTNBENCH_DATA": str(CORPUS), "XDG_CACHE_HOME": str(tmp_path / "cache"), **(env or {})}
+    return runner.invoke(cli.app, ["train", "--results-dir", str(tmp_path / "results"), "--checkpoints-dir",
+                                   str(tmp_path / "ck"), *args], env=env)
+
+
+@needs_corpus
+def test_cli_tiny_rcmha_finishes_and_writes_a_record(tmp_path):
+    t0 = time.perf_counter()
+    r = _cli(tmp_path, "--attn", "rcmha", "--preset", "tiny", "--sample", "40", "--format", "json")
+    elapsed = time.perf_counter() - t0
+    assert r.exit_code == 0, r.output
+    files = list((tmp_path / "results").glob("train-*.jsonl"))
+    assert len(files) == 1
+    rec = json.loads(files[0].read_text())
+    m = rec["metrics"]
+    assert rec["kind"] == "train" and rec["attn"] == "rcmha" and rec["status"] == "ok"
+    assert rec["config"]["preset_fields"]["act"] == "relu2"
+    assert m["test_n"] == 55_770 and 0 < m["test_acc"] < 1 and m["test_bpc"] == pytest.approx(m["test_loss"] / math.log(2))
+    assert m["test_bpc"] < math.log2(65)  # learned something beyond uniform guessing
+    assert [c["step"] for c in rec["curves"]] == [60, 120]
+    assert m["cpu_peak_rss_mib"] > 0 and m["tokens_per_s"] > 0 and m["params"] > 0
+    assert len(rec["sample"]) == 40
+    assert list((tmp_path / "ck").rglob("rcmha-seed0.pt"))
+    assert elapsed < 60
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--device", "cuda"], "no CUDA GPU"),
+    (["--preset", "huge"], "unknown preset"),
+    (["--heads", "5"], "must divide"),
+    (["--ctx", "0"], "ctx must be positive"),
+    (["--attn", "nope"], "unknown attention"),
+    (["--data", "/nonexistent/input.txt"], "not found"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, match):
+    if args[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = _cli(tmp_path, "--preset", "tiny", *args) if args[0] != "--preset" else _cli(tmp_path, *args)
+    assert r.exit_code != 0
+    out = r.output.strip()
+    assert match in out and "Traceback" not in out and len(out.splitlines()) == 1, out
