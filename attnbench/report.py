@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 from attnbench import __version__
 from attnbench.errors import AttnbenchError
 from attnbench.results import read, utc_now
-from attnbench.tables import to_markdown
+from attnbench.tables import cell, to_markdown
 
 DEFAULT_RESULTS = "results"  # where `report` reads records by default
 DEFAULT_OUT = "results/report"  # where it writes report.md and the plots
@@ -347,9 +347,9 @@ def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
 
 
 def _memory_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
-    doc.add("## Memory", "Peak memory of one call against sequence length T: the allocator peak above inputs and "
-            "weights on CUDA (`alloc_peak_mib`), the process's resident peak on CPU (`rss_peak_mib`). NVML figures "
-            "are device-wide (every process, the CUDA context included). The exponent is the least-squares slope of "
+    doc.add("## Memory", "Peak memory of one call against sequence length T, inputs and weights excluded: the "
+            "allocator peak on CUDA (`peak_alloc_mib`; `peak_fwd_mib` in mode fwd), the growth of a fresh process's "
+            "resident memory on CPU (`cpu_peak_rss_delta_mib`, coarse: pages). NVML figures are device-wide (every process, the CUDA context included). The exponent is the least-squares slope of "
             "log peak against log T over the measured points (2 = grows like T^2).")
     for group, settings, rs in _sweeps(recs):
         series = _series(rs, _plot_series_settings)
@@ -476,24 +476,22 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             ok = [r for r in s.records if _ok(r)]
             row: dict[str, Any] = {"attention": s.label, "seeds": len({(r.get("config") or {}).get(SEED) for r in ok}),
                                    "failed": len(s.records) - len(ok)}
+            means = {}
             for c in TRAIN_COLUMNS:
                 mu, sd = _mean_std([_num((r.get("metrics") or {}).get(c)) for r in ok])
-                row[c], row[f"{c} std"] = mu, sd
+                means[c] = mu
+                row[c] = mu if not sd else f"{cell(mu)} ± {cell(sd)}"  # mean ± std across seeds
             rows.append(row)
             if preset in PAPER_PRESETS and s.attn in PAPER_ACCURACY:
-                paper_rows.append({"attention": s.label, "ours: test_acc": row[TRAIN_ACC],
-                                   "ours: std": row[f"{TRAIN_ACC} std"], "seeds": row["seeds"],
+                paper_rows.append({"attention": s.label, "ours: test_acc": row[TRAIN_ACC], "seeds": row["seeds"],
                                    "paper: accuracy": PAPER_ACCURACY[s.attn],
-                                   "ours - paper": None if row[TRAIN_ACC] is None
-                                   else row[TRAIN_ACC] - PAPER_ACCURACY[s.attn]})
-        cols = ["attention", "seeds", "failed"]
-        for c in TRAIN_COLUMNS:
-            cols += [c, f"{c} std"]
-        doc.table(rows, cols)
+                                   "ours - paper": None if means[TRAIN_ACC] is None
+                                   else means[TRAIN_ACC] - PAPER_ACCURACY[s.attn]})
+        doc.table(rows, ["attention", "seeds", "failed", *TRAIN_COLUMNS])
+        doc.add("Cells with two seeds or more read mean ± standard deviation across seeds.")
         if paper_rows:
             doc.add(f"#### Against the RCMHA paper (Sugiharto et al. 2023, preset `{preset}`)", PAPER_NOTE)
-            doc.table(paper_rows, ["attention", "ours: test_acc", "ours: std", "seeds", "paper: accuracy",
-                                   "ours - paper"])
+            doc.table(paper_rows, ["attention", "ours: test_acc", "seeds", "paper: accuracy", "ours - paper"])
 
 
 def _env_section(doc: _Doc, records) -> None:
@@ -504,13 +502,15 @@ def _env_section(doc: _Doc, records) -> None:
     for key, rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
         envs = [r.get("env") or {} for r in rs]
 
-        def vals(name: str) -> str | None:
-            v = sorted({str(e.get(name)) for e in envs if e.get(name) is not None})
+        def vals(name: str, short: bool = False) -> str | None:
+            v = sorted({re.sub(r"^([0-9a-f]{10})[0-9a-f]+", r"\1", str(e.get(name))) if short else str(e.get(name))
+                        for e in envs if e.get(name) is not None})
             return ", ".join(v) if v else None
 
         rows.append({"device": key[0], "type": key[1], "driver": key[2], "CUDA": key[3], "torch": key[4],
                      "records": len(rs), "kinds": ", ".join(sorted({r["kind"] for r in rs})),
-                     "attnbench": vals("attnbench"), "commit": vals("git_commit"), "threads": vals("threads"),
+                     "attnbench": vals("attnbench"), "commit": vals("git_commit", short=True),
+                     "threads": vals("threads"),
                      "TF32 matmul": vals("tf32_matmul"), "SDPA flash": vals("sdpa_flash"),
                      "SDPA mem-efficient": vals("sdpa_mem_efficient"), "SDPA math": vals("sdpa_math")})
     doc.add("## Devices and environments", "Each section below names the one device and environment its records "

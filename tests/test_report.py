@@ -103,7 +103,8 @@ def test_report_tables_plots_and_numbers(run_a, tmp_path):
     assert re.search(r"\|\s*mha\s*\|\s*1\s*\|", md) and re.search(r"\|\s*rmha\s*\|\s*2\s*\|", md)
     assert re.search(r"\|\s*rmha\s*\|\s*1,024\s*\|\s*oom", md) and "oom at T=1024" in md
     # training: mean and std over 3 seeds (0.50, 0.51, 0.52 -> 0.51 +- 0.01); the preset is not the paper's
-    assert re.search(r"\|\s*rmha\s*\|\s*3\s*\|\s*0\s*\|\s*0\.51\s*\|\s*0\.01\s*\|", md)
+    row = next(r for r in md_rows(md, "rmha") if "test_acc" in r)
+    assert (row["seeds"], row["failed"], row["test_acc"], row["params"]) == ("3", "0", "0.51 ± 0.01", "12,345")
     assert "paper: accuracy" not in md
     assert "NVIDIA H100 80GB HBM3 (cuda) · driver 550.54 · CUDA 12.4 · torch 2.5.1" in md
 
@@ -113,8 +114,10 @@ def test_paper_column_where_preset_matches(tmp_path):
     f = write(tmp_path / "t.jsonl", [train_rec(a, 0, 0.55, preset=preset) for a in ("mha", "rcmha", "sha")])
     md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
     assert "paper: accuracy" in md
-    assert re.search(r"\|\s*rcmha\s*\|\s*0\.55\s*\|.*\|\s*0\.572\s*\|\s*-0\.022\s*\|", md)
-    assert re.search(r"\|\s*mha\s*\|\s*0\.55\s*\|.*\|\s*0\.566\s*\|", md)
+    paper = {r["attention"]: r for r in md_rows(md, "rcmha") + md_rows(md, "mha") if "paper: accuracy" in r}
+    assert (paper["rcmha"]["ours: test_acc"], paper["rcmha"]["paper: accuracy"], paper["rcmha"]["ours - paper"]) \
+        == ("0.55", "0.572", "-0.022")
+    assert (paper["mha"]["paper: accuracy"], paper["mha"]["ours - paper"]) == ("0.566", "-0.016")
     assert not [r for r in md_rows(md, "sha") if "paper: accuracy" in r]  # the paper has no figure for sha
     assert "preset paper" in md
 
