@@ -258,7 +258,7 @@ def test_cli_tiny_rcmha_finishes_and_writes_a_record(tmp_path):
     assert m["cpu_peak_rss_mib"] > 0 and m["tokens_per_s"] > 0 and m["params"] > 0
     assert len(rec["sample"]) == 40
     assert list((tmp_path / "ck").rglob("rcmha-seed0.pt"))
-    assert elapsed < 60
+    assert elapsed < 120  # issue target: < 60 s on 2 idle cores (15 s measured); slack for a busy CI machine
 
 
 @pytest.mark.parametrize("args, match", [
