@@ -327,7 +327,7 @@ def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
                     ratio = _num(m.get(SPEED_RATIO))
                 rows.append({"attention": s.label, "T": t, "status": r.get("status", "ok"), **{
                     c: _num(m.get(c)) for c in SPEED_COLUMNS}, "x MHA": ratio, "reason": r.get("reason")})
-                if _ok(r) and med is not None:
+                if _ok(r) and med is not None and med > 0:
                     xs.append(t), ys.append(med)
                     lo.append(_num(m.get(SPEED_P25)) or med), hi.append(_num(m.get(SPEED_P75)) or med)
                 elif not _ok(r):
@@ -364,7 +364,7 @@ def _memory_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
                 rows.append({"attention": s.label, "T": t, "status": r.get("status", "ok"),
                              **{c: _num(m.get(c)) for c in MEMORY_COLUMNS}, "reason": r.get("reason")})
                 name, peak = _first_metric(r, MEMORY_PEAKS)
-                if _ok(r) and peak is not None:
+                if _ok(r) and peak is not None and peak > 0:  # a log axis has no 0 (pages too coarse); kept in the table
                     xs.append(t), ys.append(peak), ylabels.add(name)
                 elif not _ok(r):
                     failed.append((s.label, t, r.get("status", "error")))

@@ -214,3 +214,57 @@ def test_report_json_lists_files(run_a, tmp_path):
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     assert rows[0]["kind"] == "markdown" and all(Path(r["path"]).exists() for r in rows)
+
+
+def params_rec(attn, count, e=None):
+    return make_record("params", attn, "attnbench params", {"d_model": 64, "n_heads": 4, "layers": 1},
+                       {"params": count}, e or env())
+
+
+def test_params_table(tmp_path):
+    f = write(tmp_path / "p.jsonl", [params_rec("mha", 16384), params_rec("sha", 5120)])
+    md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
+    assert md_rows(md, "mha")[0]["params"] == "16,384" and md_rows(md, "sha")[0]["params"] == "5,120"
+
+
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory):
+    """Records from real tiny CPU runs of the producers (speed, memory, train); ~30 s on 2 cores."""
+    d = tmp_path_factory.mktemp("real")
+    corpus = d / "corpus.txt"
+    corpus.write_text("".join(f"to be or not to be, line {i}; that is the question.\n" for i in range(400)))
+    run = CliRunner().invoke
+    common = ["--batch", "1", "--heads", "2", "--d-model", "16", "--no-baseline", "--results-dir", str(d)]
+    for args in (["speed", "--attn", "mha,rmha", "--max-time", "0.05", "--seq-len", "16,32", *common],
+                 ["memory", "--attn", "mha", "--seq-len", "256,512", *common],  # CPU RSS growth counts pages
+                 ["train", "--attn", "mha", "--preset", "tiny", "--seeds", "2", "--steps", "4", "--eval-every", "2",
+                  "--ctx", "16", "--eval-stride", "16", "--batch", "4", "--eval-batch", "8", "--layers", "1", "--d-model", "16",
+                  "--heads", "2", "--data", str(corpus), "--results-dir", str(d), "--checkpoints-dir", str(d / "ck")]):
+        res = run(app, args)
+        assert res.exit_code == 0, (args[0], res.output)
+    return d
+
+
+def test_report_of_real_runs(real_runs, tmp_path):
+    from attnbench.results import read
+
+    records, problems = read([real_runs])
+    assert not problems and {r["kind"] for r in records} == {"speed", "memory", "train"}
+    res = CliRunner().invoke(app, ["report", str(real_runs), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    pngs = sorted((tmp_path / "out").glob("*.png"))
+    assert [p.name.split("-")[0] for p in pngs] == ["memory", "speed", "train"] and all(map(is_png, pngs))
+    md = (tmp_path / "out" / "report.md").read_text()
+    # every recorded median and test accuracy is in the tables, as the table layer prints it
+    from attnbench.tables import cell
+
+    for r in records:
+        if r["kind"] == "speed":
+            row = next(x for x in md_rows(md, r["attn"]) if x.get("T") == str(r["config"]["seq_len"])
+                       and "median_ms" in x)
+            assert row["median_ms"] == cell(r["metrics"]["median_ms"])
+    accs = [r["metrics"]["test_acc"] for r in records if r["kind"] == "train"]
+    mean, std = sum(accs) / 2, __import__("statistics").stdev(accs)
+    row = next(x for x in md_rows(md, "mha") if "test_acc" in x)
+    assert row["test_acc"] == (f"{cell(mean)} ± {cell(std)}" if std else cell(mean)) and row["seeds"] == "2"
+    assert "preset custom" in md  # 4 steps is not the tiny preset any more
