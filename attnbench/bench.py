@@ -36,6 +36,7 @@ class BenchSettings:
     heads: int = AttnConfig.n_heads
     d_model: int = AttnConfig.d_model
     kv_heads: int | None = None
+    d_pos: int | None = None  # rmha/rcmha sinusoid width d_R (None: AttnConfig's default, the head width)
     attn: str | None = None  # None: every registered attention
     dtype: str | None = None  # None: bf16 on GPU, fp32 on CPU
     device: str = "auto"
@@ -104,7 +105,7 @@ def validate(s: BenchSettings, kind: str) -> None:
     if not s.seq_lens or any(t <= 0 for t in s.seq_lens):
         raise AttnbenchError("--seq-len must be positive", 2)
     parse_names(s.attn)
-    AttnConfig(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads)  # shape errors, one line
+    AttnConfig(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads, d_pos=s.d_pos)  # shape errors, one line
 
 
 # ----------------------------------------------------------------------------------------------- workloads
@@ -126,7 +127,7 @@ class Workload:
 
 
 def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int, heads: int, kv_heads: int | None,
-                   device: str, dtype, compile: bool = False) -> Workload:
+                   device: str, dtype, compile: bool = False, d_pos: int | None = None) -> Workload:
     """The attention `name` (or the bare SDPA baseline) on random inputs of the benchmark shape."""
     import torch
     import torch.nn.functional as F
@@ -160,7 +161,8 @@ def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int,
                         linear_fwd_flops=4 * 2.0 * batch * seq_len * d_model * d_model)
     from attnbench.attention import build
 
-    mod = build(name, d_model=d_model, n_heads=heads, kv_heads=kv_heads, impl=impl).to(device=device, dtype=dtype)
+    mod = build(name, d_model=d_model, n_heads=heads, kv_heads=kv_heads, impl=impl, d_pos=d_pos).to(
+        device=device, dtype=dtype)
     x = torch.randn(batch, seq_len, d_model, device=device, dtype=dtype, requires_grad=True)  # [B, T, D]
     call = torch.compile(mod) if compile else mod
     params = list(mod.parameters())
@@ -190,7 +192,7 @@ def check_fast(name: str, s: BenchSettings, device: str, dtype) -> dict[str, Any
     else:
         from attnbench.attention import build
 
-        kw = dict(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads)
+        kw = dict(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads, d_pos=s.d_pos)
         ref_m = build(name, impl="reference", **kw).to(device)
         fast_m = build(name, impl="fast", **kw).to(device)
         fast_m.load_state_dict(ref_m.state_dict())
@@ -281,7 +283,7 @@ def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dty
         m = memory.cuda_memory(w.forward, w.leaves, w.params, w.inputs, device, backward=backward)
     else:
         spec = {"name": w.name, "impl": w.impl, "batch": s.batch, "seq_len": seq_len, "d_model": s.d_model,
-                "heads": s.heads, "kv_heads": s.kv_heads, "dtype": str(dtype).replace("torch.", ""),
+                "heads": s.heads, "kv_heads": s.kv_heads, "d_pos": s.d_pos, "dtype": str(dtype).replace("torch.", ""),
                 "backward": backward}
         m = memory.cpu_peak_rss(spec)
         status = m.pop("status", "ok")
@@ -346,7 +348,7 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
                                                f"{checks[name]['max_rel_err']:.2g} > {checks[name]['tol']:.0e})")
                     torch.manual_seed(0)
                     w = build_workload(name, impl, s.batch, T, s.d_model, s.heads, s.kv_heads, device, dtype,
-                                       compile=s.compile)
+                                       compile=s.compile, d_pos=s.d_pos)
                     config["attn_config"] = w.config
                     out = measure_speed(w, s, device, T) if kind == "speed" else \
                         measure_memory(w, s, device, T, dtype)

@@ -100,6 +100,7 @@ FlushOpt = Annotated[bool, typer.Option("--flush-l2", help="Flush the L2 cache b
 BaselineOpt = Annotated[bool, typer.Option("--baseline/--no-baseline",
                                            help="Add the baselines 'sdpa' (bare scaled_dot_product_attention) and 'sdpa+proj'.")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per measurement, seconds.")]
+DPosOpt = Annotated[Optional[int], typer.Option("--d-pos", help="rmha/rcmha sinusoid width d_R (default: head width).")]
 
 
 def _sweep(kind: str, settings_kw: dict, fmt: str) -> None:
@@ -117,8 +118,8 @@ def _sweep(kind: str, settings_kw: dict, fmt: str) -> None:
 
 def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
                    batch: BatchOpt = _Bench.batch, heads: HeadsOpt = _Bench.heads,
-                   d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, dtype: DtypeOpt = None,
-                   device: DeviceOpt = _Bench.device,
+                   d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, d_pos: DPosOpt = None,
+                   dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
                    mode: Annotated[str, typer.Option("--mode", help="fwd|bwd|fwd+bwd|step.")] = _Bench.mode,
                    impl: ImplOpt = _Bench.impl, compile: CompileOpt = _Bench.compile,
                    flush_l2: FlushOpt = _Bench.flush_l2, baseline: BaselineOpt = _Bench.baseline,
@@ -126,20 +127,20 @@ def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_len
                    results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Time every attention: median and IQR, tokens/s, TFLOP/s, ratio to MHA and to a measured matmul ceiling."""
     _sweep("speed", dict(attn=attn, seq_len=seq_len, batch=batch, heads=heads, d_model=d_model, kv_heads=kv_heads,
-                         dtype=dtype, device=device, mode=mode, impl=impl, compile=compile, flush_l2=flush_l2,
+                         d_pos=d_pos, dtype=dtype, device=device, mode=mode, impl=impl, compile=compile, flush_l2=flush_l2,
                          baseline=baseline, max_time_s=max_time, results_dir=results_dir), fmt)
 
 
 def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
                     batch: BatchOpt = _Bench.batch, heads: HeadsOpt = _Bench.heads,
-                    d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, dtype: DtypeOpt = None,
-                    device: DeviceOpt = _Bench.device,
+                    d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, d_pos: DPosOpt = None,
+                    dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
                     mode: Annotated[str, typer.Option("--mode", help="fwd|fwd+bwd.")] = _Bench.mode,
                     impl: ImplOpt = _Bench.impl, baseline: BaselineOpt = _Bench.baseline, fmt: FormatOpt = "table",
                     results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Memory of every attention: allocator (activations, peak, reserved), NVML device-wide, CPU peak RSS, estimate."""
     _sweep("memory", dict(attn=attn, seq_len=seq_len, batch=batch, heads=heads, d_model=d_model, kv_heads=kv_heads,
-                          dtype=dtype, device=device, mode=mode, impl=impl, baseline=baseline,
+                          d_pos=d_pos, dtype=dtype, device=device, mode=mode, impl=impl, baseline=baseline,
                           results_dir=results_dir), fmt)
 
 

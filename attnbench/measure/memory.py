@@ -160,7 +160,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     torch.manual_seed(0)
     w = build_workload(spec["name"], spec["impl"], spec["batch"], spec["seq_len"], spec["d_model"], spec["heads"],
-                       spec["kv_heads"], "cpu", getattr(torch, spec["dtype"]))
+                       spec["kv_heads"], "cpu", getattr(torch, spec["dtype"]), d_pos=spec.get("d_pos"))
     backward = spec.get("backward", True)
 
     def run():
