@@ -632,7 +632,8 @@ def compare(a: Sequence[str | os.PathLike], b: Sequence[str | os.PathLike]) -> C
             if len({c.get(name) for c in cfgs}) > 1:
                 varying[kind].add(name)
     rows = []
-    for k in sorted(common, key=lambda k: (k[0], k[1], k[2], k[3])):
+    natural = lambda text: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]  # T=64 before T=128
+    for k in sorted(common, key=lambda k: (k[0], k[1], natural(_settings_label(k[2], varying[k[0]])), k[3])):
         kind, attn, cfg, metric = k
         x, y = ea[k], eb[k]
         change = spread_pct = None
