@@ -124,7 +124,10 @@ def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
     unknown = sorted(set(overrides) - set(FIELDS))
     if unknown:
         raise AttnbenchError(f"unknown training setting(s): {', '.join(unknown)}", exit_code=2)
-    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "steps" in given and "epochs" not in given:
+        given["epochs"] = 0.0  # an explicit --steps wins over a preset's epochs
+    return replace(PRESETS[preset], **given)
 
 
 def pick_device(spec: str) -> torch.device:
