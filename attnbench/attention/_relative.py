@@ -91,7 +91,7 @@ def augment_eager(q, k, u, v, w_r, M: int):
     half = d_pos // 2
     # The prologue runs in at least float32 (it is O(T·d·d_R), small): in bf16 the u/v-bias gradients, sums over
     # every position, lose precision (measured on an H100: 1.1e-2 relative error for v's gradient).
-    acc = torch.promote_types(q.dtype, torch.float32)
+    acc = torch.promote_types(q.dtype, torch.float32) if PROLOGUE_PRECISION == "fp32" else q.dtype
     qf = q.to(acc)
     a = torch.einsum("bhid,hdr->bhir", qf + v[:, None].to(acc), w_r.to(acc).view(nh, hs, d_pos))  # W_Rᵀ(q+v)
     a_s, a_c = a[..., :half], a[..., half:]
@@ -105,6 +105,8 @@ def augment_eager(q, k, u, v, w_r, M: int):
     k_aug = torch.cat([k, k_pos.expand(B, nh, L, -1)], dim=-1)  # [B, nh, L, hs + d_R]
     return q_aug, k_aug
 
+
+PROLOGUE_PRECISION = "fp32"  # "fp32": the prologue in at least float32; "bf16": in the input's dtype
 
 # None: compile on first CUDA call; False: eager (also when ATTNBENCH_EAGER_PROLOGUE=1, to measure the difference)
 _compiled = False if os.environ.get("ATTNBENCH_EAGER_PROLOGUE") else None
