@@ -19,8 +19,6 @@ Three computations of the same function:
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
@@ -83,49 +81,25 @@ class RelativePositions(nn.Module):
         return attend_fast(q_aug, k_aug, v, scale, dropout, training)
 
 
-def augment_eager(q, k, u, v, w_r, M: int):
+def augment(q, k, u, v, w_r, M: int):
     """[q_i+u; Q'_i] and [k_j; K'_j] of the identity in the module docstring. q [B,nh,T,hs], k [B,nh,L,hs],
-    w_r [nh·hs, d_R]; query i sits at absolute position M + i."""
+    w_r [nh·hs, d_R]; query i sits at absolute position M + i.
+
+    Eager, in the input's dtype, with broadcasting matmuls and one concatenation per side: measured on an H100
+    (scripts/variants_gpu_probe.py) this beat a float32 prologue and torch.compile of it, at T=4096 and 16384."""
     B, nh, T, hs = q.shape
     L, d_pos = k.shape[-2], w_r.shape[1]
     half = d_pos // 2
-    # The prologue runs in at least float32 (it is O(T·d·d_R), small): in bf16 the u/v-bias gradients, sums over
-    # every position, lose precision (measured on an H100: 1.1e-2 relative error for v's gradient).
-    acc = torch.promote_types(q.dtype, torch.float32) if PROLOGUE_PRECISION == "fp32" else q.dtype
-    qf = q.to(acc)
-    a = torch.einsum("bhid,hdr->bhir", qf + v[:, None].to(acc), w_r.to(acc).view(nh, hs, d_pos))  # W_Rᵀ(q+v)
+    w = w_r.view(nh, hs, d_pos)  # W_R per head
+    # a = W_Rᵀ(q + v), the bias term W_Rᵀv computed once, in at least float32: [B, nh, T, d_R]
+    acc = torch.promote_types(q.dtype, torch.float32)
+    a = torch.matmul(q, w.to(q.dtype)) + torch.matmul(v.to(acc)[:, None], w.to(acc)).to(q.dtype)
     a_s, a_c = a[..., :half], a[..., half:]
     omega = sinusoid_freqs(d_pos, q.device)
     ang_q = torch.arange(M, L, device=q.device, dtype=torch.float64)[:, None] * omega  # i'·ω [T, d_R/2]
     ang_k = torch.arange(L, device=q.device, dtype=torch.float64)[:, None] * omega  # j·ω [L, d_R/2]
-    sin_q, cos_q = ang_q.sin().to(acc), ang_q.cos().to(acc)
-    q_pos = torch.cat([a_s * sin_q + a_c * cos_q, a_c * sin_q - a_s * cos_q], dim=-1)  # Q' [B, nh, T, d_R]
+    sin_q, cos_q = ang_q.sin().to(q.dtype), ang_q.cos().to(q.dtype)
     k_pos = torch.cat([ang_k.cos(), ang_k.sin()], dim=-1).to(q.dtype)  # K' [L, d_R]
-    q_aug = torch.cat([qf + u[:, None].to(acc), q_pos], dim=-1).to(q.dtype)  # [B, nh, T, hs + d_R]
-    k_aug = torch.cat([k, k_pos.expand(B, nh, L, -1)], dim=-1)  # [B, nh, L, hs + d_R]
-    return q_aug, k_aug
-
-
-PROLOGUE_PRECISION = "fp32"  # "fp32": the prologue in at least float32; "bf16": in the input's dtype
-
-# None: compile on first CUDA call; False: eager (also when ATTNBENCH_EAGER_PROLOGUE=1, to measure the difference)
-_compiled = False if os.environ.get("ATTNBENCH_EAGER_PROLOGUE") else None
-
-
-def augment(q, k, u, v, w_r, M: int):
-    """On CUDA the prologue's ~20 small memory-bound kernels (forward and backward) are fused by torch.compile
-    (measured on an H100 at T=4096 they cost about as much as the attention kernel's extra width); elsewhere, or
-    if compilation fails, it runs eagerly. Both compute augment_eager."""
-    global _compiled
-    if q.is_cuda and _compiled is not False:
-        try:
-            if _compiled is None:
-                _compiled = torch.compile(augment_eager, dynamic=None)
-            return _compiled(q, k, u, v, w_r, M)
-        except Exception as e:  # noqa: BLE001  (a compiler failure must not stop a measurement or a run)
-            import warnings
-
-            warnings.warn(f"torch.compile of the relative-position prologue failed ({type(e).__name__}); "
-                          "running it eagerly")
-            _compiled = False
-    return augment_eager(q, k, u, v, w_r, M)
+    q_aug = torch.cat([q + u[:, None].to(q.dtype), a_s * sin_q + a_c * cos_q, a_c * sin_q - a_s * cos_q], dim=-1)
+    k_aug = torch.cat([k, k_pos.expand(B, nh, L, d_pos)], dim=-1)  # [B, nh, L, hs + d_R]
+    return q_aug, k_aug  # q_aug: [B, nh, T, hs + d_R]
