@@ -142,6 +142,7 @@ class _CausalConv(torch.autograd.Function):
         return _backward(g.contiguous(), x, w)
 
 
+@torch.compiler.disable  # under torch.compile (--compile): a graph break, not dynamo capturing the launches
 def causal_conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """x [B, L, C], w [C, W] -> y [B, L, C] in x's dtype (float32 accumulation); differentiable in x and w."""
     return _CausalConv.apply(x, w)
