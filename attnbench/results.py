@@ -37,12 +37,16 @@ def utc_now() -> str:
 
 
 def git_commit() -> str | None:
-    """The commit of the attnbench checkout, with '+dirty' when it has uncommitted changes."""
+    """The commit of the attnbench checkout, with '+dirty' when it has uncommitted changes; ATTNBENCH_GIT_COMMIT
+    when set (a copy of the tree without its history, as on a remote GPU machine); None when unknown."""
+    if os.environ.get("ATTNBENCH_GIT_COMMIT"):
+        return os.environ["ATTNBENCH_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        if not sha:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+                             capture_output=True, text=True, timeout=5)
+        sha = out.stdout.strip()
+        if out.returncode != 0 or len(sha) != 40:
             return None
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
