@@ -74,13 +74,19 @@ _H = 16  # AttnConfig.n_heads
 
 def _param_count(attn: AttnOpt = None, d_model: DModelOpt = _D, heads: HeadsOpt = _H, kv_heads: KVHeadsOpt = None,
                  layers: Annotated[int, typer.Option("--layers", help="Number of layers.")] = 1,
-                 fmt: FormatOpt = "table") -> None:
+                 fmt: FormatOpt = "table",
+                 save: Annotated[bool, typer.Option("--save", help="Also write the rows as records.")] = False,
+                 results_dir: ResultsOpt = "results") -> None:
     """Parameters of every attention (counted and closed-form), ratio to MHA, and the MHE paper's identities."""
-    from attnbench.params import param_table
-    from attnbench.tables import render_params
+    from attnbench.params import param_table, save_records
+    from attnbench.tables import check_format, render_params
 
+    run_guarded(check_format, fmt)
     table = run_guarded(param_table, attn, d_model=d_model, n_heads=heads, kv_heads=kv_heads, layers=layers)
     run_guarded(render_params, table, fmt)
+    if save:
+        path = run_guarded(save_records, table, results_dir)
+        typer.echo(f"records: {path}", err=fmt in ("json", "csv"))
 
 
 app.command("param-count")(_param_count)

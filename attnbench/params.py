@@ -73,3 +73,17 @@ def param_table(attn: str | None = None, layers: int = 1, **config: Any) -> Para
     if not cfg.bias:
         table.identities = mhe_identities(cfg.n_heads, cfg.head_dim, qkv)
     return table
+
+
+def save_records(table: ParamTable, results_dir: str = "results"):
+    """One 'params' record per row, in a new JSON Lines file under results_dir; returns its path."""
+    from attnbench import results
+
+    path = results.new_run_path("params", results_dir)
+    env, command = results.environment("cpu"), results.command_line()
+    for row in table.rows:
+        metrics = {k: v for k, v in row.items() if k != "attn"}
+        results.append(path, results.make_record("params", row["attn"], command,
+                                                 {**table.config, "layers": table.layers}, metrics, env,
+                                                 identities=table.identities))
+    return path

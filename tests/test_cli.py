@@ -85,3 +85,16 @@ def test_bad_input_one_line_no_traceback(args, msg, code):
     assert msg in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_params_save_writes_records(tmp_path):
+    from attnbench.results import read
+
+    r = invoke("params", "--attn", "mha,sha,mhe-add", "--d-model", "768", "--heads", "12", "--save",
+               "--results-dir", str(tmp_path), "--format", "json")
+    assert r.exit_code == 0, r.output
+    records, problems = read([tmp_path])
+    assert not problems and [x["attn"] for x in records] == ["mha", "sha", "mhe-add"]
+    qkv = {x["attn"]: x["metrics"]["qkv"] for x in records}
+    assert qkv == {"mha": 1_769_472, "sha": 147_456, "mhe-add": 149_760}
+    assert all(x["kind"] == "params" and x["config"]["d_model"] == 768 for x in records)
