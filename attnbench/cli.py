@@ -217,13 +217,42 @@ def _train(
 _TRAIN_OWN = ("attn", "preset", "seeds", "sample", "data", "resume", "results_dir", "ckpt_dir", "fmt")
 
 
-def _train_run(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir, fmt, overrides) -> None:
+def _train_run(*args) -> None:
+    """Under torchrun only rank 0 speaks: the other ranks exit with the same code but print no error line (a peer's
+    failure reaches rank 0 as a failed collective, which it reports as one line)."""
+    from attnbench import distributed
+    from attnbench.errors import AttnbenchError
+
+    proc = distributed.from_env()
+    try:
+        _train_body(*args)
+    except AttnbenchError as e:
+        if proc.is_main:
+            raise
+        raise typer.Exit(e.exit_code)
+    except KeyboardInterrupt:
+        if proc.is_main:
+            raise
+        raise typer.Exit(130)
+    except Exception as e:
+        if not (proc.world > 1 and distributed.is_collective_failure(e)):
+            raise
+        if not proc.is_main:
+            raise typer.Exit(1)
+        raise AttnbenchError(f"another process stopped ({type(e).__name__}); torchrun's summary names its rank") \
+            from None
+    finally:
+        distributed.cleanup()
+
+
+def _train_body(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir, fmt, overrides) -> None:
+    import contextlib
     from pathlib import Path
 
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from attnbench import results, train
+    from attnbench import distributed, results, train
     from attnbench.attention import parse_names
     from attnbench.data import load_corpus
     from attnbench.errors import AttnbenchError
@@ -240,19 +269,25 @@ def _train_run(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir,
     corpus = load_corpus(data)
     if ck is not None and ck.get("vocab") != corpus.chars:
         raise AttnbenchError("the corpus differs from the one the checkpoint was trained on; pass the same --data")
-    path = results.new_run_path("train", results_dir)
+    proc = distributed.init_from_env(train.pick_device(specs[0].cfg.device).type)
+    path = distributed.broadcast(results.new_run_path("train", results_dir) if proc.is_main else None)
     err = Console(stderr=True, highlight=False)
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tok_s]} tok/s"),
             TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*cols, console=err, transient=False) as bar:
+    bar_or_not = Progress(*cols, console=err, transient=False) if proc.is_main else contextlib.nullcontext()
+    with distributed.interrupts_once(), bar_or_not as bar:
         task = {}
 
         def on(event, **d):
+            if not proc.is_main:
+                return
             if event == "start":
                 task["id"] = bar.add_task(f"{d['attn']} seed {d['seed']}", total=d["total"], completed=d["step"],
                                           loss="-", tok_s="-")
-                bar.console.print(f"{d['attn']} (seed {d['seed']}): {d['params']:,} parameters, {d['total']} steps")
+                ranks = f", {proc.world} processes" if proc.world > 1 else ""
+                bar.console.print(f"{d['attn']} (seed {d['seed']}): {d['params']:,} parameters, {d['total']} steps"
+                                  f"{ranks}")
             elif event == "step":
                 bar.update(task["id"], completed=d["step"], loss=f"{d['loss']:.3f}", tok_s=f"{d['tok_s']:,.0f}")
             elif event == "eval":
@@ -265,7 +300,13 @@ def _train_run(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir,
                     bar.console.print(f"  [red]{r['attn']}: {r['reason']}[/] (measured so far kept in {path})")
 
         recs = train.run_many(specs, corpus, record_path=path, ckpt_dir=Path(ckpt_dir),
-                              command=results.command_line(), on=on, sample=sample, resume=ck)
+                              command=results.command_line(), on=on, sample=sample, resume=ck, rank=proc.rank,
+                              world=proc.world)
+    failed = [f"{r['attn']}: {r['reason']}" for r in recs if r["status"] != "ok"]
+    if not proc.is_main:
+        if failed:
+            raise AttnbenchError("; ".join(failed))
+        return
     rows, notes = train.summarize(recs)
     labels = {"attn": "attn", "runs": "runs", "test_acc": "test acc", "test_bpc": "test bpc",
               "val_loss_best": "best val loss", "params": "params", "tokens_per_s": "tok/s", "wall_s": "wall s",
@@ -279,7 +320,6 @@ def _train_run(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir,
         if r.get("sample"):
             err.print(f"\n[bold]sample from {r['attn']} (seed {r['config']['seed']}):[/]")
             print(r["sample"])
-    failed = [f"{r['attn']}: {r['reason']}" for r in recs if r["status"] != "ok"]
     if failed:
         raise AttnbenchError("; ".join(failed) + f" (records kept in {path})")
 # (issue 4) END train block

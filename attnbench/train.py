@@ -25,6 +25,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from attnbench import distributed
 from attnbench.errors import AttnbenchError
 
 SCHEDULES = ("cosine", "noam")
@@ -150,24 +151,31 @@ def pick_device(spec: str) -> torch.device:
 # ------------------------------------------------------------------------------------------------ data order
 class Batches:
     """Training batches as a pure function of (seed, rank, step), so that every attention sees the same data in
-    the same order, a resumed run continues the same sequence, and ranks of a distributed run differ.
+    the same order and a resumed run continues the same sequence.
+
+    `batch` is the GLOBAL batch b. Step s draws b rows from a generator seeded by (seed, s) alone; rank r of a world
+    of W processes takes rows [r·b/W, (r+1)·b/W). So the ranks' batches differ, their union is exactly the
+    one-process batch of that step, and a checkpoint resumes under any world size that divides b.
 
     mem_len == 0: random windows of ctx + 1 tokens. mem_len > 0: `batch` contiguous streams over the training text
     (Transformer-XL, Dai et al. 2019, §3.2), read segment by segment; `new_epoch(step)` says when memories restart."""
 
     def __init__(self, data: torch.Tensor, batch: int, ctx: int, mem_len: int, seed: int, rank: int = 0,
                  world: int = 1):
-        self.data, self.batch, self.ctx, self.seed, self.rank = data, batch, ctx, seed, rank
+        if batch % world:
+            raise AttnbenchError(f"batch {batch} (the global batch) is not divisible by the {world} processes; "
+                                 f"use a multiple of {world}")
+        self.data, self.batch, self.ctx, self.seed = data, batch, ctx, seed
+        self.rows = slice(rank * batch // world, (rank + 1) * batch // world)  # this rank's share
         self.streams = mem_len > 0
         if len(data) < ctx + 2:
             raise AttnbenchError(f"training text ({len(data)} tokens) is shorter than ctx + 2 ({ctx + 2})")
         if self.streams:
-            per = len(data) // (batch * world)
+            per = len(data) // batch
             self.n_seg = (per - 1) // ctx
             if self.n_seg < 1:
-                raise AttnbenchError(f"training text too short for {batch * world} streams of ctx {ctx}")
-            s = data[: per * batch * world].view(batch * world, per)
-            self.stream = s[rank * batch:(rank + 1) * batch]  # [B, per]
+                raise AttnbenchError(f"training text too short for {batch} streams of ctx {ctx}")
+            self.stream = data[: per * batch].view(batch, per)[self.rows]  # [b/W, per]
 
     @property
     def steps_per_epoch(self) -> int:
@@ -179,12 +187,12 @@ class Batches:
         return self.streams and step % self.n_seg == 0
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) of [B, ctx]: inputs and next-token targets."""
+        """(x, y) of [b/W, ctx]: this rank's inputs and next-token targets."""
         if self.streams:
             off = (step % self.n_seg) * self.ctx
             return self.stream[:, off:off + self.ctx], self.stream[:, off + 1:off + self.ctx + 1]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7_919 + step)
-        ix = torch.randint(0, len(self.data) - self.ctx - 1, (self.batch,), generator=g)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        ix = torch.randint(0, len(self.data) - self.ctx - 1, (self.batch,), generator=g)[self.rows]
         w = torch.stack([self.data[i:i + self.ctx + 1] for i in ix.tolist()])  # [B, ctx+1]
         return w[:, :-1], w[:, 1:]
 
@@ -272,6 +280,12 @@ class _Tally:
         self.correct += int((lg.argmax(-1) == yy).sum())
         self.n += int(keep.sum())
 
+    def reduce(self, device: torch.device) -> None:
+        """Sum the ranks' tallies (float64: counts stay exact up to 2^53)."""
+        t = torch.tensor([self.nll, self.correct, self.n], dtype=torch.float64, device=device)
+        self.nll, self.correct, self.n = distributed.all_reduce_sum(t).tolist()
+        self.correct, self.n = int(self.correct), int(self.n)
+
     def metrics(self) -> dict[str, float]:
         loss = self.nll / max(1, self.n)
         return {"loss": loss, "bpc": loss / math.log(2), "ppl": math.exp(min(loss, 700.0)),
@@ -279,11 +293,14 @@ class _Tally:
 
 
 @torch.no_grad()
-def evaluate(model, data: torch.Tensor, c: TrainConfig, device: torch.device) -> dict[str, float]:
+def evaluate(model, data: torch.Tensor, c: TrainConfig, device: torch.device, rank: int = 0,
+             world: int = 1) -> dict[str, float]:
     """Full pass over `data`: every prediction scored exactly once, with its left context.
 
     Without memory: sliding windows (window_plan). With memory: contiguous streams carrying Transformer-XL
     memory, segment by segment, after a burn-in of at least mem_len tokens (stream_plan).
+    Under W processes rank r scores every W-th batch of windows (every W-th stream) and the sums of loss, correct
+    predictions and positions are all-reduced: the metrics are those of one process, up to float rounding.
     Returns loss (nats), bpc (loss / ln 2), ppl (e^loss), acc (top-1), n (predictions scored)."""
     was = model.training
     model.eval()
@@ -292,7 +309,7 @@ def evaluate(model, data: torch.Tensor, c: TrainConfig, device: torch.device) ->
         if c.mem_len == 0:
             plan = window_plan(len(data), c.ctx, c.eval_stride)
             L = min(c.ctx, len(data) - 1)
-            for i in range(0, len(plan), c.eval_batch):
+            for i in range(rank * c.eval_batch, len(plan), world * c.eval_batch):
                 chunk = plan[i:i + c.eval_batch]
                 w = torch.stack([data[s:s + L + 1] for s, _ in chunk]).to(device)  # [b, L+1]
                 first = torch.tensor([f for _, f in chunk], device=device)
@@ -305,6 +322,7 @@ def evaluate(model, data: torch.Tensor, c: TrainConfig, device: torch.device) ->
             burn = math.ceil(c.mem_len / seg) * seg
             plan = stream_plan(len(data), c.eval_batch, burn)
             Lmax = max(b - r for r, _, b in plan)
+            plan = plan[rank::world]
             Lmax = math.ceil(Lmax / seg) * seg
             X = torch.zeros(len(plan), Lmax, dtype=torch.long)
             Y = torch.zeros_like(X)
@@ -315,12 +333,14 @@ def evaluate(model, data: torch.Tensor, c: TrainConfig, device: torch.device) ->
                 K[k, a - r:b - r] = True
             X, Y, K = X.to(device), Y.to(device), K.to(device)
             mems = None
-            for off in range(0, Lmax, seg):
+            for off in range(0, Lmax if plan else 0, seg):
                 with amp:
                     logits, mems = model(X[:, off:off + seg], mems)
                 tally.add(logits, Y[:, off:off + seg], K[:, off:off + seg])
     finally:
         model.train(was)
+    if world > 1:
+        tally.reduce(device)
     return tally.metrics()
 
 
@@ -401,12 +421,16 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
             sample: int = 0, resume: dict | None = None, rank: int = 0, world: int = 1) -> dict[str, Any]:
     """Train one model, evaluate it, write its record; returns the record (also on NaN, status "error").
 
-    Ctrl-C: checkpoint + partial record, then AttnbenchError naming the --resume command."""
+    Under torchrun (world > 1, process group joined): DistributedDataParallel, rank r's share of each global batch,
+    evaluation split and reduced; only rank 0 writes checkpoints and the record.
+    Ctrl-C (or a peer process failing): checkpoint + partial record, then AttnbenchError naming --resume."""
     from attnbench import results
     from attnbench.model import build_model
 
     c, attn = spec.cfg, spec.attn
     device = pick_device(c.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())  # LOCAL_RANK (distributed.init_from_env)
     torch.manual_seed(spec.seed)
     attn_settings = {"impl": c.attn_impl}
     if attn in ("rmha", "rcmha"):
@@ -426,13 +450,15 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
         opt.load_state_dict(resume["opt"])
         step, curves, best_val, prior_s = resume["step"], resume["curves"], resume["best_val"], resume["seconds"]
         best_state = resume["best_state"]
-    fwd_model = torch.compile(model) if (c.compile and device.type == "cuda") else model
+    net = distributed.wrap(model, device)  # DDP under torchrun; `model` stays the unwrapped one
+    fwd_model = torch.compile(net) if (c.compile and device.type == "cuda") else net
     amp = autocast(device, c.amp)
     config = {"preset_fields": asdict(c), "attn": attn, "seed": spec.seed, "total_steps": total,
               "data": corpus.source, "data_sha256": corpus.sha256, "vocab": corpus.vocab_size,
               "split_tokens": [len(corpus.train), len(corpus.val), len(corpus.test)],
               "device": str(device), "amp": "bf16" if (c.amp and device.type == "cuda") else "fp32",
-              "resumed_from_step": step if resume is not None else None}
+              "resumed_from_step": step if resume is not None else None,
+              "world_size": world, "global_batch": c.batch, "per_rank_batch": c.batch // world}
     n_params = model.n_params()
     on("start", attn=attn, seed=spec.seed, total=total, step=step, params=n_params)
 
@@ -448,14 +474,17 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
     pending: list[torch.Tensor] = []
 
     def save_ckpt() -> None:
-        atomic_save({"attn": attn, "seed": spec.seed, "cfg": asdict(c), "step": step, "model": model.state_dict(),
-                     "opt": opt.state_dict(), "best_state": best_state, "best_val": best_val, "curves": curves,
+        if rank != 0:
+            return
+        atomic_save({"attn": attn, "seed": spec.seed, "cfg": asdict(c), "step": step, "world_size": world,
+                     "model": model.state_dict(), "opt": opt.state_dict(), "best_state": best_state,
+                     "best_val": best_val, "curves": curves,
                      "seconds": prior_s + time.perf_counter() - t0, "vocab": corpus.chars}, ckpt_path)
 
     def do_eval() -> None:
         nonlocal best_val, best_state, eval_s
         te = time.perf_counter()
-        m = evaluate(model, corpus.val, c, device)
+        m = evaluate(model, corpus.val, c, device, rank, world)
         eval_s += time.perf_counter() - te
         curves.append({"step": step, "seconds": round(prior_s + time.perf_counter() - t0, 3),
                        "train_loss": last_loss, "val_loss": m["loss"], "val_acc": m["acc"]})
@@ -475,10 +504,13 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
                 loss, mems = train_step(fwd_model, opt, x, y, mems, lr_at(step, c, total), c.grad_clip, amp)
                 pending.append(loss)
                 step += 1
-                tokens += x.numel()
+                tokens += x.numel() * world
                 at_eval = step % c.eval_every == 0 or step == total
                 if at_eval or step % c.log_every == 0:
-                    losses = torch.stack(pending).float().cpu()  # one host sync per log interval
+                    losses = torch.stack(pending).float()
+                    if world > 1:  # the global batch's mean loss; every rank then takes the same NaN decision
+                        losses = distributed.all_reduce_sum(losses) / world
+                    losses = losses.cpu()  # one host sync per log interval
                     pending.clear()
                     last_loss = float(losses.mean())
                     if not torch.isfinite(losses).all():
@@ -493,6 +525,11 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
         except KeyboardInterrupt:
             status, reason = "error", f"interrupted at step {step}"
             save_ckpt()
+        except Exception as e:
+            if not (world > 1 and distributed.is_collective_failure(e)):
+                raise
+            status, reason = "error", f"interrupted at step {step}: another process stopped ({type(e).__name__})"
+            save_ckpt()
     wall_s = prior_s + time.perf_counter() - t0
 
     metrics: dict[str, Any] = {"params": n_params, "steps": step, "tokens": tokens, "wall_s": wall_s,
@@ -503,7 +540,7 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
     if status == "ok" and best_state is not None:
         model.load_state_dict(best_state)  # test on the best-validation weights
         te = time.perf_counter()
-        test = evaluate(model, corpus.test, c, device)
+        test = evaluate(model, corpus.test, c, device, rank, world)
         metrics["test_eval_s"] = time.perf_counter() - te
         best = min(curves, key=lambda r: r["val_loss"])
         metrics.update({"best_step": best["step"], "val_acc_best": best["val_acc"],
@@ -519,7 +556,8 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
                                                        "n/a: attnbench.measure.nvml missing"}
     metrics.update({k: v for k, v in nv.items() if k.startswith("nvml_") and k != "nvml_scope"})
     metrics["cpu_peak_rss_mib"] = cpu_peak_rss_mib()
-    text = generate(model, corpus, sample, device, c, spec.seed) if (sample and status == "ok") else None
+    text = generate(model, corpus, sample, device, c, spec.seed) if (sample and status == "ok" and rank == 0) \
+        else None
     rec = results.make_record("train", attn, command, config, metrics, results.environment(str(device)),
                               status=status, reason=reason, curves=curves, sample=text,
                               checkpoint=str(ckpt_path), nvml_scope=nv.get("nvml_scope"))
@@ -527,8 +565,9 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
         results.append(record_path, rec)
     on("done", record=rec)
     if reason and reason.startswith("interrupted"):
+        launcher = "attnbench" if world == 1 else f"torchrun --nproc-per-node {world} -m attnbench"
         raise AttnbenchError(f"{reason} of {attn} (seed {spec.seed}); checkpoint and partial record saved; "
-                             f"continue with: attnbench train --resume {ckpt_path}", exit_code=130)
+                             f"continue with: {launcher} train --resume {ckpt_path}", exit_code=130)
     return rec
 
 
@@ -554,13 +593,14 @@ def plan_runs(attns: list[str], cfg: TrainConfig, seeds: int) -> list[RunSpec]:
 
 
 def run_many(specs: list[RunSpec], corpus, *, record_path: Path, ckpt_dir: Path, command: str,
-             on: Callback = _quiet, sample: int = 0, resume: dict | None = None) -> list[dict[str, Any]]:
+             on: Callback = _quiet, sample: int = 0, resume: dict | None = None, rank: int = 0,
+             world: int = 1) -> list[dict[str, Any]]:
     stamp = record_path.stem
     out = []
     for spec in specs:
         ckpt = ckpt_dir / stamp / f"{spec.attn}-seed{spec.seed}.pt"
         out.append(run_one(spec, corpus, record_path=record_path, ckpt_path=ckpt, command=command, on=on,
-                           sample=sample, resume=resume))
+                           sample=sample, resume=resume, rank=rank, world=world))
     return out
 
 
