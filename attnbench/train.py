@@ -528,7 +528,7 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
         except Exception as e:
             if not (world > 1 and distributed.is_collective_failure(e)):
                 raise
-            status, reason = "error", f"interrupted at step {step}: another process stopped ({type(e).__name__})"
+            status, reason = "error", f"another process failed at step {step} ({type(e).__name__})"
             save_ckpt()
     wall_s = prior_s + time.perf_counter() - t0
 
@@ -564,9 +564,9 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
     if rank == 0:
         results.append(record_path, rec)
     on("done", record=rec)
-    if reason and reason.startswith("interrupted"):
+    if reason and (reason.startswith("interrupted") or reason.startswith("another process")):
         launcher = "attnbench" if world == 1 else f"torchrun --nproc-per-node {world} -m attnbench"
-        raise AttnbenchError(f"{reason} of {attn} (seed {spec.seed}); checkpoint and partial record saved; "
+        raise AttnbenchError(f"{attn} (seed {spec.seed}): {reason}; checkpoint and partial record saved; "
                              f"continue with: {launcher} train --resume {ckpt_path}", exit_code=130)
     return rec
 
