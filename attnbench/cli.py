@@ -245,6 +245,14 @@ def _train_run(*args) -> None:
         distributed.cleanup()
 
 
+def _world_note(proc, specs) -> list[str]:
+    if proc.world == 1:
+        return []
+    b = specs[0].cfg.batch
+    return [f"{proc.world} processes (DistributedDataParallel): global batch {b} = {proc.world} × {b // proc.world}; "
+            f"tok/s counts every process"]
+
+
 def _train_body(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir, fmt, overrides) -> None:
     import contextlib
     from pathlib import Path
@@ -315,7 +323,7 @@ def _train_body(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir
     shown = [{labels[k]: v for k, v in r.items() if k in labels} for r in rows]
     cols_shown = [v for k, v in labels.items() if k != "status" or any("status" in r for r in rows)]
     render_rows(shown, fmt, title=f"Tiny Shakespeare, held-out test split, full pass ({corpus.source})",
-                columns=cols_shown, notes=[*notes, f"records: {path}"])
+                columns=cols_shown, notes=[*notes, *_world_note(proc, specs), f"records: {path}"])
     for r in recs:
         if r.get("sample"):
             err.print(f"\n[bold]sample from {r['attn']} (seed {r['config']['seed']}):[/]")
