@@ -458,6 +458,7 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
               "split_tokens": [len(corpus.train), len(corpus.val), len(corpus.test)],
               "device": str(device), "amp": "bf16" if (c.amp and device.type == "cuda") else "fp32",
               "resumed_from_step": step if resume is not None else None,
+              "resumed_world_size": resume.get("world_size", 1) if resume is not None else None,
               "world_size": world, "global_batch": c.batch, "per_rank_batch": c.batch // world}
     n_params = model.n_params()
     on("start", attn=attn, seed=spec.seed, total=total, step=step, params=n_params)

@@ -203,4 +203,5 @@ def test_ctrl_c_stops_every_rank_and_the_checkpoint_resumes_in_one_process(tmp_p
     assert r.exit_code == 0, r.output
     (rec,) = _records(tmp_path / "r1")
     assert rec["status"] == "ok" and rec["config"]["world_size"] == 1 and rec["config"]["global_batch"] == 4
+    assert rec["config"]["resumed_world_size"] == 2
     assert rec["config"]["resumed_from_step"] == ck["step"] and rec["metrics"]["steps"] == ck["step"] + 6
