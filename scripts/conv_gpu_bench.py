@@ -8,13 +8,13 @@ module fwd+bwd (the goal: MDHA <= 1.1x MHA). Median of CUDA-event timings after 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from attnbench.measure.timing import benchmark  # noqa: E402
 from attnbench.attention import build  # noqa: E402
 from attnbench.attention._common import CausalDepthwiseConv  # noqa: E402
 from attnbench.kernels.causal_conv import causal_conv  # noqa: E402
@@ -22,19 +22,9 @@ from attnbench.kernels.causal_conv import causal_conv  # noqa: E402
 dev, dt = "cuda", torch.bfloat16
 
 
-def bench(fn, reps=30):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return statistics.median(ts)
+def bench(fn):
+    """Median ms of `fn` by attnbench's own timing rules (warm-up until stable, adaptive repeats, CUDA events)."""
+    return benchmark(fn, device=dev).median_ms
 
 
 def conv_cudnn(x, w):
@@ -86,7 +76,7 @@ def main():
             mod = build(name, d_model=D, n_heads=nh, impl="fast").to(dev, dt)
             x = torch.randn(B, T, D, device=dev, dtype=dt, requires_grad=True)
             g = torch.randn(B, T, D, device=dev, dtype=dt)
-            times[name] = bench(lambda: torch.autograd.grad(mod(x), [x, *mod.parameters()], g), reps=10)
+            times[name] = bench(lambda: torch.autograd.grad(mod(x), [x, *mod.parameters()], g))
             del mod, x, g
         print(f"{T:>6} {times['mha']:>8.3f} {times['mdha']:>8.3f} {times['mdha'] / times['mha']:>7.2f}x", flush=True)
 

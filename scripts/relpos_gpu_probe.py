@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
 
 import torch
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from attnbench.measure.timing import benchmark  # noqa: E402
 from attnbench.attention import build  # noqa: E402
 
 dev = os.environ.get("PROBE_DEVICE", "cuda")
@@ -54,19 +54,9 @@ def check(name, T, M, d_model=256, n_heads=4, d_pos=None, B=2):
     print(f"check {name:6s} T={T:5d} M={M:3d} d_pos={d_pos}: max rel err {errs[worst]:.2e} ({worst})", flush=True)
 
 
-def timeit(fn, reps=20):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return statistics.median(ts)
+def timeit(fn):
+    """Median ms of `fn` by attnbench's own timing rules (warm-up until stable, adaptive repeats, CUDA events)."""
+    return benchmark(fn, device=dev).median_ms
 
 
 def fwd_bwd(module, x):

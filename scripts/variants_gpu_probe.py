@@ -12,32 +12,22 @@ plus the floor: SDPA alone at QK width 64 and 128 (V width 64).
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from attnbench.measure.timing import benchmark  # noqa: E402
 from attnbench.attention import build  # noqa: E402
 
 dev = "cuda"
 dt = torch.bfloat16
 
 
-def bench(fn, reps=30):
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        torch.cuda.synchronize()
-        ts.append(s.elapsed_time(e))
-    return statistics.median(ts)
+def bench(fn):
+    """Median ms of `fn` by attnbench's own timing rules (warm-up until stable, adaptive repeats, CUDA events)."""
+    return benchmark(fn, device=dev).median_ms
 
 
 def conv_cudnn(x, w):
