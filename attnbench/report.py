@@ -221,11 +221,22 @@ def load_pyplot():
     return plt
 
 
+def _style(plt, label: str) -> dict:
+    """One colour per attention in every plot (tab20, registry order, baselines last), dashed for a reference path:
+    the default 10-colour cycle repeats once a sweep has more than ten rows."""
+    from attnbench.attention import names
+
+    order = [*names(), "sdpa", "sdpa+proj"]
+    name = label.split()[0]
+    idx = order.index(name) if name in order else len(order) + sum(map(ord, name))
+    return {"color": plt.get_cmap("tab20")(idx % 20), "linestyle": "--" if "reference" in label else "-"}
+
+
 def _plot_lines(plt, ax, lines, failed, logx=True, logy=True):
     """lines: (label, xs, ys, lo|None, hi|None); failed: (label, x, status) drawn as crosses at the top."""
     colors = {}
     for label, xs, ys, lo, hi in lines:
-        (ln,) = ax.plot(xs, ys, marker="o", ms=3, label=label)
+        (ln,) = ax.plot(xs, ys, marker="o", ms=3, label=label, **_style(plt, label))
         colors[label] = ln.get_color()
         if lo is not None and hi is not None:
             ax.fill_between(xs, lo, hi, alpha=0.2, color=ln.get_color(), linewidth=0)
@@ -240,13 +251,15 @@ def _plot_lines(plt, ax, lines, failed, logx=True, logy=True):
     if logy:
         ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    if lines:
+    if len(lines) > 8:  # many rows: the legend beside the axes, not over the lines
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    elif lines:
         ax.legend(fontsize=7)
 
 
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
