@@ -348,15 +348,22 @@ def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             if xs:
                 lines.append((s.label, xs, ys, lo, hi))
         if plt is not None and lines:
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            _plot_lines(plt, ax, lines, failed)
-            ax.set_xlabel("sequence length T")
-            ax.set_ylabel("median time per call (ms)")
-            ax.set_title("speed · " + title.replace(") · ", ")\n", 1), fontsize=9)
-            path = _save(plt, fig, out / f"speed-{slug(group[0])}-{slug('-'.join(map(str, settings.values())))}.png")
-            plots.append(Plot(path, "speed", group, title, [ln[0] for ln in lines]))
-            doc.add(f"![speed: {title}]({path.name})")
+            _sweep_plot(plt, "speed", "median time per call (ms)", lines, failed, group, settings, title, out,
+                        plots, doc)
         doc.table(rows, ["attention", "T", "status", *SPEED_COLUMNS, "x MHA", "reason"])
+
+
+def _sweep_plot(plt, kind: str, ylabel: str, lines, failed, group, settings, title: str, out: Path,
+                plots: list[Plot], doc: "_Doc") -> None:
+    """One log-log plot of a speed or memory sweep against T, saved beside the report and linked from it."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _plot_lines(plt, ax, lines, failed)
+    ax.set_xlabel("sequence length T")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{kind} · " + title.replace(") · ", ")\n", 1), fontsize=9)
+    path = _save(plt, fig, out / f"{kind}-{slug(group[0])}-{slug('-'.join(map(str, settings.values())))}.png")
+    plots.append(Plot(path, kind, group, title, [ln[0] for ln in lines]))
+    doc.add(f"![{kind}: {title}]({path.name})")
 
 
 def _memory_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
@@ -389,14 +396,8 @@ def _memory_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             if xs:
                 lines.append((s.label, xs, ys, None, None))
         if plt is not None and lines:
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            _plot_lines(plt, ax, lines, failed)
-            ax.set_xlabel("sequence length T")
-            ax.set_ylabel(" / ".join(sorted(ylabels)) + " (MiB)")
-            ax.set_title("memory · " + title.replace(") · ", ")\n", 1), fontsize=9)
-            path = _save(plt, fig, out / f"memory-{slug(group[0])}-{slug('-'.join(map(str, settings.values())))}.png")
-            plots.append(Plot(path, "memory", group, title, [ln[0] for ln in lines]))
-            doc.add(f"![memory: {title}]({path.name})")
+            _sweep_plot(plt, "memory", " / ".join(sorted(ylabels)) + " (MiB)", lines, failed, group, settings, title,
+                        out, plots, doc)
         doc.table(fits, ["attention", "exponent", "T from", "T to", "points", "first failure"])
         doc.table(rows, ["attention", "T", "status", *MEMORY_COLUMNS, "reason"])
 
