@@ -258,8 +258,9 @@ def measure_speed(w: Workload, s: BenchSettings, device: str, seq_len: int) -> d
     from attnbench.measure.timing import TimingPolicy, benchmark, make_call
 
     setup, call = make_call(w.forward, w.leaves, s.mode, w.params)
-    t = benchmark(call, device=device, setup=setup, flush_l2=s.flush_l2,
-                  policy=TimingPolicy(max_time_s=s.max_time_s, warmup_cap_s=max(0.05, s.max_time_s / 2)))
+    policy = TimingPolicy(max_time_s=s.max_time_s, warmup_cap_s=max(0.05, s.max_time_s / 2),
+                          min_warmup_s=min(0.25, s.max_time_s / 4), min_time_s=min(0.5, s.max_time_s / 2))
+    t = benchmark(call, device=device, setup=setup, flush_l2=s.flush_l2, policy=policy)
     core = flops.core_flops(s.batch, w.core_heads, seq_len, w.head_dim, s.mode)
     lin = w.linear_fwd_flops if w.linear_fwd_flops is not None else flops.linear_flops_fwd(w.module, w.forward)
     module_flops = core + lin * flops.LINEAR_FACTOR[s.mode]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import statistics
 import sys
+import time
 
 import pytest
 import torch
 
 from attnbench.measure import flops, memory, nvml, timing
 
-FAST = timing.TimingPolicy(min_samples=5, block=5, min_time_s=0.0, max_time_s=0.2, warmup_cap_s=0.05)
+FAST = timing.TimingPolicy(min_samples=5, block=5, min_time_s=0.0, max_time_s=0.2, warmup_cap_s=0.05,
+                           min_warmup_s=0.0)
 
 
 def test_summarize_matches_statistics():
@@ -158,3 +160,14 @@ def test_cpu_peak_rss_reports_failure_as_result():
            "kv_heads": None, "dtype": "float32"}
     r = memory.cpu_peak_rss(bad)
     assert r["status"] == "n/a" and "unknown attention" in r["reason"]
+
+
+def test_warmup_and_timed_calls_last_their_minimum_times():
+    """Run-to-run spread: warm-up runs at least min_warmup_s (clocks ramp up) and timing at least min_time_s."""
+    calls = []
+    policy = timing.TimingPolicy(min_samples=5, block=5, min_warmup_s=0.15, warmup_cap_s=1.0, min_time_s=0.1,
+                                 max_time_s=1.0, rel_tol=1.0)
+    t = timing.benchmark(lambda: calls.append(time.sleep(0.002)), policy=policy)
+    assert t.warmup_calls >= 0.15 / (t.summary["max_ms"] * 1e-3)  # without min_warmup_s: 4 calls
+    assert sum(t.samples_ms) >= 100.0
+    assert len(calls) == t.warmup_calls + len(t.samples_ms)

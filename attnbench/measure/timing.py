@@ -25,11 +25,12 @@ class TimingPolicy:
     """How long and how often to call; the one place these defaults live."""
 
     min_warmup: int = 3
+    min_warmup_s: float = 0.25  # warm up at least this long: GPU clocks ramp up under load (run-to-run spread)
     warmup_cap_s: float = 1.0
     min_samples: int = 10
     max_samples: int = 10_000
     block: int = 5  # calls between two stability checks
-    min_time_s: float = 0.1  # time at least this much in timed calls
+    min_time_s: float = 0.5  # time at least this much in timed calls (0.1 s gave a 3.7 % run-to-run spread)
     max_time_s: float = 2.0  # time cap for the timed calls
     rel_tol: float = 0.01  # median stable when a block moves it by less than this
 
@@ -195,13 +196,14 @@ def benchmark(call: Callable, device="cpu", setup: Callable | None = None, flush
 
     once()
     first = timer.elapsed()[0]
-    # warm-up: until three consecutive calls agree within 10 % (and at least min_warmup calls)
+    # warm-up: until three consecutive calls agree within 10 % (and at least min_warmup calls and min_warmup_s)
     t0, warm = time.perf_counter(), []
     while True:
         once()
         warm += timer.elapsed()
         last = warm[-3:]
-        if len(warm) >= policy.min_warmup and len(last) == 3 and max(last) <= 1.1 * min(last):
+        if (len(warm) >= policy.min_warmup and len(last) == 3 and max(last) <= 1.1 * min(last)
+                and time.perf_counter() - t0 >= policy.min_warmup_s):
             break
         if time.perf_counter() - t0 > policy.warmup_cap_s:
             break
