@@ -1,14 +1,53 @@
 """MHE-ADD: multi-head embedding attention, additive (Xue & Aletras 2023, arXiv 2310.07911; attention.md, MHE):
 one shared projection per Q, K, V of width d, plus one learned embedding per head and per Q/K/V:
-q_h = x·W_q + e^q_h (likewise k, v); heads attended as in MHA, concatenated to n·d, then W_o."""
+q_h = x·W_q + e^q_h (likewise k, v); heads attended as in MHA, concatenated to n·d, then W_o.
+
+The fast path comes in several forms, all exact (tests/test_mhe_fast.py); FAST_PATH picks one, and
+scripts/mhe_gpu_probe.py times them all against MHA:
+- "broadcast":   shared projection [B, 1, L, hs] combined with [1, nh, 1, hs] by broadcasting; autograd's backward
+                 of the broadcast (a full-size product and two reductions per Q/K/V) and many small kernels.
+- "weight":      one effective weight per Q/K/V, D -> nh·hs, so each of Q, K, V is one GEMM as in MHA (for ADD the
+                 weight is W repeated nh times and the bias carries e); the same GEMM FLOPs as MHA.
+- "weight-qkv":  "weight" with Q, K, V (K, V with memory) in one GEMM of the concatenated weights (MHA uses three).
+- "combine":     shared projections D -> hs, then one custom autograd Function per Q/K/V whose backward reduces the
+                 head gradients in a few kernels (ADD: two sums; MUL: two GEMMs).
+- "combine-qkv": "combine" with the three shared projections in one D -> 3·hs GEMM and one combine kernel.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attnbench.attention._common import attend_fast, attend_reference, init_linear, merge_heads, scale_for, with_memory
 from attnbench.config import AttnConfig
+from attnbench.errors import AttnbenchError
+
+FAST_PATHS = ("broadcast", "weight", "weight-qkv", "combine", "combine-qkv")
+FAST_PATH = "combine-qkv"  # the form MHEAdd's fast path takes (mhe_mul.py has its own); see the docstring
+
+
+class AddHeads(torch.autograd.Function):
+    """p [B, L, c, hs] (c shared projections side by side) + e [c, nh, hs] (attention.md, MHE-ADD) -> c tensors
+    [B, nh, L, hs], views of one [B, L, c, nh, hs] buffer (MHA's fused-QKV layout). Backward: dp = Σ_h g_h and
+    de_h = Σ_{B,L} g_h, two reductions per tensor and nothing full-size written."""
+
+    @staticmethod
+    def forward(ctx, p, e):
+        y = p[:, :, :, None] + e  # [B, L, c, nh, hs]: one kernel
+        return tuple(y[:, :, i].transpose(1, 2) for i in range(p.shape[2]))  # c x [B, nh, L, hs]
+
+    @staticmethod
+    def backward(ctx, *gs):
+        B, nh, L, hs = gs[0].shape
+        dp = gs[0].new_empty(B, L, len(gs), hs)
+        de = gs[0].new_empty(len(gs), nh, hs)
+        for i, g in enumerate(gs):
+            g = g.transpose(1, 2)  # [B, L, nh, hs]
+            torch.sum(g, dim=2, out=dp[:, :, i])
+            torch.sum(g, dim=(0, 1), out=de[i])
+        return dp, de
 
 
 class MHEAdd(nn.Module):
@@ -16,6 +55,7 @@ class MHEAdd(nn.Module):
     summary = "One shared Q/K/V projection of head width d plus a learned per-head embedding, added."
     has_positions = False
     init_center = 0.0  # embeddings start around 0 with noise, so heads differ from the start
+    combine_heads = AddHeads
 
     def __init__(self, cfg: AttnConfig):
         super().__init__()
@@ -35,20 +75,66 @@ class MHEAdd(nn.Module):
         return {"qkv": 3 * (D * hs + b * hs) + 3 * nh * hs, "out": nh * hs * D + b * D, "other": 0}
 
     @staticmethod
+    def fast_path() -> str:
+        return FAST_PATH
+
+    @staticmethod
     def combine(p: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         return p + e
 
+    @staticmethod
+    def effective_weight(W, b, e):
+        """x·W_eff + b_eff = [x·W_c + b_c + e_ch for c, h]: W [c, hs, D], b [c, hs] | None, e [c, nh, hs] ->
+        W_eff [c·nh·hs, D] (W repeated per head), b_eff [c·nh·hs] (e, plus b)."""
+        c, hs, D = W.shape
+        b_eff = e if b is None else e + b[:, None]
+        return W[:, None].expand(c, e.shape[1], hs, D).reshape(-1, D), b_eff.reshape(-1)
+
     def forward(self, x, mem=None):
         h = with_memory(x, mem)
-        eq, ek, ev = (e.to(x.dtype)[None, :, None, :] for e in self.emb)  # [1, nh, 1, hs]
-        sq, sk, sv = self.q(x)[:, None], self.k(h)[:, None], self.v(h)[:, None]  # shared: [B, 1, L, hs]
         scale, impl = scale_for(self.cfg.head_dim), self.cfg.impl
         if impl == "reference":
+            eq, ek, ev = (e.to(x.dtype)[None, :, None, :] for e in self.emb)  # [1, nh, 1, hs]
+            sq, sk, sv = self.q(x)[:, None], self.k(h)[:, None], self.v(h)[:, None]  # shared: [B, 1, L, hs]
             heads = [attend_reference(self.combine(sq, eq[:, i:i + 1]), self.combine(sk, ek[:, i:i + 1]),
                                       self.combine(sv, ev[:, i:i + 1]), scale, self.cfg.dropout, self.training)
                      for i in range(self.cfg.n_heads)]  # one head at a time, written out
             y = torch.cat(heads, dim=1)
         else:
-            y = attend_fast(self.combine(sq, eq), self.combine(sk, ek), self.combine(sv, ev), scale,
-                            self.cfg.dropout, self.training)  # broadcast over heads, one fused call
+            q, k, v = self.heads(x, h, self.fast_path())
+            y = attend_fast(q, k, v, scale, self.cfg.dropout, self.training)  # one fused call over all heads
         return self.o(merge_heads(y))
+
+    def heads(self, x, h, path: str):
+        """q [B, nh, T, hs], k and v [B, nh, L, hs] by the fast path `path` (see the module docstring)."""
+        if path == "broadcast":
+            eq, ek, ev = (e.to(x.dtype)[None, :, None, :] for e in self.emb)  # [1, nh, 1, hs]
+            sq, sk, sv = self.q(x)[:, None], self.k(h)[:, None], self.v(h)[:, None]  # shared: [B, 1, L, hs]
+            return self.combine(sq, eq), self.combine(sk, ek), self.combine(sv, ev)
+        if path not in FAST_PATHS:
+            raise AttnbenchError(f"MHE fast path must be one of {', '.join(FAST_PATHS)}, got {path!r}")
+        layers = (self.q, self.k, self.v)
+        if not path.endswith("-qkv"):
+            groups = [(x, [0]), (h, [1]), (h, [2])]
+        elif h is x:
+            groups = [(x, [0, 1, 2])]
+        else:
+            groups = [(x, [0]), (h, [1, 2])]  # q from x; k, v from [mem; x]
+        e = self.emb.to(x.dtype)  # [3, nh, hs]
+        es = [e] if len(groups) == 1 else e.split([len(idx) for _, idx in groups])  # backward: one cat
+        out = []
+        for (inp, idx), ei in zip(groups, es):
+            W = torch.cat([layers[i].weight for i in idx]) if len(idx) > 1 else layers[idx[0]].weight  # [c·hs, D]
+            b = None
+            if self.cfg.bias:
+                b = torch.cat([layers[i].bias for i in idx]) if len(idx) > 1 else layers[idx[0]].bias  # [c·hs]
+            B, L, c, hs = inp.shape[0], inp.shape[1], len(idx), self.cfg.head_dim
+            if path.startswith("weight"):
+                W_eff, b_eff = self.effective_weight(W.view(c, hs, -1), None if b is None else b.view(c, hs), ei)
+                y = F.linear(inp, W_eff, b_eff).view(B, L, c, -1, hs)  # [B, L, c, nh, hs]
+                parts = y.unbind(2) if c > 1 else (y.view(B, L, -1, hs),)  # unbind's backward: one stack
+                out += [t.transpose(1, 2) for t in parts]  # [B, nh, L, hs]
+            else:
+                p = F.linear(inp, W, b).view(B, L, c, hs)  # shared projections [B, L, c, hs]
+                out += self.combine_heads.apply(p, ei)
+        return out
