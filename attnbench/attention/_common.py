@@ -87,19 +87,27 @@ class CausalDepthwiseConv(nn.Module):
         return y
 
     def fast(self, x: torch.Tensor) -> torch.Tensor:
-        """On CUDA with triton: attnbench.kernels.causal_conv, one pass over [B, L, C] near the memory floor (an
-        H100, B=4, L=4096, C=1024, bf16, fwd+bwd: cuDNN conv1d 1.02 ms against a ~0.07 ms floor; MDHA has three).
-        Elsewhere one grouped conv1d with left padding only (symmetric padding would leak x[t+1])."""
-        from attnbench.kernels import causal_conv as kernel
+        return causal_conv_parts(x, self.weight)[0]
 
-        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16, torch.float32) and kernel.available(x):
-            return kernel.causal_conv(x, self.weight)
-        C = x.shape[-1]
-        w = self.weight.flip(-1).unsqueeze(1).to(x.dtype)  # [C, 1, width]; conv1d correlates, so flip
-        y = F.conv1d(F.pad(x.transpose(1, 2), (self.width - 1, 0)), w, groups=C)
-        # contiguous: a transposed view would give the heads a last-dim stride != 1, and SDPA then silently
-        # falls back to its O(T²) math kernel (measured on an H100: 25x slower, out of memory at T=16384)
-        return y.transpose(1, 2).contiguous()
+
+def causal_conv_parts(x: torch.Tensor, weight: torch.Tensor, parts: int = 1) -> tuple[torch.Tensor, ...]:
+    """CausalDepthwiseConv's convolution with weight [C, W] over x [B, L, C], split along channels into `parts`
+    contiguous [B, L, C/parts] tensors (MDHA's fused Q|K|V: one launch, and SDPA gets contiguous heads).
+
+    On CUDA with triton (or under TRITON_INTERPRET=1): attnbench.kernels.causal_conv, one pass over [B, L, C] (an
+    H100, B=4, L=4096, C=1024, bf16, fwd+bwd: cuDNN conv1d 1.02 ms against a ~0.07 ms floor). Elsewhere one grouped
+    conv1d with left padding only (symmetric padding would leak x[t+1])."""
+    from attnbench.kernels import causal_conv as kernel
+
+    C, W = weight.shape
+    fits = W <= kernel.MAX_WIDTH and parts <= kernel.MAX_PARTS
+    if fits and kernel.available(x) and (x.dtype in (torch.float16, torch.bfloat16, torch.float32) or not x.is_cuda):
+        return kernel.causal_conv_parts(x, weight, parts)
+    w = weight.flip(-1).unsqueeze(1).to(x.dtype)  # [C, 1, W]; conv1d correlates, so flip
+    y = F.conv1d(F.pad(x.transpose(1, 2), (W - 1, 0)), w, groups=C).transpose(1, 2)  # [B, L, C]
+    # contiguous: a transposed view would give the heads a last-dim stride != 1, and SDPA then silently
+    # falls back to its O(T²) math kernel (measured on an H100: 25x slower, out of memory at T=16384)
+    return tuple(part.contiguous() for part in y.split(C // parts, dim=-1))
 
 
 def sinusoid_freqs(d_pos: int, device=None) -> torch.Tensor:
