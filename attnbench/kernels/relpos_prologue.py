@@ -16,7 +16,7 @@ Angles: i'·ω in float32 loses digits for i' up to 32768, so sin and cos come f
 (`_tables`, cached per length) and read as float32, as the eager path casts them; K' is a second table already in
 the output dtype, copied as is. Everything else is computed in float32 and rounded once on store.
 
-dW_R = Σ_{b,t} q_tᵀ da_t + v ⊗ Σ da is a reduction over B and T. Each backward program walks `iters` consecutive
+dW_R = Σ_{b,t} q_tᵀ da_t + v ⊗ Σ da is a reduction over B and T. Each backward program walks ITERS consecutive
 T tiles of one (b, h), keeps its [hs, d_R] sum in registers and stores it once into a float32 partial buffer that
 one torch.sum reduces (deterministic, unlike atomics). With ~1024 programs the buffer is 1024·hs·d_R floats (16 MiB
 at hs = d_R = 64: ~10 µs of traffic on an H100, against ~65 MiB of dq_aug the kernel must read anyway); the other
@@ -75,7 +75,7 @@ def supported(q: torch.Tensor, k: torch.Tensor, w_r: torch.Tensor) -> bool:
 
 def _chunk(hs: int, d_pos: int) -> int:
     """Columns of Q' per inner step: the backward keeps an [hs, chunk] float32 sum in registers."""
-    return min(d_pos, max(16, 16384 // hs))
+    return min(d_pos, max(16, 8192 // hs))
 
 
 @functools.lru_cache(maxsize=16)
@@ -98,7 +98,8 @@ def _kernels(interpret: bool):
     @triton.jit
     def fwd(q_ptr, k_ptr, u_ptr, v_ptr, w_ptr, tab_ptr, kpos_ptr, qa_ptr, ka_ptr, T, L, M, NH,
             sqb, sqh, sqt, sqc, skb, skh, skt, skc,
-            HS: tl.constexpr, DR: tl.constexpr, DC: tl.constexpr, BT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
+            HS: tl.constexpr, DR: tl.constexpr, DC: tl.constexpr, BT: tl.constexpr, PREC: tl.constexpr,
+            UPCAST: tl.constexpr):
         """One program: rows [pid·BT, pid·BT + BT) of k_aug and, where they exist, of q_aug, for one (b, h)."""
         pid, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // NH, bh % NH
@@ -146,11 +147,12 @@ def _kernels(interpret: bool):
 
     @triton.jit
     def bwd(q_ptr, w_ptr, tab_ptr, gq_ptr, gk_ptr, dq_ptr, dk_ptr, dqp_ptr, dw_ptr, ds_ptr, du_ptr,
-            T, L, M, NH, BNH, iters,
+            T, L, M, NH, BNH,
             sqb, sqh, sqt, sqc, sdb, sdh, sdt, sdc, skb, skh, skt, skc,
-            HS: tl.constexpr, DR: tl.constexpr, DC: tl.constexpr, BT: tl.constexpr, ONE_CHUNK: tl.constexpr,
+            HS: tl.constexpr, DR: tl.constexpr, DC: tl.constexpr, BT: tl.constexpr, ITERS: tl.constexpr,
+            ONE_CHUNK: tl.constexpr,
             PREC: tl.constexpr, UPCAST: tl.constexpr):
-        """One program: `iters` consecutive T tiles of one (b, h) and Q' columns [dc·DC, dc·DC + DC).
+        """One program: ITERS consecutive T tiles of one (b, h) and Q' columns [dc·DC, dc·DC + DC).
         dk = dk_aug[..., :hs]; da = g'⊙S + (g'⊙C)P; dq = dq_aug[..., :hs] + da W_hᵀ (summed over column chunks:
         in registers when there is one, else through a float32 buffer); partial Σ qᵀda, Σ da, Σ dq_aug[..., :hs]."""
         g_id, bh, dc = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -166,9 +168,10 @@ def _kernels(interpret: bool):
         dw = tl.zeros((HS, DC), dtype=tl.float32)
         ds = tl.zeros((DC,), dtype=tl.float32)
         du = tl.zeros((HS,), dtype=tl.float32)
-        i = 0
-        while i < iters:  # not `for i in range(iters)`: Triton 3.6's interpreter fails on it under NumPy 2.4
-            t0 = (g_id * iters + i) * BT
+        # ITERS is a constexpr (a power of two: few variants): Triton 3.6's interpreter fails on range(runtime int)
+        # under NumPy 2.4, and a constant trip count lets the compiler pipeline the loads
+        for i in range(ITERS):
+            t0 = (g_id * ITERS + i) * BT
             rows = t0 + tl.arange(0, BT)
             if dc == 0:
                 km = (rows < L)[:, None]
@@ -204,7 +207,6 @@ def _kernels(interpret: bool):
                 else:
                     tl.store(dqp_ptr + (dc * BNH + bh).to(tl.int64) * T * HS + rows[:, None] * HS + cols[None, :],
                              dqt, mask=qm)
-            i += 1
         part = g_id * BNH + bh  # partial sums [G, B·nh, ...]
         tl.store(dw_ptr + part.to(tl.int64) * HS * DR + cols[:, None] * DR + c[None, :], dw)
         tl.store(ds_ptr + part * DR + c, ds)
@@ -227,12 +229,13 @@ def _forward(q, k, u, v, w_r, M: int, tab, kpos):
     B, nh, T, hs = q.shape
     L, d_pos = k.shape[-2], w_r.shape[1]
     fwd, _ = _kernels(_interpreting())
+    dc = _chunk(hs, d_pos)
     q_aug = torch.empty(B, nh, T, hs + d_pos, device=q.device, dtype=q.dtype)
     k_aug = torch.empty(B, nh, L, hs + d_pos, device=q.device, dtype=q.dtype)
     grid = (_cdiv(L, BLOCK_T), B * nh)
     fwd[grid](q, k, u, v, w_r, tab, kpos, q_aug, k_aug, T, L, M, nh, *q.stride(), *k.stride(),
-              HS=hs, DR=d_pos, DC=_chunk(hs, d_pos), BT=BLOCK_T, PREC=_precision(q.dtype), UPCAST=_upcast(q.dtype),
-              num_warps=4 if hs * d_pos <= 4096 else 8)
+              HS=hs, DR=d_pos, DC=dc, BT=BLOCK_T, PREC=_precision(q.dtype), UPCAST=_upcast(q.dtype),
+              num_warps=4 if hs * dc <= 4096 else 8)
     return q_aug, k_aug
 
 
@@ -255,7 +258,7 @@ def _backward(g_q, g_k, q, k_meta, w_r, M: int, tab):
     dc = _chunk(hs, d_pos)
     n_dc, n_t = d_pos // dc, _cdiv(L, BLOCK_T)
     groups = max(1, min(n_t, TARGET_PROGRAMS // (B * nh * n_dc)))  # programs along T
-    iters = _cdiv(n_t, groups)
+    iters = 1 << (_cdiv(n_t, groups) - 1).bit_length()  # T tiles per program, a power of two
     groups = _cdiv(n_t, iters)
     f32 = dict(device=q.device, dtype=torch.float32)
     dq = _empty_like(q.shape, q.stride(), q.dtype, q.device)
@@ -265,9 +268,10 @@ def _backward(g_q, g_k, q, k_meta, w_r, M: int, tab):
     ds = torch.empty(groups, B * nh, d_pos, **f32)
     du = torch.empty(groups, B * nh, hs, **f32)
     grid = (groups, B * nh, n_dc)
-    bwd[grid](q, w_r, tab, g_q, g_k, dq, dk, dqp, dw, ds, du, T, L, M, nh, B * nh, iters,
+    bwd[grid](q, w_r, tab, g_q, g_k, dq, dk, dqp, dw, ds, du, T, L, M, nh, B * nh,
               *q.stride(), *dq.stride(), *dk.stride(),
-              HS=hs, DR=d_pos, DC=dc, BT=BLOCK_T, ONE_CHUNK=n_dc == 1, PREC=_precision(q.dtype), UPCAST=_upcast(q.dtype),
+              HS=hs, DR=d_pos, DC=dc, BT=BLOCK_T, ITERS=iters, ONE_CHUNK=n_dc == 1, PREC=_precision(q.dtype),
+              UPCAST=_upcast(q.dtype),
               num_warps=4 if hs * dc <= 4096 else 8)
     if n_dc > 1:
         dq.copy_(dqp.sum(0).view(B, nh, T, hs))
