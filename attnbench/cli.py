@@ -207,6 +207,8 @@ def _train(
     device: _T[Optional[str], _o("--device", "auto|cpu|cuda|cuda:N.")] = None,
     amp: _T[Optional[bool], _o("--amp/--no-amp", "bf16 autocast on GPU.")] = None,
     compile_: _T[Optional[bool], _o("--compile/--no-compile", "torch.compile the model (GPU).")] = None,
+    cuda_graph: _T[Optional[bool], _o("--cuda-graph/--no-cuda-graph",
+                                      "Replay the training step as a CUDA graph (GPU, mem-len 0, one process).")] = None,
 ) -> None:
     """Train character-level language models on Tiny Shakespeare, one per attention, and compare them."""
     overrides = {k: v for k, v in locals().items() if k not in _TRAIN_OWN}

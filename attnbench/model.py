@@ -117,6 +117,11 @@ class CharLM(nn.Module):
         return logits, new_mems
 
 
+def lm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (nats) over [B, T] targets, computed in float32."""
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
+
 def build_model(attn: str, vocab: int, *, n_layers: int, d_model: int, n_heads: int, d_ff: int, ctx: int,
                 dropout: float, act: str, mem_len: int = 0, **attn_settings) -> CharLM:
     """A CharLM; attention dropout equals the model's dropout; attention settings pass through AttnConfig."""

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from attnbench import distributed
 from attnbench.errors import AttnbenchError
+from attnbench.model import lm_loss
 
 SCHEDULES = ("cosine", "noam")
 
@@ -70,6 +71,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
     compile: bool = False  # torch.compile the training step's model (GPU)
+    cuda_graph: bool = True  # replay the training step as a CUDA graph (GPU, mem-len 0, one process, no --compile)
 
     def resolved(self, attn: str) -> "TrainConfig":
         """Derived fields filled in, everything checked; one clear line for settings that make no sense."""
@@ -213,12 +215,15 @@ def lr_at(step: int, c: TrainConfig, total: int) -> float:
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * frac))
 
 
-def make_optimizer(model: torch.nn.Module, c: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not on norms, biases, embeddings' rows are matrices too)."""
+def make_optimizer(model: torch.nn.Module, c: TrainConfig, device: torch.device,
+                   capturable: bool = False) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not on norms, biases, embeddings' rows are matrices too).
+    capturable: safe to capture in a CUDA graph (attnbench.graphed)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     other = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": other, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2), fused=device.type == "cuda",
+                             capturable=capturable)
 
 
 def autocast(device: torch.device, amp: bool):
@@ -233,7 +238,7 @@ def train_step(model, opt, x, y, mems, lr: float, grad_clip: float, amp_ctx) -> 
         g["lr"] = lr
     with amp_ctx:
         logits, new_mems = model(x, mems)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        loss = lm_loss(logits, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip > 0:
@@ -441,7 +446,8 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
     model = build_model(attn, corpus.vocab_size, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
                         d_ff=c.d_ff, ctx=c.ctx, dropout=c.dropout, act=c.act, mem_len=c.mem_len,
                         **attn_settings).to(device)
-    opt = make_optimizer(model, c, device)
+    use_graph = c.cuda_graph and device.type == "cuda" and c.mem_len == 0 and world == 1 and not c.compile
+    opt = make_optimizer(model, c, device, capturable=use_graph)
     batches = Batches(corpus.train, c.batch, c.ctx, c.mem_len, spec.seed, rank, world)
     total = total_steps(c, batches)
     step, curves, best_val, best_state, prior_s = 0, [], None, None, 0.0
@@ -453,13 +459,22 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
     net = distributed.wrap(model, device)  # DDP under torchrun; `model` stays the unwrapped one
     fwd_model = torch.compile(net) if (c.compile and device.type == "cuda") else net
     amp = autocast(device, c.amp)
+    graphed, graph_note = None, "off" if not use_graph else "on"
+    if use_graph:
+        from attnbench.graphed import GraphedStep
+
+        try:
+            graphed = GraphedStep(model, opt, (c.batch, c.ctx), device, c.grad_clip, c.amp)
+        except Exception as e:  # the eager step computes the same function
+            graph_note = f"off: capture failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})"
     config = {"preset_fields": asdict(c), "attn": attn, "seed": spec.seed, "total_steps": total,
               "data": corpus.source, "data_sha256": corpus.sha256, "vocab": corpus.vocab_size,
               "split_tokens": [len(corpus.train), len(corpus.val), len(corpus.test)],
               "device": str(device), "amp": "bf16" if (c.amp and device.type == "cuda") else "fp32",
               "resumed_from_step": step if resume is not None else None,
               "resumed_world_size": resume.get("world_size", 1) if resume is not None else None,
-              "world_size": world, "global_batch": c.batch, "per_rank_batch": c.batch // world}
+              "world_size": world, "global_batch": c.batch, "per_rank_batch": c.batch // world,
+              "cuda_graph": graph_note}
     n_params = model.n_params()
     on("start", attn=attn, seed=spec.seed, total=total, step=step, params=n_params)
 
@@ -502,7 +517,10 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
                     mems = None
                 x, y = batches.get(step)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss, mems = train_step(fwd_model, opt, x, y, mems, lr_at(step, c, total), c.grad_clip, amp)
+                if graphed is not None:
+                    loss = graphed.step(x, y, lr_at(step, c, total))
+                else:
+                    loss, mems = train_step(fwd_model, opt, x, y, mems, lr_at(step, c, total), c.grad_clip, amp)
                 pending.append(loss)
                 step += 1
                 tokens += x.numel() * world
