@@ -1,6 +1,6 @@
 """MHE-ADD and MHE-MUL: every fast path (mhe_add.FAST_PATHS) equals the one-head-at-a-time reference in float64,
 output and every gradient (x, the shared projections, the embeddings, W_o), with and without memory and bias; the
-custom combine Functions equal autograd's broadcast for any gradient layout."""
+custom autograd Functions equal autograd of the formula for any gradient layout."""
 
 from __future__ import annotations
 
@@ -60,27 +60,35 @@ def test_fast_path_constant_is_read_per_call(monkeypatch, name):
 
 
 @pytest.mark.parametrize("fn,op", [(mhe_add.AddHeads, torch.add), (mhe_mul.MulHeads, torch.mul)], ids=["add", "mul"])
-@pytest.mark.parametrize("c", [1, 2, 3])
+@pytest.mark.parametrize("first,c", [(0, 1), (1, 1), (2, 1), (1, 2), (0, 3)])
+@pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
 @pytest.mark.parametrize("layout", ["bnld", "blnd", "packed"])
-def test_combine_function_equals_broadcast(fn, op, c, layout):
-    """The Function's backward against autograd of the broadcast, with the head gradients in each layout SDPA may
-    hand back: [B, nh, L, hs] contiguous, [B, L, nh, hs] contiguous, or packed views of one [B, L, c, nh, hs]."""
-    torch.manual_seed(c)
-    B, L, nh, hs = 2, 5, 3, 4
-    p = torch.randn(B, L, c, hs, dtype=torch.float64, requires_grad=True)
-    e = torch.randn(c, nh, hs, dtype=torch.float64, requires_grad=True)
+def test_heads_function_equals_autograd(fn, op, first, c, bias, layout):
+    """AddHeads/MulHeads (projection + combine as one node) against autograd of the formula written out, with the
+    head gradients in each layout SDPA may hand back: [B, nh, L, hs] contiguous, [B, L, nh, hs] contiguous, or
+    packed views of one [B, L, c, nh, hs]."""
+    torch.manual_seed(10 * first + c)
+    B, L, D, nh, hs = 2, 5, 6, 3, 4
+    inp = torch.randn(B, L, D, dtype=torch.float64, requires_grad=True)
+    emb = torch.randn(3, nh, hs, dtype=torch.float64, requires_grad=True)
+    Ws = [torch.randn(hs, D, dtype=torch.float64, requires_grad=True) for _ in range(c)]
+    bs = [torch.randn(hs, dtype=torch.float64, requires_grad=True) for _ in range(c)] if bias else []
     gs = [torch.randn(B, nh, L, hs, dtype=torch.float64) for _ in range(c)]
     if layout == "blnd":
         gs = [g.transpose(1, 2).contiguous().transpose(1, 2) for g in gs]
     elif layout == "packed":
         packed = torch.stack([g.transpose(1, 2) for g in gs], dim=2)  # [B, L, c, nh, hs]
         gs = [packed[:, :, i].transpose(1, 2) for i in range(c)]
-    outs = fn.apply(p, e)
-    want = [op(p[:, :, i, None], e[i]).transpose(1, 2) for i in range(c)]  # [B, nh, L, hs]
+    outs = fn.apply(inp, emb, first, c, *Ws, *bs)
+    want = []
+    for i in range(c):
+        p = inp @ Ws[i].t() + (bs[i] if bias else 0)  # [B, L, hs]
+        want.append(op(p[:, None], emb[first + i][None, :, None, :]))  # [B, nh, L, hs]
     for o, w in zip(outs, want):
         assert o.shape == (B, nh, L, hs)
         torch.testing.assert_close(o, w, rtol=1e-12, atol=1e-12)
-    got = torch.autograd.grad(outs, (p, e), gs)
-    ref = torch.autograd.grad(want, (p, e), gs)
+    leaves = (inp, emb, *Ws, *bs)
+    got = torch.autograd.grad(outs, leaves, gs)
+    ref = torch.autograd.grad(want, leaves, gs)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -28,26 +28,59 @@ FAST_PATHS = ("broadcast", "weight", "weight-qkv", "combine", "combine-qkv")
 FAST_PATH = "combine-qkv"  # the form MHEAdd's fast path takes (mhe_mul.py has its own); see the docstring
 
 
+def project_heads(ctx, inp, emb, first, n, params, combine):
+    """The forward of AddHeads/MulHeads: c = n shared projections of `inp` in one GEMM (attention.md, MHE),
+    p = inp·[W_1; ..; W_c]ᵀ + b [B, L, c, hs], combined with emb[first : first + c] [c, nh, hs] in one kernel
+    into a [B, L, c, nh, hs] buffer (MHA's fused-QKV layout); returns c views [B, nh, L, hs]."""
+    Ws, bs = params[:n], params[n:]
+    W = torch.cat(Ws) if n > 1 else Ws[0]  # [c·hs, D]
+    b = (torch.cat(bs) if n > 1 else bs[0]) if bs else None
+    B, L = inp.shape[:2]
+    p = F.linear(inp, W, b).view(B, L, n, -1)  # [B, L, c, hs]
+    e = emb[first:first + n]  # [c, nh, hs]
+    y = combine(p[:, :, :, None], e)  # [B, L, c, nh, hs]
+    ctx.save_for_backward(inp, W, p, e)
+    ctx.first, ctx.has_bias, ctx.emb_shape = first, bool(bs), emb.shape
+    return tuple(y[:, :, i].transpose(1, 2) for i in range(n))
+
+
+def project_heads_backward(ctx, gs, reduce_heads):
+    """The backward of AddHeads/MulHeads: reduce_heads(gs, p, e, dp, de) fills dp [B, L, c, hs] and de [c, nh, hs]
+    from the head gradients gs (c x [B, nh, L, hs]); then the GEMM's backward, two GEMMs as in nn.Linear."""
+    inp, W, p, e = ctx.saved_tensors
+    B, L, c, hs = p.shape
+    dp, de = p.new_empty(B, L, c, hs), e.new_empty(e.shape)
+    reduce_heads(gs, p, e, dp, de)
+    dp2, x2 = dp.view(B * L, c * hs), inp.reshape(B * L, -1)  # [R, c·hs], [R, D]
+    d_inp = (dp2 @ W).view(inp.shape) if ctx.needs_input_grad[0] else None
+    dWs = (dp2.t() @ x2).split(hs)  # c x [hs, D]
+    dbs = dp2.sum(0).split(hs) if ctx.has_bias else ()
+    d_emb = de
+    if c != ctx.emb_shape[0]:  # q alone, or k and v alone (with memory): the other rows get no gradient here
+        d_emb = de.new_zeros(ctx.emb_shape)
+        d_emb[ctx.first:ctx.first + c] = de
+    return d_inp, d_emb, None, None, *dWs, *dbs
+
+
 class AddHeads(torch.autograd.Function):
-    """p [B, L, c, hs] (c shared projections side by side) + e [c, nh, hs] (attention.md, MHE-ADD) -> c tensors
-    [B, nh, L, hs], views of one [B, L, c, nh, hs] buffer (MHA's fused-QKV layout). Backward: dp = Σ_h g_h and
-    de_h = Σ_{B,L} g_h, two reductions per tensor and nothing full-size written."""
+    """q_h = x·W_q + b_q + e^q_h for every head h, and likewise k, v (attention.md, MHE-ADD), as one autograd node:
+    apply(inp, emb, first, c, W_1..W_c, [b_1..b_c]) -> c tensors [B, nh, L, hs]. Backward: dp = Σ_h g_h and
+    de_h = Σ_{B,L} g_h (two reductions per tensor, nothing full-size written), then the projection's two GEMMs."""
 
     @staticmethod
-    def forward(ctx, p, e):
-        y = p[:, :, :, None] + e  # [B, L, c, nh, hs]: one kernel
-        return tuple(y[:, :, i].transpose(1, 2) for i in range(p.shape[2]))  # c x [B, nh, L, hs]
+    def forward(ctx, inp, emb, first, n, *params):
+        return project_heads(ctx, inp, emb, first, n, params, torch.add)
 
     @staticmethod
     def backward(ctx, *gs):
-        B, nh, L, hs = gs[0].shape
-        dp = gs[0].new_empty(B, L, len(gs), hs)
-        de = gs[0].new_empty(len(gs), nh, hs)
+        return project_heads_backward(ctx, gs, AddHeads.reduce_heads)
+
+    @staticmethod
+    def reduce_heads(gs, p, e, dp, de):
         for i, g in enumerate(gs):
             g = g.transpose(1, 2)  # [B, L, nh, hs]
             torch.sum(g, dim=2, out=dp[:, :, i])
             torch.sum(g, dim=(0, 1), out=de[i])
-        return dp, de
 
 
 class MHEAdd(nn.Module):
@@ -113,28 +146,27 @@ class MHEAdd(nn.Module):
             return self.combine(sq, eq), self.combine(sk, ek), self.combine(sv, ev)
         if path not in FAST_PATHS:
             raise AttnbenchError(f"MHE fast path must be one of {', '.join(FAST_PATHS)}, got {path!r}")
-        layers = (self.q, self.k, self.v)
         if not path.endswith("-qkv"):
-            groups = [(x, [0]), (h, [1]), (h, [2])]
+            groups = [(x, 0, 1), (h, 1, 1), (h, 2, 1)]  # (input, first of q/k/v, how many)
         elif h is x:
-            groups = [(x, [0, 1, 2])]
+            groups = [(x, 0, 3)]
         else:
-            groups = [(x, [0]), (h, [1, 2])]  # q from x; k, v from [mem; x]
+            groups = [(x, 0, 1), (h, 1, 2)]  # q from x; k, v from [mem; x]
+        layers = (self.q, self.k, self.v)
         e = self.emb.to(x.dtype)  # [3, nh, hs]
-        es = [e] if len(groups) == 1 else e.split([len(idx) for _, idx in groups])  # backward: one cat
         out = []
-        for (inp, idx), ei in zip(groups, es):
-            W = torch.cat([layers[i].weight for i in idx]) if len(idx) > 1 else layers[idx[0]].weight  # [c·hs, D]
-            b = None
-            if self.cfg.bias:
-                b = torch.cat([layers[i].bias for i in idx]) if len(idx) > 1 else layers[idx[0]].bias  # [c·hs]
-            B, L, c, hs = inp.shape[0], inp.shape[1], len(idx), self.cfg.head_dim
-            if path.startswith("weight"):
-                W_eff, b_eff = self.effective_weight(W.view(c, hs, -1), None if b is None else b.view(c, hs), ei)
-                y = F.linear(inp, W_eff, b_eff).view(B, L, c, -1, hs)  # [B, L, c, nh, hs]
-                parts = y.unbind(2) if c > 1 else (y.view(B, L, -1, hs),)  # unbind's backward: one stack
-                out += [t.transpose(1, 2) for t in parts]  # [B, nh, L, hs]
-            else:
-                p = F.linear(inp, W, b).view(B, L, c, hs)  # shared projections [B, L, c, hs]
-                out += self.combine_heads.apply(p, ei)
+        for inp, first, c in groups:
+            group = layers[first:first + c]
+            if path.startswith("combine"):
+                biases = [m.bias for m in group] if self.cfg.bias else []
+                out += self.combine_heads.apply(inp, e, first, c, *(m.weight for m in group), *biases)
+                continue
+            W = torch.cat([m.weight for m in group]) if c > 1 else group[0].weight  # [c·hs, D]
+            b = (torch.cat([m.bias for m in group]) if c > 1 else group[0].bias) if self.cfg.bias else None
+            B, L, hs = inp.shape[0], inp.shape[1], self.cfg.head_dim
+            W_eff, b_eff = self.effective_weight(W.view(c, hs, -1), None if b is None else b.view(c, hs),
+                                                e[first:first + c])
+            y = F.linear(inp, W_eff, b_eff).view(B, L, c, -1, hs)  # [B, L, c, nh, hs]
+            parts = y.unbind(2) if c > 1 else (y.view(B, L, -1, hs),)  # unbind's backward: one stack
+            out += [t.transpose(1, 2) for t in parts]  # [B, nh, L, hs]
         return out

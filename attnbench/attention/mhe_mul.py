@@ -6,37 +6,37 @@ from __future__ import annotations
 
 import torch
 
-from attnbench.attention.mhe_add import MHEAdd
+from attnbench.attention.mhe_add import MHEAdd, project_heads, project_heads_backward
 
 FAST_PATH = "combine-qkv"  # the form MHEMul's fast path takes; one of mhe_add.FAST_PATHS
 
 
 class MulHeads(torch.autograd.Function):
-    """p [B, L, c, hs] ⊙ e [c, nh, hs] (attention.md, MHE-MUL) -> c tensors [B, nh, L, hs], views of one
-    [B, L, c, nh, hs] buffer. Backward, per tensor, two GEMMs over g as an [R, nh·hs] matrix (R = B·L) with fp32
-    accumulation and nothing full-size written: dp = g·E with E[(h, j), j'] = e_hj·δ_jj' (Σ_h g_h ⊙ e_h), and
-    de_hj = (pᵀ·g)[j, (h, j)] (Σ_{B,L} g_h ⊙ p, the diagonal of an [hs, nh·hs] product)."""
+    """q_h = (x·W_q + b_q) ⊙ e^q_h for every head h, and likewise k, v (attention.md, MHE-MUL), as one autograd
+    node: apply(inp, emb, first, c, W_1..W_c, [b_1..b_c]) -> c tensors [B, nh, L, hs]. Backward, per tensor, two
+    GEMMs over g as an [R, nh·hs] matrix (R = B·L), fp32 accumulation and nothing full-size written:
+    dp = g·E with E[(h, j), j'] = e_hj·δ_jj' (that is Σ_h g_h ⊙ e_h), and de_hj = (pᵀ·g)[j, (h, j)] (that is
+    Σ_{B,L} g_h ⊙ p, the diagonal blocks of an [hs, nh·hs] product); then the projection's two GEMMs."""
 
     @staticmethod
-    def forward(ctx, p, e):
-        ctx.save_for_backward(p, e)
-        y = p[:, :, :, None] * e  # [B, L, c, nh, hs]: one kernel
-        return tuple(y[:, :, i].transpose(1, 2) for i in range(p.shape[2]))  # c x [B, nh, L, hs]
+    def forward(ctx, inp, emb, first, n, *params):
+        return project_heads(ctx, inp, emb, first, n, params, torch.mul)
 
     @staticmethod
     def backward(ctx, *gs):
-        p, e = ctx.saved_tensors
+        return project_heads_backward(ctx, gs, MulHeads.reduce_heads)
+
+    @staticmethod
+    def reduce_heads(gs, p, e, dp, de):
         B, L, c, hs = p.shape
         nh = e.shape[1]
-        E = torch.diag_embed(e).to(gs[0].dtype)  # [c, nh, hs, hs]: E[i, h, j, j'] = e[i, h, j]·δ_jj'
-        dp = p.new_empty(B, L, c, hs)
-        de = e.new_empty(c, nh, hs)
+        E = torch.diag_embed(e)  # [c, nh, hs, hs]: E[i, h, j, j'] = e[i, h, j]·δ_jj'
+        M = p.new_empty(c, hs, nh * hs)
         for i, g in enumerate(gs):
             G = g.transpose(1, 2).reshape(B * L, nh * hs)  # [R, nh·hs]; a view for SDPA's usual grad layouts
             torch.mm(G, E[i].view(nh * hs, hs), out=dp[:, :, i].view(B * L, hs))
-            P = p[:, :, i].reshape(B * L, hs)  # [R, hs]
-            de[i] = (P.t() @ G).view(hs, nh, hs).diagonal(dim1=0, dim2=2)  # [nh, hs]
-        return dp, de
+            torch.mm(p[:, :, i].reshape(B * L, hs).t(), G, out=M[i])  # [hs, nh·hs]
+        de.copy_(M.view(c, hs, nh, hs).diagonal(dim1=1, dim2=3))  # [c, nh, hs]
 
 
 class MHEMul(MHEAdd):
