@@ -9,10 +9,11 @@ scripts/mhe_gpu_probe.py times them all against MHA:
 - "weight":      one effective weight per Q/K/V, D -> nh·hs, so each of Q, K, V is one GEMM as in MHA (for ADD the
                  weight is W repeated nh times and the bias carries e); the same GEMM FLOPs as MHA.
 - "weight-qkv":  "weight" with Q, K, V (K, V with memory) in one GEMM of the concatenated weights (MHA uses three).
-- "combine":     shared projections D -> hs, then one custom autograd Function per Q/K/V whose backward reduces the
-                 head gradients in a few kernels (ADD: two sums; MUL: two GEMMs).
-- "combine-qkv": "combine" with the three shared projections in one D -> 3·hs GEMM and one combine kernel.
-"""
+- "combine":     per Q/K/V one custom autograd node (AddHeads / MulHeads): the shared projection D -> hs and the
+                 combine in the forward; a backward that reduces the head gradients in a few kernels without
+                 writing anything full-size (ADD: two sums; MUL: two GEMMs), then the projection's two GEMMs.
+- "combine-qkv": "combine" with the three shared projections in one D -> 3·hs GEMM, one combine kernel, one node
+                 (K, V together and Q apart with memory)."""
 
 from __future__ import annotations
 
