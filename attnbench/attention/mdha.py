@@ -38,8 +38,9 @@ class MDHA(nn.Module):
         h = with_memory(x, mem)  # [B, L, D]
         T, nh, impl = x.shape[1], self.cfg.n_heads, self.cfg.impl
         q, k, v = (self.qkv_reference if impl == "reference" else self.qkv_fast)(h)  # [B, L, C] each
-        # Queries are convolved over [mem; x] too, so the first positions see the true previous tokens.
-        q = q[:, -T:]  # [B, T, C]
+        # Queries are convolved over [mem; x] too, so the first positions see the true previous tokens. Sliced
+        # only with memory: even a full slice costs its backward a zero-filled copy of dq.
+        q = q[:, -T:] if q.shape[1] > T else q  # [B, T, C]
         y = attend(impl, split_heads(q, nh), split_heads(k, nh), split_heads(v, nh), scale_for(self.cfg.head_dim),
                    self.cfg.dropout, self.training)
         return self.o(merge_heads(y))

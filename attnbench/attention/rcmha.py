@@ -43,7 +43,8 @@ class RCMHA(nn.Module):
         h = with_memory(x, mem)  # [B, L, D]
         T, nh, impl = x.shape[1], self.cfg.n_heads, self.cfg.impl
         q, k, v = (self.qkv_reference if impl == "reference" else self.qkv_fast)(h)  # [B, L, C] each
-        q = q[:, -T:]  # convolved over [mem; x], queries of x kept: [B, T, C]
+        # convolved over [mem; x], queries of x kept; sliced only with memory (a full slice's backward copies dq)
+        q = q[:, -T:] if q.shape[1] > T else q  # [B, T, C]
         y = self.rel(split_heads(q, nh), split_heads(k, nh), split_heads(v, nh), scale_for(self.cfg.head_dim),
                      self.cfg.dropout, self.training, impl)
         return self.o(merge_heads(y))

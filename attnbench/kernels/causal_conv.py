@@ -253,7 +253,7 @@ class _CausalConv(torch.autograd.Function):
         return dx, dw, None, None, None
 
 
-def check(x: torch.Tensor, w: torch.Tensor, parts: int) -> None:
+def _check_args(x: torch.Tensor, w: torch.Tensor, parts: int) -> None:
     C, W = w.shape
     if x.dim() != 3 or x.shape[-1] != C or C % parts or not 1 <= parts <= MAX_PARTS or not 1 <= W <= MAX_WIDTH:
         raise ValueError(f"causal_conv: x {tuple(x.shape)}, w {tuple(w.shape)}, parts {parts}: want x [B, L, C], "
@@ -265,7 +265,7 @@ def causal_conv_parts(x: torch.Tensor, w: torch.Tensor, parts: int = 1, fwd_bloc
                       bwd_blocks: Blocks | None = None) -> tuple[torch.Tensor, ...]:
     """x [B, L, C], w [C, W] -> `parts` contiguous tensors [B, L, C/parts] (the output's channels in order), in x's
     dtype (float32 accumulation); differentiable in x and w. Blocks: None picks by (L, C/parts)."""
-    check(x, w, parts)
+    _check_args(x, w, parts)
     return _CausalConv.apply(x, w, parts, fwd_blocks, bwd_blocks)
 
 
