@@ -17,7 +17,7 @@ from attnbench.config import AttnConfig
 from attnbench.errors import AttnbenchError
 
 BASELINE = "sdpa"  # bare scaled_dot_product_attention(is_causal=True) on [B, n, T, d]
-BASELINE_PROJ = "sdpa+proj"  # the same call with bare F.linear Q/K/V/O projections: MHA's cost with no module code
+BASELINE_PROJ = "sdpa+proj"  # the same call with bare F.linear Q|K|V (one GEMM) and O: MHA's cost, no module code
 BASELINES = (BASELINE, BASELINE_PROJ)
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 DEVICES = ("auto", "cuda", "cpu")
@@ -146,18 +146,19 @@ def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int,
     if name == BASELINE_PROJ:
         d = d_model // heads
         x = torch.randn(batch, seq_len, d_model, device=device, dtype=dtype, requires_grad=True)  # [B, T, D]
-        ws = [(torch.randn(d_model, d_model, device=device, dtype=dtype) / d_model**0.5).requires_grad_(True)
-              for _ in range(4)]
+        ws = [(torch.randn(n * d_model, d_model, device=device, dtype=dtype) / d_model**0.5).requires_grad_(True)
+              for n in (3, 1)]  # W_qkv [3D, D], W_o [D, D]
 
         def fwd_proj():
             B, T, D = x.shape
-            q, k, v = (F.linear(x, w).view(B, T, heads, d).transpose(1, 2) for w in ws[:3])  # [B, n, T, d]
+            qkv = F.linear(x, ws[0]).view(B, T, 3, heads, d)  # one GEMM for Q|K|V, as the fast attentions do
+            q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))  # [B, n, T, d]
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return F.linear(y.transpose(1, 2).reshape(B, T, D), ws[3])  # [B, T, D]
+            return F.linear(y.transpose(1, 2).reshape(B, T, D), ws[1])  # [B, T, D]
 
         fn = torch.compile(fwd_proj) if compile else fwd_proj
         return Workload(name, "fast", fn, [x, *ws], ws, [x], heads, d,
-                        config={"shape": "[B, T, D]", "is_causal": True, "projections": "F.linear x4, no bias"},
+                        config={"shape": "[B, T, D]", "is_causal": True, "projections": "F.linear: Q|K|V fused, O; no bias"},
                         linear_fwd_flops=4 * 2.0 * batch * seq_len * d_model * d_model)
     from attnbench.attention import build
 

@@ -82,11 +82,21 @@ def test_flop_convention():
     assert "4*B*n*T^2*d/2" in flops.CONVENTION
 
 
-def test_linear_flops_counted_with_hooks():
+def test_linear_flops_count_modules_and_direct_linear_calls():
     m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
     x = torch.randn(2, 5, 8)
     assert flops.linear_flops_fwd(m, lambda: m(x)) == 2 * 10 * 8 * 16 + 2 * 10 * 16 * 4
-    assert not any(mod._forward_hooks for mod in m.modules())  # hooks removed
+    w = torch.randn(24, 8)  # a fused Q|K|V weight used through F.linear, as the fast attentions do
+    assert flops.linear_flops_fwd(None, lambda: torch.nn.functional.linear(x, w)) == 2 * 10 * 8 * 24
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_linear_flops_of_mha_are_its_four_projections(impl):
+    from attnbench.attention import build
+
+    mod = build("mha", d_model=32, n_heads=4, impl=impl)
+    x = torch.randn(2, 7, 32)
+    assert flops.linear_flops_fwd(mod, lambda: mod(x)) == 4 * 2 * 14 * 32 * 32
 
 
 def test_matmul_ceiling_positive():

@@ -48,6 +48,16 @@ def attend(impl: str, q, k, v, scale: float, dropout: float, training: bool):
     return fn(q, k, v, scale, dropout, training)
 
 
+def project_qkv(x: torch.Tensor, h: torch.Tensor, q: nn.Linear, k: nn.Linear, v: nn.Linear, fused: bool = True):
+    """q(x), k(h), v(h): [B, T, Cq], [B, L, Ck], [B, L, Cv]. Without memory (h is x) and `fused`: one GEMM on the
+    concatenated weights, split into views, as fast MHA implementations do (nanoGPT's c_attn); the same values."""
+    if not fused or h is not x:
+        return q(x), k(h), v(h)
+    w = torch.cat([q.weight, k.weight, v.weight])  # [Cq + Ck + Cv, D]
+    b = None if q.bias is None else torch.cat([q.bias, k.bias, v.bias])
+    return F.linear(x, w, b).split([q.out_features, k.out_features, v.out_features], dim=-1)
+
+
 def split_heads(x: torch.Tensor, nh: int) -> torch.Tensor:
     B, L, C = x.shape
     return x.view(B, L, nh, C // nh).transpose(1, 2)  # [B, nh, L, hs]

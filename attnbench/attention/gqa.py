@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnbench.attention._common import (attend_fast, attend_reference, init_linear, merge_heads, scale_for,
-                                         split_heads, with_memory)
+from attnbench.attention._common import (attend_fast, attend_reference, init_linear, merge_heads, project_qkv,
+                                         scale_for, split_heads, with_memory)
 from attnbench.config import AttnConfig
 
 
@@ -38,7 +38,8 @@ class GQA(nn.Module):
     def forward(self, x, mem=None):
         h = with_memory(x, mem)
         nh, g = self.cfg.n_heads, self.kv_heads(self.cfg)
-        q, k, v = split_heads(self.q(x), nh), split_heads(self.k(h), g), split_heads(self.v(h), g)
+        q, k, v = project_qkv(x, h, self.q, self.k, self.v, fused=self.cfg.impl != "reference")
+        q, k, v = split_heads(q, nh), split_heads(k, g), split_heads(v, g)  # [B, nh|g, T|L, hs]
         scale = scale_for(self.cfg.head_dim)
         if self.cfg.impl == "reference":
             # query head i uses K/V head i // (n/g): repeat each K/V head n/g times

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnbench.attention._common import init_linear, merge_heads, scale_for, split_heads, with_memory
+from attnbench.attention._common import init_linear, merge_heads, project_qkv, scale_for, split_heads, with_memory
 from attnbench.attention._relative import RelativePositions
 from attnbench.config import AttnConfig
 
@@ -34,6 +34,7 @@ class RMHA(nn.Module):
     def forward(self, x, mem=None):
         h = with_memory(x, mem)  # [B, L, D]
         nh = self.cfg.n_heads
-        q, k, v = split_heads(self.q(x), nh), split_heads(self.k(h), nh), split_heads(self.v(h), nh)
+        q, k, v = project_qkv(x, h, self.q, self.k, self.v, fused=self.cfg.impl != "reference")
+        q, k, v = split_heads(q, nh), split_heads(k, nh), split_heads(v, nh)  # [B, nh, T|L, hs]
         y = self.rel(q, k, v, scale_for(self.cfg.head_dim), self.cfg.dropout, self.training, self.cfg.impl)
         return self.o(merge_heads(y))

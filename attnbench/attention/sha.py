@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnbench.attention._common import attend, init_linear, merge_heads, scale_for, split_heads, with_memory
+from attnbench.attention._common import (attend, init_linear, merge_heads, project_qkv, scale_for, split_heads,
+                                         with_memory)
 from attnbench.config import AttnConfig
 
 
@@ -31,6 +32,7 @@ class SHA(nn.Module):
 
     def forward(self, x, mem=None):
         h = with_memory(x, mem)
-        q, k, v = split_heads(self.q(x), 1), split_heads(self.k(h), 1), split_heads(self.v(h), 1)  # [B,1,L,hs]
+        q, k, v = project_qkv(x, h, self.q, self.k, self.v, fused=self.cfg.impl != "reference")
+        q, k, v = split_heads(q, 1), split_heads(k, 1), split_heads(v, 1)  # [B, 1, T|L, hs]
         y = attend(self.cfg.impl, q, k, v, scale_for(self.cfg.head_dim), self.cfg.dropout, self.training)
         return self.o(merge_heads(y))

@@ -27,24 +27,25 @@ def core_flops(batch: int, heads: int, seq_len: int, head_dim: int, mode: str = 
 
 
 def linear_flops_fwd(module: Any, run_forward: Callable[[], Any]) -> float:
-    """Forward FLOPs of every nn.Linear call in one forward pass (2·rows·in·out each), counted with hooks."""
+    """Forward FLOPs of every F.linear call in one forward pass (2·rows·in·out each): nn.Linear modules and the
+    fused Q|K|V GEMMs that call F.linear on concatenated weights alike (caught as a torch function mode)."""
     import torch
+    import torch.nn.functional as F
+    from torch.overrides import TorchFunctionMode
 
-    total = [0.0]
+    class Count(TorchFunctionMode):
+        total = 0.0
 
-    def hook(mod, inputs, _out):
-        x = inputs[0]
-        rows = x.numel() // x.shape[-1]
-        total[0] += 2.0 * rows * mod.in_features * mod.out_features
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is F.linear:
+                x, w = args[0], (args[1] if len(args) > 1 else kwargs["weight"])
+                self.total += 2.0 * (x.numel() // x.shape[-1]) * w.shape[0] * w.shape[1]
+            return func(*args, **kwargs)
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, torch.nn.Linear)]
-    try:
-        with torch.no_grad():
-            run_forward()
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
+    with torch.no_grad(), Count() as count:
+        run_forward()
+    return count.total
 
 
 def matmul_ceiling(device, dtype, size: int | None = None, policy=None) -> dict[str, Any]:
