@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from attnbench.attention import build, mhe_add, mhe_mul
+from attnbench.attention.mhe_mul import MHEMul
 from attnbench.errors import AttnbenchError
 
 MODULES = {"mhe-add": mhe_add, "mhe-mul": mhe_mul}
@@ -57,6 +58,22 @@ def test_fast_path_constant_is_read_per_call(monkeypatch, name):
     monkeypatch.setattr(MODULES[name], "FAST_PATH", "nope")
     with pytest.raises(AttnbenchError, match="fast path"):
         m(x)
+
+
+def test_mul_auto_path_switches_by_size(monkeypatch):
+    """MHE-MUL's default "auto" takes weight-qkv for small inputs and combine-qkv for large, both exact."""
+    assert mhe_mul.FAST_PATH == "auto"
+    picked = []
+    real = MHEMul.heads
+    monkeypatch.setattr(MHEMul, "heads", lambda self, x, h, path: (picked.append(path), real(self, x, h, path))[1])
+    monkeypatch.setattr(mhe_mul, "SMALL_ROWS", 8)
+    m = make("mhe-mul", "fast", False)
+    ref = make("mhe-mul", "reference", False)
+    ref.load_state_dict(m.state_dict())
+    for T in (4, 16):  # B·L = 4 (small), 16 (large)
+        x = torch.randn(1, T, 32, dtype=torch.float64)
+        torch.testing.assert_close(m(x), ref(x), rtol=1e-9, atol=1e-10)
+    assert picked == ["weight-qkv", "combine-qkv"]
 
 
 @pytest.mark.parametrize("fn,op", [(mhe_add.AddHeads, torch.add), (mhe_mul.MulHeads, torch.mul)], ids=["add", "mul"])
