@@ -618,9 +618,31 @@ def run_many(specs: list[RunSpec], corpus, *, record_path: Path, ckpt_dir: Path,
     out = []
     for spec in specs:
         ckpt = ckpt_dir / stamp / f"{spec.attn}-seed{spec.seed}.pt"
-        out.append(run_one(spec, corpus, record_path=record_path, ckpt_path=ckpt, command=command, on=on,
-                           sample=sample, resume=resume, rank=rank, world=world))
+        try:
+            out.append(run_one(spec, corpus, record_path=record_path, ckpt_path=ckpt, command=command, on=on,
+                               sample=sample, resume=resume, rank=rank, world=world))
+        except (AttnbenchError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # a bug in one attention: record it (with its traceback) and go on with the others
+            if world > 1:
+                raise
+            out.append(_crash_record(spec, e, record_path, command))
+            on("done", record=out[-1])
     return out
+
+
+def _crash_record(spec: RunSpec, e: Exception, record_path: Path, command: str) -> dict[str, Any]:
+    import traceback
+
+    from attnbench import results
+
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    rec = results.make_record("train", spec.attn, command, {"preset_fields": asdict(spec.cfg), "attn": spec.attn,
+                                                           "seed": spec.seed}, {},
+                              results.environment(spec.cfg.device), status="error",
+                              reason=f"crashed: {type(e).__name__}: {first}", traceback=traceback.format_exc())
+    results.append(record_path, rec)
+    return rec
 
 
 # ------------------------------------------------------------------------------------------------ summaries

@@ -60,6 +60,26 @@ def test_fast_path_constant_is_read_per_call(monkeypatch, name):
         m(x)
 
 
+@pytest.mark.parametrize("path", mhe_add.FAST_PATHS)
+@pytest.mark.parametrize("name", list(MODULES))
+def test_fast_paths_train_under_bf16_autocast(monkeypatch, name, path):
+    """The model trains under autocast (bf16): every path runs forward and backward there, close to float32."""
+    monkeypatch.setattr(MODULES[name], "FAST_PATH", path)
+    m = make(name, "fast", True).float()
+    x = torch.randn(2, 9, 32)
+    m(x).square().sum().backward()
+    ref = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x)
+    y.float().square().sum().backward()
+    for n, p in m.named_parameters():
+        assert p.grad is not None and p.grad.dtype == p.dtype, n
+        if n != "k.bias":  # exactly zero in exact arithmetic (softmax ignores a shift shared by all keys)
+            err = (p.grad - ref[n]).norm() / ref[n].norm()
+            assert err < 0.1, (n, float(err))
+
+
 def test_mul_auto_path_switches_by_size(monkeypatch):
     """MHE-MUL's default "auto" takes weight-qkv for small inputs and combine-qkv for large, both exact."""
     assert mhe_mul.FAST_PATH == "auto"

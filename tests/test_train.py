@@ -276,3 +276,27 @@ def test_bad_input_is_one_clear_line(tmp_path, args, match):
     assert r.exit_code != 0
     out = r.output.strip()
     assert match in out and "Traceback" not in out and len(out.splitlines()) == 1, out
+
+
+def test_a_crashing_attention_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    """`--attn all` on GPU once died in mhe-add and took the five runs after it along: now a crash is an error
+    record with its traceback, and the remaining runs go on."""
+    real = train.run_one
+
+    def crash_mdha(spec, *a, **k):
+        if spec.attn == "mdha":
+            raise RuntimeError("expected mat1 and mat2 to have the same dtype\nsecond line")
+        return real(spec, *a, **k)
+
+    monkeypatch.setattr(train, "run_one", crash_mdha)
+    base = _spec()
+    specs = [train.RunSpec(a, 0, base.cfg) for a in ("mdha", "mha")]
+    events = []
+    recs = train.run_many(specs, _small_corpus(), record_path=tmp_path / "r.jsonl", ckpt_dir=tmp_path / "ck",
+                          command="test", on=lambda ev, **d: events.append((ev, d.get("record", {}).get("attn"))))
+    assert [r["status"] for r in recs] == ["error", "ok"]
+    assert recs[0]["reason"] == "crashed: RuntimeError: expected mat1 and mat2 to have the same dtype"
+    assert "crash_mdha" in recs[0]["traceback"]
+    saved = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [(r["attn"], r["status"]) for r in saved] == [("mdha", "error"), ("mha", "ok")]
+    assert ("done", "mdha") in events

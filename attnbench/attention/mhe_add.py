@@ -29,6 +29,12 @@ FAST_PATHS = ("broadcast", "weight", "weight-qkv", "combine", "combine-qkv")
 FAST_PATH = "combine-qkv"  # the form MHEAdd's fast path takes (mhe_mul.py has its own); see the docstring
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a GEMM on x runs in: autocast's where it is on (bf16 training), else x's."""
+    dev = x.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+
+
 def project_heads(ctx, inp, emb, first, n, params, combine):
     """The forward of AddHeads/MulHeads: c = n shared projections of `inp` in one GEMM (attention.md, MHE),
     p = inp·[W_1; ..; W_c]ᵀ + b [B, L, c, hs], combined with emb[first : first + c] [c, nh, hs] in one kernel
@@ -162,7 +168,11 @@ class MHEAdd(nn.Module):
             group = layers[first:first + c]
             if path.startswith("combine"):
                 biases = [m.bias for m in group] if self.cfg.bias else []
-                out += self.combine_heads.apply(inp, e, first, c, *(m.weight for m in group), *biases)
+                # one dtype throughout the node, as autocast would give its GEMM (its backward runs outside autocast)
+                dt = compute_dtype(inp)
+                with torch.autocast(inp.device.type, enabled=False):
+                    out += self.combine_heads.apply(inp.to(dt), e.to(dt), first, c,
+                                                    *(m.weight.to(dt) for m in group), *(b.to(dt) for b in biases))
                 continue
             W = torch.cat([m.weight for m in group]) if c > 1 else group[0].weight  # [c·hs, D]
             b = (torch.cat([m.bias for m in group]) if c > 1 else group[0].bias) if self.cfg.bias else None
