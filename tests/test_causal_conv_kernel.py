@@ -1,39 +1,16 @@
 """The Triton causal-conv kernels (attnbench/kernels/causal_conv.py) against CausalDepthwiseConv.reference, run on
 CPU through Triton's interpreter. Skipped when triton is not installed (CI)."""
 
-import os
+import pytest
 
-# Triton reads TRITON_INTERPRET when it decorates a kernel; set it before triton is imported, then put it back so
-# that other test modules of the same session (torch.compile on a GPU machine) do not run interpreted. The fixture
-# below turns it on again while these tests run.
-_before = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
-import pytest  # noqa: E402
+from triton_interpreter import interpret, require  # noqa: F401 (interpret: an autouse fixture)
 
-try:
-    triton = pytest.importorskip("triton")
-finally:
-    if _before is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _before
+require("scripts/conv_gpu_bench.py")
 
 import torch  # noqa: E402
 
-# On a machine with a GPU, torch may have imported triton before this module set TRITON_INTERPRET, and one case
-# failed there (H100, triton 3.6); the compiled kernel itself is checked against the float32 reference by
-# scripts/conv_gpu_bench.py (relative error 1.7e-3 in bf16 on an H100). These tests are for CPU-only machines.
-if torch.cuda.is_available():
-    pytest.skip("interpreter tests run on CPU-only machines; on a GPU use scripts/conv_gpu_bench.py",
-                allow_module_level=True)
-
 from attnbench.attention._common import CausalDepthwiseConv  # noqa: E402
 from attnbench.kernels import causal_conv as kernel  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def interpret(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
 def _conv(C, W, dtype, seed=0):

@@ -2,39 +2,17 @@
 `augment` (attnbench/attention/_relative.py) and the float64 reference attention, run on CPU through Triton's
 interpreter. Skipped when triton is not installed (CI)."""
 
-import os
+import pytest
 
-# Triton reads TRITON_INTERPRET when it decorates a kernel; set it before triton is imported, then put it back so
-# that other test modules of the same session (torch.compile on a GPU machine) do not run interpreted. The fixture
-# below turns it on again while these tests run.
-_before = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
-import pytest  # noqa: E402
+from triton_interpreter import interpret, require  # noqa: F401 (interpret: an autouse fixture)
 
-try:
-    triton = pytest.importorskip("triton")
-finally:
-    if _before is None:
-        del os.environ["TRITON_INTERPRET"]
-    else:
-        os.environ["TRITON_INTERPRET"] = _before
+require("scripts/relpos_prologue_bench.py")
 
 import torch  # noqa: E402
-
-# As in test_causal_conv_kernel.py: on a GPU machine torch may have imported triton before TRITON_INTERPRET was set;
-# there scripts/relpos_prologue_bench.py checks the compiled kernels. These tests are for CPU-only machines.
-if torch.cuda.is_available():
-    pytest.skip("interpreter tests run on CPU-only machines; on a GPU use scripts/relpos_prologue_bench.py",
-                allow_module_level=True)
 
 from attnbench.attention import build  # noqa: E402
 from attnbench.attention._relative import augment  # noqa: E402
 from attnbench.kernels import relpos_prologue as kernel  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def interpret(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
 def _inputs(B, nh, T, M, hs, d_pos, dtype=torch.float32, seed=0):

@@ -28,10 +28,11 @@ TRITON_INTERPRET=1 the kernels run on CPU tensors through Triton's interpreter (
 from __future__ import annotations
 
 import functools
-import os
 from typing import NamedTuple
 
 import torch
+
+from attnbench.kernels import available, cdiv, interpreting  # noqa: F401 (available: the modules' API)
 
 MAX_WIDTH = 4  # the backward keeps one dw accumulator per tap in registers
 MAX_PARTS = 3
@@ -77,24 +78,6 @@ def pick(L: int, C: int, backward: bool) -> Blocks:
             return BWD_BLOCKS["t16c64w4x12"]
         return BWD_BLOCKS["t16c128w4x6" if L <= 4096 else "t8c128w4x10"]
     return FWD_BLOCKS["t32c128w4"]
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@functools.cache
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def available(x: torch.Tensor) -> bool:
-    """True when the Triton path can run on x: triton importable and x on CUDA (or the interpreter is on)."""
-    return (x.is_cuda or _interpreting()) and _triton_importable()
 
 
 @functools.cache
@@ -200,10 +183,6 @@ def _kernels(interpret: bool):
     return fwd, bwd
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def _sm_count(x: torch.Tensor) -> int:
     return torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
 
@@ -217,9 +196,9 @@ def _forward(x: torch.Tensor, w: torch.Tensor, parts: int, blocks: Blocks | None
     B, L, C = x.shape
     Cp = C // parts
     bl = blocks or pick(L, Cp, backward=False)
-    fwd, _ = _kernels(_interpreting())
+    fwd, _ = _kernels(interpreting())
     ys = [torch.empty(B, L, Cp, device=x.device, dtype=x.dtype) for _ in range(parts)]
-    grid = (_cdiv(L, bl.t), _cdiv(Cp, bl.c), B * parts)
+    grid = (cdiv(L, bl.t), cdiv(Cp, bl.c), B * parts)
     fwd[grid](x, w, *_three(ys), L, Cp, NP=parts, W=w.shape[1], BT=bl.t, BC=bl.c, num_warps=bl.warps)
     return ys
 
@@ -229,11 +208,11 @@ def _backward(gs: list[torch.Tensor], x: torch.Tensor, w: torch.Tensor, blocks: 
     parts, W = len(gs), w.shape[1]
     Cp = C // parts
     bl = blocks or pick(L, Cp, backward=True)
-    _, bwd = _kernels(_interpreting())
-    n_t, n_c = _cdiv(L, bl.t), _cdiv(Cp, bl.c)
+    _, bwd = _kernels(interpreting())
+    n_t, n_c = cdiv(L, bl.t), cdiv(Cp, bl.c)
     chunks = max(1, min(n_t, bl.per_sm * _sm_count(x) // (B * parts * n_c)))  # programs along t
-    iters = _cdiv(n_t, chunks)
-    chunks = _cdiv(n_t, iters)
+    iters = cdiv(n_t, chunks)
+    chunks = cdiv(n_t, iters)
     dx = torch.empty_like(x)
     dwp = torch.empty(B * chunks, C, W, device=x.device, dtype=torch.float32)  # partial sums of dw
     grid = (chunks, n_c, B * parts)

@@ -29,35 +29,14 @@ it. Under TRITON_INTERPRET=1 the kernels run on CPU tensors through Triton's int
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
+
+from attnbench.kernels import available, cdiv, interpreting  # noqa: F401 (available: the modules' API)
 
 BLOCK_T = 64
 TARGET_PROGRAMS = 1024  # backward: enough programs to fill an H100 (132 SMs), a small partial-sum buffer
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-@functools.cache
-def _triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def available(x: torch.Tensor) -> bool:
-    """True when the Triton path can run on x: triton importable and x on CUDA (or the interpreter is on)."""
-    return (x.is_cuda or _interpreting()) and _triton_importable()
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _pow2_at_least_16(n: int) -> bool:
@@ -217,7 +196,7 @@ def _kernels(interpret: bool):
 
 
 def _upcast(dtype: torch.dtype) -> bool:
-    return _interpreting() and dtype == torch.bfloat16
+    return interpreting() and dtype == torch.bfloat16
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -228,11 +207,11 @@ def _precision(dtype: torch.dtype) -> str:
 def _forward(q, k, u, v, w_r, M: int, tab, kpos):
     B, nh, T, hs = q.shape
     L, d_pos = k.shape[-2], w_r.shape[1]
-    fwd, _ = _kernels(_interpreting())
+    fwd, _ = _kernels(interpreting())
     dc = _chunk(hs, d_pos)
     q_aug = torch.empty(B, nh, T, hs + d_pos, device=q.device, dtype=q.dtype)
     k_aug = torch.empty(B, nh, L, hs + d_pos, device=q.device, dtype=q.dtype)
-    grid = (_cdiv(L, BLOCK_T), B * nh)
+    grid = (cdiv(L, BLOCK_T), B * nh)
     fwd[grid](q, k, u, v, w_r, tab, kpos, q_aug, k_aug, T, L, M, nh, *q.stride(), *k.stride(),
               HS=hs, DR=d_pos, DC=dc, BT=BLOCK_T, PREC=_precision(q.dtype), UPCAST=_upcast(q.dtype),
               num_warps=4 if hs * dc <= 4096 else 8)
@@ -254,12 +233,12 @@ def _backward(g_q, g_k, q, k_meta, w_r, M: int, tab):
     B, nh, T, hs = q.shape
     k_shape, k_stride, k_dtype = k_meta
     L, d_pos = k_shape[-2], w_r.shape[1]
-    _, bwd = _kernels(_interpreting())
+    _, bwd = _kernels(interpreting())
     dc = _chunk(hs, d_pos)
-    n_dc, n_t = d_pos // dc, _cdiv(L, BLOCK_T)
+    n_dc, n_t = d_pos // dc, cdiv(L, BLOCK_T)
     groups = max(1, min(n_t, TARGET_PROGRAMS // (B * nh * n_dc)))  # programs along T
-    iters = 1 << (_cdiv(n_t, groups) - 1).bit_length()  # T tiles per program, a power of two
-    groups = _cdiv(n_t, iters)
+    iters = 1 << (cdiv(n_t, groups) - 1).bit_length()  # T tiles per program, a power of two
+    groups = cdiv(n_t, iters)
     f32 = dict(device=q.device, dtype=torch.float32)
     dq = _empty_like(q.shape, q.stride(), q.dtype, q.device)
     dk = _empty_like(k_shape, k_stride, k_dtype, q.device)
