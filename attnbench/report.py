@@ -185,6 +185,11 @@ def _by_seq(s: Series) -> dict[int, dict[str, Any]]:
     return dict(sorted(pts.items()))
 
 
+def _run(r: dict[str, Any]) -> str:
+    """The file a record was read from: one run of one command."""
+    return (r.get("_source") or "").rsplit(":", 1)[0]
+
+
 def _ok(r: dict[str, Any]) -> bool:
     return r.get("status", "ok") == "ok"
 
@@ -319,7 +324,9 @@ def _plot_series_settings(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
     doc.add("## Speed", "Median time per call against sequence length T; the band is the interquartile range "
-            "(p25-p75). `x MHA` is the median divided by MHA's at the same T, device and settings.")
+            "(p25-p75). `x MHA` is the ratio to MHA measured in the same run (same T, device and settings); "
+            "it is left empty rather than divided across runs, whose medians can differ by more than the "
+            "attentions do.")
     for group, settings, rs in _sweeps(recs):
         series = _series(rs, _plot_series_settings)
         title = _plot_title(group, settings)
@@ -333,11 +340,12 @@ def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             for t, r in _by_seq(s).items():
                 m = r.get("metrics") or {}
                 med = _num(m.get(SPEED_TIME))
-                ratio = None
-                if med is not None and t in base_pts and _num((base_pts[t].get("metrics") or {}).get(SPEED_TIME)):
-                    ratio = med / _num(base_pts[t]["metrics"][SPEED_TIME])
-                elif med is not None:
-                    ratio = _num(m.get(SPEED_RATIO))
+                # only a ratio measured within one run: the producer's own, else MHA's record of the same file
+                ratio = _num(m.get(SPEED_RATIO)) if med is not None else None
+                b = base_pts.get(t)
+                if ratio is None and med is not None and b is not None and _run(b) == _run(r) \
+                        and _num((b.get("metrics") or {}).get(SPEED_TIME)):
+                    ratio = med / _num(b["metrics"][SPEED_TIME])
                 rows.append({"attention": s.label, "T": t, "status": r.get("status", "ok"), **{
                     c: _num(m.get(c)) for c in SPEED_COLUMNS}, "x MHA": ratio, "reason": r.get("reason")})
                 if _ok(r) and med is not None and med > 0:

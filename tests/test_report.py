@@ -268,3 +268,21 @@ def test_report_of_real_runs(real_runs, tmp_path):
     row = next(x for x in md_rows(md, "mha") if "test_acc" in x)
     assert row["test_acc"] == (f"{cell(mean)} ± {cell(std)}" if std else cell(mean)) and row["seeds"] == "2"
     assert "preset custom" in md  # 4 steps is not the tiny preset any more
+
+
+def test_speed_ratio_only_within_one_run(tmp_path):
+    """A ratio to MHA divides medians of one run only: rmha rerun in another file gets no cross-run ratio."""
+    a = write(tmp_path / "a.jsonl", [speed_rec("mha", 512, 8.0), speed_rec("rmha", 512, 16.0)])
+    rerun = speed_rec("rmha", 512, 12.0)
+    rerun["time_utc"] = "2999-01-01T00:00:00Z"  # the latest rmha point, from another run without MHA
+    b = write(tmp_path / "b.jsonl", [rerun])
+    md = report.build_report([a, b], tmp_path / "out", plots=False).markdown.read_text()
+    row = next(r for r in md_rows(md, "rmha") if r.get("T") == "512" and "median_ms" in r)
+    assert row["median_ms"] == "12" and row.get("x MHA", "-") == "-"  # not 12 / 8 across runs
+    recorded = speed_rec("rmha", 512, 12.0)
+    recorded["metrics"]["ratio_to_mha"] = 1.25  # the producer's own same-run ratio is shown as recorded
+    recorded["time_utc"] = "2999-01-01T00:00:00Z"
+    c = write(tmp_path / "c.jsonl", [recorded])
+    md = report.build_report([a, c], tmp_path / "out2", plots=False).markdown.read_text()
+    row = next(r for r in md_rows(md, "rmha") if r.get("T") == "512" and "median_ms" in r)
+    assert row["x MHA"] == "1.25"
