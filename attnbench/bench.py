@@ -43,6 +43,7 @@ class BenchSettings:
     mode: str = "fwd+bwd"
     impl: str = "fast"
     compile: bool = False
+    cuda_graph: bool = False  # speed: time replays of the call captured as a CUDA graph (GPU work, no host overhead)
     flush_l2: bool = False
     baseline: bool = True  # the bare SDPA row
     check_seq_len: int = 64  # size of the fast-vs-reference check
@@ -104,6 +105,12 @@ def validate(s: BenchSettings, kind: str) -> None:
         raise AttnbenchError(f"--max-time must be positive, got {s.max_time_s}", 2)
     if not s.seq_lens or any(t <= 0 for t in s.seq_lens):
         raise AttnbenchError("--seq-len must be positive", 2)
+    if s.cuda_graph and kind == "speed":
+        if s.mode == "step":
+            raise AttnbenchError("--cuda-graph times fwd, bwd or fwd+bwd; the step mode's AdamW is not capturable", 2)
+        if s.compile:
+            raise AttnbenchError("--cuda-graph and --compile: choose one (torch.compile has its own "
+                                 "mode='reduce-overhead' for graphs)", 2)
     parse_names(s.attn)
     AttnConfig(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads, d_pos=s.d_pos)  # shape errors, one line
 
@@ -260,6 +267,10 @@ def measure_speed(w: Workload, s: BenchSettings, device: str, seq_len: int) -> d
     from attnbench.measure.timing import TimingPolicy, benchmark, make_call
 
     setup, call = make_call(w.forward, w.leaves, s.mode, w.params)
+    if s.cuda_graph:
+        from attnbench.measure.timing import capture
+
+        call, setup = capture(setup, call, device), None
     policy = TimingPolicy(max_time_s=s.max_time_s, warmup_cap_s=max(0.05, s.max_time_s / 2),
                           min_warmup_s=min(0.25, s.max_time_s / 4), min_time_s=min(0.5, s.max_time_s / 2))
     t = benchmark(call, device=device, setup=setup, flush_l2=s.flush_l2, policy=policy)
@@ -307,6 +318,8 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
 
     validate(s, kind)
     device = resolve_device(s.device)
+    if kind == "speed" and s.cuda_graph and device != "cuda":
+        raise AttnbenchError("--cuda-graph needs a CUDA GPU (device is cpu)", 2)
     dtype = resolve_dtype(s.dtype, device)
     dtype_name = str(dtype).replace("torch.", "")
     names = _order(parse_names(s.attn), s.baseline)
@@ -330,6 +343,9 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
         except Exception as e:  # the sweep does not depend on it
             notes.append(f"ceiling n/a: {classify(e)[1]}")
         notes.append(CONVENTION)
+        if s.cuda_graph:
+            notes.append("timed as replays of each call captured as a CUDA graph: the GPU's work, without the "
+                         "host's (Python, autograd, kernel launches)")
     checks: dict[str, dict] = {}
     records: list[dict] = []
     mha_ms: dict[tuple, float] = {}
@@ -339,6 +355,8 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
                 config = {"name": name, "impl": impl, "seq_len": T, "batch": s.batch, "heads": s.heads,
                           "d_model": s.d_model, "kv_heads": s.kv_heads, "dtype": dtype_name, "device": device,
                           "mode": s.mode, "compile": s.compile, "flush_l2": s.flush_l2, "causal": True}
+                if kind == "speed" and s.cuda_graph:
+                    config["cuda_graph"] = True
                 status, reason, extra, metrics = "ok", None, {}, {}
                 w = None
                 try:

@@ -102,6 +102,8 @@ DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="bf16|fp16|fp32
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cuda|cpu.")]
 ImplOpt = Annotated[str, typer.Option("--impl", help="fast|reference|both.")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile; compile time reported apart.")]
+GraphOpt = Annotated[bool, typer.Option("--cuda-graph", help="Time replays of each call captured as a CUDA graph "
+                                                              "(GPU work without launch overhead; GPU only).")]
 FlushOpt = Annotated[bool, typer.Option("--flush-l2", help="Flush the L2 cache between timed calls (GPU).")]
 BaselineOpt = Annotated[bool, typer.Option("--baseline/--no-baseline",
                                            help="Add the baselines 'sdpa' (bare scaled_dot_product_attention) and 'sdpa+proj'.")]
@@ -128,13 +130,15 @@ def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_len
                    dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
                    mode: Annotated[str, typer.Option("--mode", help="fwd|bwd|fwd+bwd|step.")] = _Bench.mode,
                    impl: ImplOpt = _Bench.impl, compile: CompileOpt = _Bench.compile,
+                   cuda_graph: GraphOpt = _Bench.cuda_graph,
                    flush_l2: FlushOpt = _Bench.flush_l2, baseline: BaselineOpt = _Bench.baseline,
                    max_time: MaxTimeOpt = _Bench.max_time_s, fmt: FormatOpt = "table",
                    results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Time every attention: median and IQR, tokens/s, TFLOP/s, ratio to MHA and to a measured matmul ceiling."""
     _sweep("speed", dict(attn=attn, seq_len=seq_len, batch=batch, heads=heads, d_model=d_model, kv_heads=kv_heads,
-                         d_pos=d_pos, dtype=dtype, device=device, mode=mode, impl=impl, compile=compile, flush_l2=flush_l2,
-                         baseline=baseline, max_time_s=max_time, results_dir=results_dir), fmt)
+                         d_pos=d_pos, dtype=dtype, device=device, mode=mode, impl=impl, compile=compile,
+                         cuda_graph=cuda_graph, flush_l2=flush_l2, baseline=baseline, max_time_s=max_time,
+                         results_dir=results_dir), fmt)
 
 
 def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),

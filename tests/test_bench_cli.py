@@ -195,3 +195,16 @@ def test_cli_device_cuda_without_gpu(tmp_path):
     out = runner.invoke(cli.app, ["memory", "--device", "cuda", "--results-dir", str(tmp_path)])
     assert out.exit_code == 2
     assert "no CUDA GPU" in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--cuda-graph", "--device", "cpu"], "needs a CUDA GPU"),
+    (["--cuda-graph", "--mode", "step"], "not capturable"),
+    (["--cuda-graph", "--compile"], "choose one"),
+])
+def test_cli_cuda_graph_misuse_one_line(args, msg, tmp_path):
+    out = runner.invoke(cli.app, ["speed", *args, "--attn", "mha", "--seq-len", "16", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 2
+    text = out.output.strip()
+    assert msg in text and "Traceback" not in text and len(text.splitlines()) == 1, text
+    assert list(tmp_path.iterdir()) == []

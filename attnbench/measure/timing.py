@@ -126,6 +126,28 @@ def make_call(forward: Callable, leaves: Sequence, mode: str, params: Sequence =
     return zero, step
 
 
+def capture(setup: Callable, call: Callable, device, warmup: int = 3) -> Callable:
+    """`call` (after `setup`) captured once as a CUDA graph; returns the replay. Timing replays measures the GPU's
+    work without the host's share (Python, autograd, kernel launches), which dominates small calls: on an H100 a
+    fwd+bwd MHA call at B=4, T=1024 is about 0.35 ms of GPU work and 1.2 ms end to end. Warm-up calls run first on a
+    side stream, as the capture needs (PyTorch's CUDA semantics notes, "CUDA Graphs"); the gradients the captured
+    backward writes live in the graph's pool and are overwritten by every replay, as `setup` would reset them."""
+    import torch
+
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            setup()
+            call()
+    torch.cuda.current_stream(device).wait_stream(side)
+    setup()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        call()
+    return graph.replay
+
+
 class _Timer:
     """CUDA events on GPU, perf_counter on CPU; `elapsed()` resolves all pending pairs."""
 
