@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# GPU figures of issue 4 (run on one H100 from the repository root; records land under results/).
-#  1. default preset, all nine attentions, one seed: each run's wall_s should be <= 90 s, mha test_acc >= 0.578.
-#  2. the paper's table: mha, mdha, rmha, rcmha x 3 seeds, default preset (paper: 0.566 / 0.557 / 0.555 / 0.572,
-#     a running train+validation accuracy; ours is a held-out full-pass test accuracy).
-# Needs ../shared/data/tinyshakespeare/input.txt (or ATTNBENCH_DATA / the cache / network).
+# GPU runs of issues 4 and 5, one stage per device call (each fits the device's 10-minute limit on an H100 with the
+# CUDA-graph training step: about 45 s per mha run, 70 s per rcmha run, 170 s per reference rcmha run).
+#   bash scripts/gpu_train.sh all        # default preset, all nine attentions, seed 0 (about 7 min)
+#   bash scripts/gpu_train.sh table-a    # the paper's table, mha and mdha x 3 seeds (about 5 min)
+#   bash scripts/gpu_train.sh table-b    # the paper's table, rmha and rcmha x 3 seeds (about 6.5 min)
+#   bash scripts/gpu_train.sh reference  # rcmha on its reference path, seeds 0-2 (about 8.5 min): issue 5's curves
+# Then: python scripts/compare_curves.py "$RESULTS" --attn rcmha
+# Needs the corpus: ATTNBENCH_DATA, ../shared/data/tinyshakespeare/input.txt, the cache or the network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/input.txt}"
 RESULTS="${RESULTS:-results}"
-EXTRA=("$@")   # e.g. --compile, --steps 200 for a quick check
-
-python -m attnbench train --attn all --preset default --device cuda --results-dir "$RESULTS" \
-  --format markdown "${EXTRA[@]}" | tee "$RESULTS/train-default-all.md"
-python -m attnbench train --attn mha,mdha,rmha,rcmha --seeds 3 --preset default --device cuda \
-  --results-dir "$RESULTS" --format markdown "${EXTRA[@]}" | tee "$RESULTS/train-default-paper-table.md"
+stage="${1:?stage: all | table-a | table-b | reference}"
+shift
+train() { python -m attnbench train --preset default --device cuda --results-dir "$RESULTS" --format markdown "$@"; }
+case "$stage" in
+  all) train --attn all "$@" | tee "$RESULTS/train-default-all.md" ;;
+  table-a) train --attn mha,mdha --seeds 3 "$@" | tee "$RESULTS/train-table-a.md" ;;
+  table-b) train --attn rmha,rcmha --seeds 3 "$@" | tee "$RESULTS/train-table-b.md" ;;
+  reference) train --attn rcmha --impl reference --seeds 3 "$@" | tee "$RESULTS/train-rcmha-reference.md" ;;
+  *) echo "unknown stage $stage (all | table-a | table-b | reference)" >&2; exit 2 ;;
+esac
