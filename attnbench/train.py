@@ -644,7 +644,7 @@ def _crash_record(spec: RunSpec, e: Exception, record_path: Path, command: str) 
     first = str(e).splitlines()[0][:200] if str(e) else ""
     rec = results.make_record("train", spec.attn, command, {"preset_fields": asdict(spec.cfg), "attn": spec.attn,
                                                            "seed": spec.seed}, {},
-                              results.environment(spec.cfg.device), status="error",
+                              results.environment(str(pick_device(spec.cfg.device))), status="error",
                               reason=f"crashed: {type(e).__name__}: {first}", traceback=traceback.format_exc())
     results.append(record_path, rec)
     return rec
