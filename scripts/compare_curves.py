@@ -19,6 +19,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("paths", nargs="+", help="record files or folders")
     ap.add_argument("--attn", required=True)
+    ap.add_argument("--steps", type=int, default=5000, help="only runs planned for this many steps (default preset)")
     args = ap.parse_args()
     runs = {}
     records, _problems = read(args.paths)
@@ -26,7 +27,7 @@ def main() -> None:
         if rec.get("kind") != "train" or rec.get("attn") != args.attn or not rec.get("curves"):
             continue
         impl = rec["config"]["preset_fields"]["attn_impl"]
-        if rec["config"]["preset_fields"].get("steps") != 5000 or rec["config"].get("total_steps") != 5000:
+        if rec["config"].get("total_steps") != args.steps:
             continue
         runs[(impl, rec["config"]["seed"])] = {c["step"]: c["val_loss"] for c in rec["curves"]}
     keys = sorted(runs)
