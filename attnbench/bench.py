@@ -304,7 +304,7 @@ def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dty
         if status != "ok":
             return {"status": status, "reason": m.get("reason"), "metrics": {}}
     est = memory.activation_estimate(w.name, s.batch, seq_len, s.d_model, s.heads, s.kv_heads, w.impl,
-                                     dtype.itemsize)
+                                     dtype.itemsize, d_pos=s.d_pos)
     m["estimate_mib"] = est["estimate_mib"]
     return {"metrics": m, "estimate_formula": est["estimate_formula"]}
 

@@ -31,13 +31,15 @@ _REL = {"rmha", "rcmha"}  # relative positions: (q+u), (q+v) and the position pr
 
 
 def activation_estimate(name: str, batch: int, seq_len: int, d_model: int, heads: int, kv_heads: int | None,
-                        impl: str, dtype_bytes: int) -> dict[str, Any]:
+                        impl: str, dtype_bytes: int, d_pos: int | None = None) -> dict[str, Any]:
     """Bytes of activations a forward keeps for backward (inputs and weights excluded), by counting the tensors
     autograd saves: the Q/K/V projections (B·T·h·d each, K/V with their own head count), the attention output
     fed to W_o (B·T·n·d) and the module output (B·T·D); the fast path adds the fused kernel's log-sum-exp
     (B·n·T fp32), the reference path the softmax probabilities (B·n·T², attention.md: MHA). MDHA/RCMHA add the
     convolution inputs (a second Q/K/V), RMHA/RCMHA the two biased queries and a second B·n·T² score tensor,
-    MHE the three shared projections (B·T·d each). A rough figure: implementations may keep more or less."""
+    MHE the three shared projections (B·T·d each). The fast relative path keeps the augmented query and key of its
+    fused kernel instead (B·T·n·(d+d_R) each, attention.md: RMHA, "A fast exact path exists"); with RCMHA's
+    convolution the convolved key is not kept. A rough figure: implementations may keep more or less."""
     T, B = seq_len, batch
     n = 1 if name == "sha" else heads
     d = d_model // heads
@@ -68,8 +70,12 @@ def activation_estimate(name: str, batch: int, seq_len: int, d_model: int, heads
         fp32 += 4 * B * n * T
         parts.append("lse")
         if name in _REL:
-            elems += 2 * B * T * n * d
-            parts.append("q+u, q+v")
+            d_r = d_pos or d  # AttnConfig's default d_R: the head width
+            elems += 2 * B * T * n * (d + d_r)
+            parts.append("augmented q, k B*T*n*(d+d_R) each")
+            if name in _CONV:
+                elems -= B * T * n * d
+                parts.append("minus the convolved k")
     return {"estimate_mib": (elems * dtype_bytes + fp32) / MIB, "estimate_formula": " + ".join(parts)}
 
 
