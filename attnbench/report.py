@@ -34,7 +34,7 @@ DEFAULT_OUT = "results/report"  # where it writes report.md and the plots
 SPEED_TIME, SPEED_P25, SPEED_P75 = "median_ms", "p25_ms", "p75_ms"
 SPEED_COLUMNS = ("median_ms", "p25_ms", "p75_ms", "min_ms", "mean_ms", "tokens_per_s", "core_tflops",
                  "module_tflops", "pct_of_ceiling")
-SPEED_RATIO = "ratio_to_mha"  # the producer's own ratio, used only when no MHA is in the same plot
+SPEED_RATIO = "ratio_to_mha"  # the producer's own ratio, measured within its run
 # The plotted peak, first present: allocator peak of fwd+bwd (CUDA), of the forward alone (mode fwd), growth of the
 # resident memory of a fresh process (CPU). All exclude inputs and weights (benchmarking.md, "Memory").
 MEMORY_PEAKS = ("peak_alloc_mib", "peak_fwd_mib", "cpu_peak_rss_delta_mib")

@@ -5,6 +5,7 @@ L = M + T keys, nh heads, hs head width, C channels."""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -48,14 +49,29 @@ def attend(impl: str, q, k, v, scale: float, dropout: float, training: bool):
     return fn(q, k, v, scale, dropout, training)
 
 
+def fused_linear(x: torch.Tensor, layers: Sequence[nn.Linear]) -> torch.Tensor:
+    """x through several nn.Linear of one input as one GEMM on their concatenated weights: [..., Σ out]."""
+    w = torch.cat([m.weight for m in layers])  # [Σ out, D]
+    b = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
+    return F.linear(x, w, b)
+
+
 def project_qkv(x: torch.Tensor, h: torch.Tensor, q: nn.Linear, k: nn.Linear, v: nn.Linear, fused: bool = True):
     """q(x), k(h), v(h): [B, T, Cq], [B, L, Ck], [B, L, Cv]. Without memory (h is x) and `fused`: one GEMM on the
     concatenated weights, split into views, as fast MHA implementations do (nanoGPT's c_attn); the same values."""
     if not fused or h is not x:
         return q(x), k(h), v(h)
-    w = torch.cat([q.weight, k.weight, v.weight])  # [Cq + Ck + Cv, D]
-    b = None if q.bias is None else torch.cat([q.bias, k.bias, v.bias])
-    return F.linear(x, w, b).split([q.out_features, k.out_features, v.out_features], dim=-1)
+    return fused_linear(x, (q, k, v)).split([q.out_features, k.out_features, v.out_features], dim=-1)
+
+
+def convolved_qkv(m: nn.Module, h: torch.Tensor, impl: str) -> tuple[torch.Tensor, ...]:
+    """MDHA's and RCMHA's Q, K, V over h [B, L, D]: each projection, then its causal depth-wise convolution
+    (attention.md, MDHA). reference: written out per Q, K, V; fast: one GEMM for Q|K|V and one convolution over its
+    3C channels, which hands back q, k, v as three contiguous [B, L, C] tensors (unit last stride for SDPA)."""
+    if impl == "reference":
+        return m.q_conv(m.q(h), "reference"), m.k_conv(m.k(h), "reference"), m.v_conv(m.v(h), "reference")
+    w = torch.cat([m.q_conv.weight, m.k_conv.weight, m.v_conv.weight])  # [3C, W]
+    return causal_conv_parts(fused_linear(h, (m.q, m.k, m.v)), w, 3)
 
 
 def split_heads(x: torch.Tensor, nh: int) -> torch.Tensor:

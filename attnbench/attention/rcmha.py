@@ -4,11 +4,9 @@ Its squared ReLU belongs to the FFN of the RCMHA model preset, not to the attent
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
-from attnbench.attention._common import (CausalDepthwiseConv, causal_conv_parts, init_linear, merge_heads, scale_for,
+from attnbench.attention._common import (CausalDepthwiseConv, convolved_qkv, init_linear, merge_heads, scale_for,
                                          split_heads, with_memory)
 from attnbench.attention._relative import RelativePositions
 from attnbench.config import AttnConfig
@@ -42,22 +40,9 @@ class RCMHA(nn.Module):
     def forward(self, x, mem=None):
         h = with_memory(x, mem)  # [B, L, D]
         T, nh, impl = x.shape[1], self.cfg.n_heads, self.cfg.impl
-        q, k, v = (self.qkv_reference if impl == "reference" else self.qkv_fast)(h)  # [B, L, C] each
+        q, k, v = convolved_qkv(self, h, impl)  # [B, L, C] each
         # convolved over [mem; x], queries of x kept; sliced only with memory (a full slice's backward copies dq)
         q = q[:, -T:] if q.shape[1] > T else q  # [B, T, C]
         y = self.rel(split_heads(q, nh), split_heads(k, nh), split_heads(v, nh), scale_for(self.cfg.head_dim),
                      self.cfg.dropout, self.training, impl)
         return self.o(merge_heads(y))
-
-    def qkv_reference(self, h):
-        """Projection, then MDHA's convolution (attention.md, RCMHA), written out per Q, K, V: [B, L, C] each."""
-        q, k, v = self.q(h), self.k(h), self.v(h)
-        return self.q_conv(q, "reference"), self.k_conv(k, "reference"), self.v_conv(v, "reference")
-
-    def qkv_fast(self, h):
-        """The same with one GEMM for Q|K|V and one convolution over its 3C channels, handing back three contiguous
-        [B, L, C] tensors."""
-        b = None if self.q.bias is None else torch.cat([self.q.bias, self.k.bias, self.v.bias])
-        qkv = F.linear(h, torch.cat([self.q.weight, self.k.weight, self.v.weight]), b)  # [B, L, 3C]
-        w = torch.cat([self.q_conv.weight, self.k_conv.weight, self.v_conv.weight])  # [3C, W]
-        return causal_conv_parts(qkv, w, 3)
