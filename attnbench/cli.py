@@ -322,7 +322,8 @@ def _train_body(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir
             raise AttnbenchError("; ".join(failed))
         return
     rows, notes = train.summarize(recs)
-    labels = {"attn": "attn", "runs": "runs", "test_acc": "test acc", "test_bpc": "test bpc",
+    labels = {"attn": "attn", "runs": "runs", "test_acc": "test acc", "heldout_acc": "val+test acc",
+              "test_bpc": "test bpc",
               "val_loss_best": "best val loss", "params": "params", "tokens_per_s": "tok/s", "wall_s": "wall s",
               "alloc_peak_mib": "alloc peak MiB", "nvml_avg_mib": "NVML avg MiB", "nvml_peak_mib": "NVML peak MiB",
               "cpu_peak_rss_mib": "RSS peak MiB", "status": "status"}

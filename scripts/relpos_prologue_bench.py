@@ -149,7 +149,16 @@ def time_T(T, B=4, nh=16, hs=64, d_pos=64):
     go = torch.randn(B, nh, T, hs, device=dev, dtype=dt)
     row["sdpa QK 128 / V 64"] = ms(lambda: torch.autograd.grad(
         F.scaled_dot_product_attention(qa, ka, va, is_causal=True, scale=hs ** -0.5), (qa, ka, va), go))
-    del qa, ka, va, go
+    # the same in the prologue's output layout ([B, T, nh, w] in memory) and v a view of a fused Q|K|V
+    qa = torch.randn(B, T, nh, hs + d_pos, device=dev, dtype=dt).transpose(1, 2).requires_grad_()
+    ka = torch.randn(B, T, nh, hs + d_pos, device=dev, dtype=dt).transpose(1, 2).requires_grad_()
+    va = torch.randn(B, T, 3, nh, hs, device=dev, dtype=dt)[:, :, 2].transpose(1, 2).requires_grad_()
+    out = F.scaled_dot_product_attention(qa, ka, va, is_causal=True, scale=hs ** -0.5)
+    print(f"  sdpa output strides {tuple(out.stride())} for q_aug strides {tuple(qa.stride())}: merging heads is "
+          f"{'a view' if out.transpose(1, 2).is_contiguous() else 'a copy'}")
+    row["sdpa QK 128 / V 64, BTHD"] = ms(lambda: torch.autograd.grad(
+        F.scaled_dot_product_attention(qa, ka, va, is_causal=True, scale=hs ** -0.5), (qa, ka, va), go))
+    del qa, ka, va, go, out
     inputs = prologue_inputs(B, nh, T, 0, hs, d_pos, dt)
     gq = torch.randn(B, nh, T, hs + d_pos, device=dev, dtype=dt)
     gk = torch.randn(B, nh, T, hs + d_pos, device=dev, dtype=dt)

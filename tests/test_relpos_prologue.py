@@ -76,6 +76,21 @@ def test_gradients_keep_the_head_layout():
     assert dq.stride() == inputs[0].stride() and dk.stride() == inputs[1].stride()
 
 
+def test_outputs_in_head_layout_and_q_not_kept():
+    """q_aug and k_aug are transposed views of [B, T, nh, w] (so the attention's output merges its heads without a
+    copy), and the node keeps q_aug rather than q: RCMHA's convolved q is then freed after the forward."""
+    inputs = _inputs(2, 3, 40, 5, 16, 32)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        q_aug, k_aug = kernel.augment(*inputs, 5)
+    assert q_aug.transpose(1, 2).is_contiguous() and k_aug.transpose(1, 2).is_contiguous()
+    q = inputs[0]
+    assert not any(t.untyped_storage().data_ptr() == q.untyped_storage().data_ptr() for t in saved)
+    assert any(t is q_aug or t.data_ptr() == q_aug.data_ptr() for t in saved)
+    # besides q_aug only the parameters: u, v, W_R
+    assert sum(t.numel() for t in saved) == q_aug.numel() + sum(x.numel() for x in inputs[2:])
+
+
 def test_positions_follow_memory():
     """Query i sits at M + i: the same queries with another M give another Q'; k_aug's K' rows are j = 0..L−1."""
     q, k, u, v, w_r = _inputs(1, 1, 20, 5, 16, 16)

@@ -254,6 +254,9 @@ def test_cli_tiny_rcmha_finishes_and_writes_a_record(tmp_path):
     assert rec["config"]["preset_fields"]["act"] == "relu2"
     assert m["test_n"] == 55_770 and 0 < m["test_acc"] < 1 and m["test_bpc"] == pytest.approx(m["test_loss"] / math.log(2))
     assert m["test_bpc"] < math.log2(65)  # learned something beyond uniform guessing
+    # the last 10 % (validation + test, two equal 5 % splits): their position-weighted mean
+    assert m["heldout_acc"] == pytest.approx((m["val_acc_best"] + m["test_acc"]) / 2, abs=1e-4)
+    assert min(m["val_acc_best"], m["test_acc"]) <= m["heldout_acc"] <= max(m["val_acc_best"], m["test_acc"])
     assert [c["step"] for c in rec["curves"]] == [60, 120]
     assert m["cpu_peak_rss_mib"] > 0 and m["tokens_per_s"] > 0 and m["params"] > 0
     assert len(rec["sample"]) == 40

@@ -76,19 +76,18 @@ def _kernels(interpret: bool):
 
     @triton.jit
     def fwd(q_ptr, k_ptr, u_ptr, v_ptr, w_ptr, tab_ptr, kpos_ptr, qa_ptr, ka_ptr, T, L, M, NH,
-            sqb, sqh, sqt, sqc, skb, skh, skt, skc,
+            sqb, sqh, sqt, sqc, skb, skh, skt, skc, sab, sah, sat, skab, skah, skat,
             HS: tl.constexpr, DR: tl.constexpr, DC: tl.constexpr, BT: tl.constexpr, PREC: tl.constexpr,
             UPCAST: tl.constexpr):
         """One program: rows [pid·BT, pid·BT + BT) of k_aug and, where they exist, of q_aug, for one (b, h)."""
         pid, bh = tl.program_id(0), tl.program_id(1)
         b, h = bh // NH, bh % NH
         HALF: tl.constexpr = DR // 2
-        WA: tl.constexpr = HS + DR
         rows = pid * BT + tl.arange(0, BT)
         cols = tl.arange(0, HS)
         # k_aug = [k ; K']
         km = (rows < L)[:, None]
-        ka = ka_ptr + bh.to(tl.int64) * L * WA + rows[:, None] * WA
+        ka = ka_ptr + b.to(tl.int64) * skab + h * skah + rows[:, None] * skat  # unit stride along the width
         kt = tl.load(k_ptr + b.to(tl.int64) * skb + h * skh + rows[:, None] * skt + cols[None, :] * skc, mask=km)
         tl.store(ka + cols[None, :], kt, mask=km)
         for c0 in range(0, DR, DC):
@@ -98,7 +97,7 @@ def _kernels(interpret: bool):
         # q_aug = [q + u ; Q']
         if pid * BT < T:
             qm = (rows < T)[:, None]
-            qa = qa_ptr + bh.to(tl.int64) * T * WA + rows[:, None] * WA
+            qa = qa_ptr + b.to(tl.int64) * sab + h * sah + rows[:, None] * sat
             qt = tl.load(q_ptr + b.to(tl.int64) * sqb + h * sqh + rows[:, None] * sqt + cols[None, :] * sqc,
                          mask=qm, other=0.0)
             qd = qt
@@ -125,19 +124,20 @@ def _kernels(interpret: bool):
                 tl.store(qa + HS + c[None, :], qp.to(qa_ptr.dtype.element_ty), mask=qm)
 
     @triton.jit
-    def bwd(q_ptr, w_ptr, tab_ptr, gq_ptr, gk_ptr, dq_ptr, dk_ptr, dqp_ptr, dw_ptr, ds_ptr, du_ptr,
+    def bwd(qa_ptr, u_ptr, w_ptr, tab_ptr, gq_ptr, gk_ptr, dq_ptr, dk_ptr, dqp_ptr, dw_ptr, ds_ptr, du_ptr,
             T, L, M, NH, BNH,
-            sqb, sqh, sqt, sqc, sdb, sdh, sdt, sdc, skb, skh, skt, skc,
+            sab, sah, sat, sgqb, sgqh, sgqt, sgkb, sgkh, sgkt, sdb, sdh, sdt, sdc, skb, skh, skt, skc,
             HS: tl.constexpr, DR: tl.constexpr, DC: tl.constexpr, BT: tl.constexpr, ITERS: tl.constexpr,
             ONE_CHUNK: tl.constexpr,
             PREC: tl.constexpr, UPCAST: tl.constexpr):
         """One program: ITERS consecutive T tiles of one (b, h) and Q' columns [dc·DC, dc·DC + DC).
         dk = dk_aug[..., :hs]; da = g'⊙S + (g'⊙C)P; dq = dq_aug[..., :hs] + da W_hᵀ (summed over column chunks:
-        in registers when there is one, else through a float32 buffer); partial Σ qᵀda, Σ da, Σ dq_aug[..., :hs]."""
+        in registers when there is one, else through a float32 buffer); partial Σ qᵀda, Σ da, Σ dq_aug[..., :hs].
+        q is not kept: it is read back as q_aug[..., :hs] − u (kept anyway by the attention kernel), within one
+        rounding of q + u of the original."""
         g_id, bh, dc = tl.program_id(0), tl.program_id(1), tl.program_id(2)
         b, h = bh // NH, bh % NH
         HALF: tl.constexpr = DR // 2
-        WA: tl.constexpr = HS + DR
         cols = tl.arange(0, HS)
         c = dc * DC + tl.arange(0, DC)
         csw = (c + HALF) % DR
@@ -147,6 +147,7 @@ def _kernels(interpret: bool):
         dw = tl.zeros((HS, DC), dtype=tl.float32)
         ds = tl.zeros((DC,), dtype=tl.float32)
         du = tl.zeros((HS,), dtype=tl.float32)
+        u = tl.load(u_ptr + h * HS + cols).to(tl.float32)
         # ITERS is a constexpr (a power of two: few variants): Triton 3.6's interpreter fails on range(runtime int)
         # under NumPy 2.4, and a constant trip count lets the compiler pipeline the loads
         for i in range(ITERS):
@@ -154,20 +155,22 @@ def _kernels(interpret: bool):
             rows = t0 + tl.arange(0, BT)
             if dc == 0:
                 km = (rows < L)[:, None]
-                gk = tl.load(gk_ptr + bh.to(tl.int64) * L * WA + rows[:, None] * WA + cols[None, :], mask=km)
+                gk = tl.load(gk_ptr + b.to(tl.int64) * sgkb + h * sgkh + rows[:, None] * sgkt + cols[None, :],
+                             mask=km)
                 tl.store(dk_ptr + b.to(tl.int64) * skb + h * skh + rows[:, None] * skt + cols[None, :] * skc, gk,
                          mask=km)
             if t0 < T:
                 qm = (rows < T)[:, None]
-                g = gq_ptr + bh.to(tl.int64) * T * WA + rows[:, None] * WA
+                g = gq_ptr + b.to(tl.int64) * sgqb + h * sgqh + rows[:, None] * sgqt
                 gp = tl.load(g + HS + c[None, :], mask=qm, other=0.0).to(tl.float32)
                 gp_sw = tl.load(g + HS + csw[None, :], mask=qm, other=0.0).to(tl.float32)
                 pos = M + rows
                 s = tl.load(tab_ptr + pos[:, None] * DR + ch[None, :], mask=qm, other=0.0)
                 co = tl.load(tab_ptr + pos[:, None] * DR + HALF + ch[None, :], mask=qm, other=0.0)
                 da = gp * s + gp_sw * (co * sign_sw[None, :])  # [BT, DC], zero on masked rows
-                qt = tl.load(q_ptr + b.to(tl.int64) * sqb + h * sqh + rows[:, None] * sqt + cols[None, :] * sqc,
+                qa = tl.load(qa_ptr + b.to(tl.int64) * sab + h * sah + rows[:, None] * sat + cols[None, :],
                              mask=qm, other=0.0)
+                qt = (qa.to(tl.float32) - u[None, :]).to(qa_ptr.dtype.element_ty)  # q = (q + u) − u
                 da_lp = da.to(qt.dtype)  # rounded as the eager path's da
                 qd = qt
                 wd = w.to(qt.dtype)
@@ -209,10 +212,13 @@ def _forward(q, k, u, v, w_r, M: int, tab, kpos):
     L, d_pos = k.shape[-2], w_r.shape[1]
     fwd, _ = _kernels(interpreting())
     dc = _chunk(hs, d_pos)
-    q_aug = torch.empty(B, nh, T, hs + d_pos, device=q.device, dtype=q.dtype)
-    k_aug = torch.empty(B, nh, L, hs + d_pos, device=q.device, dtype=q.dtype)
+    # [B, T, nh, w] in memory, as the projections' heads: the attention kernel then returns its output in the same
+    # layout, so that merging the heads for W_o is a view, not a copy kept for backward (attnbench.attention._common)
+    q_aug = torch.empty(B, T, nh, hs + d_pos, device=q.device, dtype=q.dtype).transpose(1, 2)
+    k_aug = torch.empty(B, L, nh, hs + d_pos, device=q.device, dtype=q.dtype).transpose(1, 2)
     grid = (cdiv(L, BLOCK_T), B * nh)
     fwd[grid](q, k, u, v, w_r, tab, kpos, q_aug, k_aug, T, L, M, nh, *q.stride(), *k.stride(),
+              *q_aug.stride()[:3], *k_aug.stride()[:3],
               HS=hs, DR=d_pos, DC=dc, BT=BLOCK_T, PREC=_precision(q.dtype), UPCAST=_upcast(q.dtype),
               num_warps=4 if hs * dc <= 4096 else 8)
     return q_aug, k_aug
@@ -229,8 +235,8 @@ def _empty_like(shape, stride, dtype, device) -> torch.Tensor:
     return torch.empty_strided(shape, stride, dtype=dtype, device=device)
 
 
-def _backward(g_q, g_k, q, k_meta, w_r, M: int, tab):
-    B, nh, T, hs = q.shape
+def _backward(g_q, g_k, q_aug, u, q_meta, k_meta, w_r, M: int, tab):
+    (B, nh, T, hs), q_stride = q_meta
     k_shape, k_stride, k_dtype = k_meta
     L, d_pos = k_shape[-2], w_r.shape[1]
     _, bwd = _kernels(interpreting())
@@ -239,18 +245,19 @@ def _backward(g_q, g_k, q, k_meta, w_r, M: int, tab):
     groups = max(1, min(n_t, TARGET_PROGRAMS // (B * nh * n_dc)))  # programs along T
     iters = 1 << (cdiv(n_t, groups) - 1).bit_length()  # T tiles per program, a power of two
     groups = cdiv(n_t, iters)
-    f32 = dict(device=q.device, dtype=torch.float32)
-    dq = _empty_like(q.shape, q.stride(), q.dtype, q.device)
-    dk = _empty_like(k_shape, k_stride, k_dtype, q.device)
+    dev, dtype = q_aug.device, q_aug.dtype
+    f32 = dict(device=dev, dtype=torch.float32)
+    dq = _empty_like((B, nh, T, hs), q_stride, dtype, dev)
+    dk = _empty_like(k_shape, k_stride, k_dtype, dev)
     dqp = torch.empty(n_dc, B * nh, T, hs, **f32) if n_dc > 1 else dq
     dw = torch.empty(groups, B * nh, hs, d_pos, **f32)
     ds = torch.empty(groups, B * nh, d_pos, **f32)
     du = torch.empty(groups, B * nh, hs, **f32)
     grid = (groups, B * nh, n_dc)
-    bwd[grid](q, w_r, tab, g_q, g_k, dq, dk, dqp, dw, ds, du, T, L, M, nh, B * nh,
-              *q.stride(), *dq.stride(), *dk.stride(),
-              HS=hs, DR=d_pos, DC=dc, BT=BLOCK_T, ITERS=iters, ONE_CHUNK=n_dc == 1, PREC=_precision(q.dtype),
-              UPCAST=_upcast(q.dtype),
+    bwd[grid](q_aug, u, w_r, tab, g_q, g_k, dq, dk, dqp, dw, ds, du, T, L, M, nh, B * nh,
+              *q_aug.stride()[:3], *g_q.stride()[:3], *g_k.stride()[:3], *dq.stride(), *dk.stride(),
+              HS=hs, DR=d_pos, DC=dc, BT=BLOCK_T, ITERS=iters, ONE_CHUNK=n_dc == 1, PREC=_precision(dtype),
+              UPCAST=_upcast(dtype),
               num_warps=4 if hs * dc <= 4096 else 8)
     if n_dc > 1:
         dq.copy_(dqp.sum(0).view(B, nh, T, hs))
@@ -266,20 +273,25 @@ class _Augment(torch.autograd.Function):
         L, d_pos = k.shape[-2], w_r.shape[1]
         tab, kpos = _tables(L, d_pos, q.device, q.dtype)
         u, v, w_r = u.contiguous(), v.contiguous(), w_r.contiguous()
-        ctx.save_for_backward(q, v, w_r)
+        q_aug, k_aug = _forward(q, k, u, v, w_r, M, tab, kpos)
+        # q itself is not kept (RCMHA's convolved q would be one more B·T·C tensor): the backward reads it back from
+        # q_aug = [q + u; Q'], which the attention kernel keeps anyway
+        ctx.save_for_backward(q_aug, u, v, w_r)
+        ctx.q_meta = (q.shape, q.stride())
         ctx.k_meta = (k.shape, k.stride(), k.dtype)
-        ctx.M, ctx.u_dtype, ctx.tab = M, u.dtype, tab
-        return _forward(q, k, u, v, w_r, M, tab, kpos)
+        ctx.M, ctx.tab = M, tab
+        return q_aug, k_aug
 
     @staticmethod
     def backward(ctx, g_q, g_k):
-        q, v, w_r = ctx.saved_tensors
-        nh, hs = q.shape[1], q.shape[3]
-        dq, dk, du, dw, ds = _backward(g_q.contiguous(), g_k.contiguous(), q, ctx.k_meta, w_r, ctx.M, ctx.tab)
+        q_aug, u, v, w_r = ctx.saved_tensors
+        nh, hs = ctx.q_meta[0][1], ctx.q_meta[0][3]
+        g_q, g_k = (g if g.stride(-1) == 1 else g.contiguous() for g in (g_q, g_k))
+        dq, dk, du, dw, ds = _backward(g_q, g_k, q_aug, u, ctx.q_meta, ctx.k_meta, w_r, ctx.M, ctx.tab)
         w = w_r.view(nh, hs, -1).float()
         dw = dw + v.float()[:, :, None] * ds[:, None, :]  # the W_Rᵀv term: v ⊗ Σ da
         dv = torch.einsum("hcr,hr->hc", w, ds)  # W_h Σ da
-        return dq, dk, du.to(ctx.u_dtype), dv.to(v.dtype), dw.view_as(w_r).to(w_r.dtype), None
+        return dq, dk, du.to(u.dtype), dv.to(v.dtype), dw.view_as(w_r).to(w_r.dtype), None
 
 
 @torch.compiler.disable  # under torch.compile (--compile): a graph break, not dynamo capturing the launches

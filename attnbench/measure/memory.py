@@ -39,7 +39,7 @@ def activation_estimate(name: str, batch: int, seq_len: int, d_model: int, heads
     convolution inputs (a second Q/K/V), RMHA/RCMHA the two biased queries and a second B·n·T² score tensor,
     MHE the three shared projections (B·T·d each). The fast relative path keeps the augmented query and key of its
     fused kernel instead (B·T·n·(d+d_R) each, attention.md: RMHA, "A fast exact path exists"); with RCMHA's
-    convolution the convolved key is not kept. A rough figure: implementations may keep more or less."""
+    convolution the convolved query and key are not kept. A rough figure: implementations may keep more or less."""
     T, B = seq_len, batch
     n = 1 if name == "sha" else heads
     d = d_model // heads
@@ -73,9 +73,9 @@ def activation_estimate(name: str, batch: int, seq_len: int, d_model: int, heads
             d_r = d_pos or d  # AttnConfig's default d_R: the head width
             elems += 2 * B * T * n * (d + d_r)
             parts.append("augmented q, k B*T*n*(d+d_R) each")
-            if name in _CONV:
-                elems -= B * T * n * d
-                parts.append("minus the convolved k")
+            if name in _CONV:  # the prologue reads q back from q_aug: the convolved q and k are freed
+                elems -= 2 * B * T * n * d
+                parts.append("minus the convolved q and k")
     return {"estimate_mib": (elems * dtype_bytes + fp32) / MIB, "estimate_formula": " + ".join(parts)}
 
 
