@@ -49,10 +49,11 @@ def test_graphed_steps_equal_eager_steps(attn):
         torch.testing.assert_close(pg, pe, rtol=1e-3, atol=1e-5)
 
 
-@pytest.mark.parametrize("attn", ["mha", "mdha", "rcmha", "mhe-add"])
+@pytest.mark.parametrize("attn", ["mha", "mdha", "rcmha", "mhe-add", "mhe-mul"])
 def test_captured_speed_call_computes_the_eager_gradients(attn):
     """`attnbench speed --cuda-graph` times replays of the captured fwd+bwd call: a replay must leave the same
-    gradients as an eager call (inputs and every parameter)."""
+    gradients as an eager call (inputs and every parameter). mhe-mul: the eager call takes weight-qkv (256 rows), the
+    capture combine-qkv (MHEMul.fast_path), with no warm-up of its own."""
     from attnbench.attention import build
     from attnbench.measure.timing import capture, make_call
 

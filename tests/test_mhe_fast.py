@@ -96,6 +96,15 @@ def test_mul_auto_path_switches_by_size(monkeypatch):
     assert picked == ["weight-qkv", "combine-qkv"]
 
 
+def test_mul_auto_path_under_graph_capture_takes_combine_qkv(monkeypatch):
+    """Captured into a CUDA graph, launches cost nothing on replay: "auto" takes the least GPU work at every size."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert MHEMul.fast_path(4) == "combine-qkv" and MHEMul.fast_path(10**6) == "combine-qkv"
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert MHEMul.fast_path(4) == "weight-qkv"
+
+
 @pytest.mark.parametrize("fn,op", [(mhe_add.AddHeads, torch.add), (mhe_mul.MulHeads, torch.mul)], ids=["add", "mul"])
 @pytest.mark.parametrize("first,c", [(0, 1), (1, 1), (2, 1), (1, 2), (0, 3)])
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])

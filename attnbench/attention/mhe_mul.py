@@ -9,7 +9,7 @@ import torch
 from attnbench.attention.mhe_add import MHEAdd, project_heads, project_heads_backward
 
 FAST_PATH = "auto"  # one of mhe_add.FAST_PATHS, or "auto": by size (MHEMul.fast_path)
-SMALL_ROWS = 8192  # "auto": weight-qkv up to this many input rows B·L, combine-qkv above
+SMALL_ROWS = 8192  # "auto", eager calls: weight-qkv up to this many input rows B·L, combine-qkv above
 
 
 class MulHeads(torch.autograd.Function):
@@ -47,11 +47,14 @@ class MHEMul(MHEAdd):
 
     @staticmethod
     def fast_path(rows: int) -> str:
-        """H100, bf16, D=1024, n=16, B=4 (scripts/mhe_gpu_probe.py, results/h100/probes/mhe-a1fa1c9.txt), x mha at
-        T = 1024 / 4096 / 16384: weight-qkv 0.96 / 1.03 / 1.00, combine-qkv 1.41 / 0.87 / 0.93. Launch-bound small
-        inputs favour the fewer kernels of weight-qkv, large ones the cheaper projection of combine-qkv."""
+        """H100, bf16, D=1024, n=16, B=4 (scripts/mhe_gpu_probe.py, results/h100/probes/mhe-a1fa1c9.txt), eager
+        calls, x mha at T = 1024 / 4096 / 16384: weight-qkv 0.96 / 1.03 / 1.00, combine-qkv 1.41 / 0.87 / 0.93.
+        Launch-bound small inputs favour the fewer kernels of weight-qkv, large ones the cheaper projection of
+        combine-qkv. Under CUDA-graph capture (train's graphed step, `speed --cuda-graph`) launches cost nothing
+        on replay, so the path with the least GPU work, combine-qkv, is taken at every size."""
         if FAST_PATH == "auto":
-            return "weight-qkv" if rows <= SMALL_ROWS else "combine-qkv"
+            small = rows <= SMALL_ROWS and not (torch.cuda.is_available() and torch.cuda.is_current_stream_capturing())
+            return "weight-qkv" if small else "combine-qkv"
         return FAST_PATH
 
     @staticmethod
