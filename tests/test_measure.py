@@ -185,7 +185,8 @@ def test_warmup_and_timed_calls_last_their_minimum_times():
 
 def test_activation_estimate_of_the_fast_relative_path_counts_the_augmented_width():
     """The fast rmha/rcmha path keeps q and k widened by d_R for its fused kernel: d_R moves the estimate by exactly
-    two B·T·n·Δd tensors; and the estimate is within 15 % of the committed H100 measurement at T=16384."""
+    two B·T·n·Δd tensors; and the estimate is within 5 % of the committed H100 measurement at T=16384 (commit
+    537ffce: the prologue keeps q_aug, not q, so RCMHA frees its convolved q and k)."""
     from pathlib import Path
 
     from attnbench.results import read
@@ -194,10 +195,10 @@ def test_activation_estimate_of_the_fast_relative_path_counts_the_augmented_widt
     base = memory.activation_estimate("rmha", **kw)["estimate_mib"]
     wide = memory.activation_estimate("rmha", d_pos=128, **kw)["estimate_mib"]
     assert wide - base == pytest.approx(2 * 4 * 16384 * 16 * 64 * 2 / 2**20)
-    recs, _ = read([Path(__file__).parent.parent / "results" / "h100" / "sweep-1561c63"])
+    recs, _ = read([Path(__file__).parent.parent / "results" / "h100" / "sweep-537ffce"])
     measured = {r["attn"]: r["metrics"]["activations_mib"] for r in recs
                 if r["kind"] == "memory" and r["config"]["seq_len"] == 16384 and r["attn"] in ("rmha", "rcmha")}
     assert set(measured) == {"rmha", "rcmha"}
     for name, mib in measured.items():
         est = memory.activation_estimate(name, **kw)["estimate_mib"]
-        assert abs(est - mib) / mib < 0.15, (name, est, mib)
+        assert abs(est - mib) / mib < 0.05, (name, est, mib)
