@@ -1,5 +1,6 @@
 """GQA: grouped-query attention (Ainslie et al. 2023, arXiv 2305.13245; attention.md, Baselines): g K/V heads,
-each shared by n/g query heads."""
+each shared by n/g query heads. The default g is the divisor of n with 1 < g < n whose group size n/g is nearest 4
+(config.default_kv_heads: 6 heads -> 2, 8 -> 2, 16 -> 4); g = 1 is MQA and g = n is MHA, which `degenerate` names."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from torch import nn
 
 from attnbench.attention._common import (attend_fast, attend_reference, init_linear, merge_heads, project_qkv,
                                          scale_for, split_heads, with_memory)
-from attnbench.config import AttnConfig
+from attnbench.config import AttnConfig, default_kv_heads
 
 
 class GQA(nn.Module):
@@ -18,6 +19,18 @@ class GQA(nn.Module):
     @staticmethod
     def kv_heads(cfg: AttnConfig) -> int:
         return cfg.kv_heads
+
+    @staticmethod
+    def degenerate(cfg: AttnConfig) -> str | None:
+        """One line when this setting makes GQA another attention (g = 1: MQA, g = n: MHA), else None."""
+        n, g = cfg.n_heads, cfg.kv_heads
+        if default_kv_heads(n) == 1 and g == 1:
+            return f"gqa with {n} heads is MQA: no divisor 1 < g < {n}"
+        if g == 1:
+            return "gqa with kv-heads 1 is MQA"
+        if g == n:
+            return f"gqa with kv-heads = heads ({n}) is MHA"
+        return None
 
     def __init__(self, cfg: AttnConfig):
         super().__init__()

@@ -14,3 +14,7 @@ class MQA(GQA):
     @staticmethod
     def kv_heads(cfg: AttnConfig) -> int:
         return 1
+
+    @staticmethod
+    def degenerate(cfg: AttnConfig) -> None:
+        return None  # one K/V head is what MQA is, not a degenerate setting of it
