@@ -25,6 +25,7 @@ class ParamTable:
     layers: int
     rows: list[dict[str, Any]] = field(default_factory=list)
     identities: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # settings that make an attention another one (GQA.degenerate)
 
 
 def mhe_identities(n: int, d: int, qkv: dict[str, int]) -> list[dict[str, Any]]:
@@ -65,6 +66,8 @@ def param_table(attn: str | None = None, layers: int = 1, **config: Any) -> Para
         qkv[name] = parts["qkv"]
         totals[name] = sum(parts.values()) * layers
         if name in chosen:
+            note = getattr(get(name), "degenerate", lambda c: None)(cfg)
+            table.notes += [note] if note else []
             table.rows.append({"attn": name, **{k: v * layers for k, v in parts.items()},
                                "total": totals[name], "closed_form": sum(closed.values()) * layers,
                                "matches": parts == closed})

@@ -89,14 +89,14 @@ def render_params(table, fmt: str = "table") -> None:
     check_format(fmt)
     if fmt == "json":
         print(json.dumps({"config": table.config, "layers": table.layers, "rows": table.rows,
-                          "identities": table.identities}, indent=2))
+                          "identities": table.identities, "notes": table.notes}, indent=2))
         return
     c = table.config
     title = (f"Parameters per attention (D={c['d_model']}, n={c['n_heads']}, d={c['d_model'] // c['n_heads']}, "
              f"kv_heads={c['kv_heads']}, layers={table.layers}, bias={c['bias']})")
     rows = [{**r, "ratio_to_mha": round(r["ratio_to_mha"], 4)} for r in table.rows]
-    notes = [f"{i['identity']}: counted {i['counted']:,}, closed form {i['closed_form']:,}: "
-             f"{'holds' if i['holds'] else 'FAILS'}" for i in table.identities]
+    notes = table.notes + [f"{i['identity']}: counted {i['counted']:,}, closed form {i['closed_form']:,}: "
+                           f"{'holds' if i['holds'] else 'FAILS'}" for i in table.identities]
     if not table.identities and c["bias"]:
         notes.append("MHE identities are stated for projections without biases: not evaluated with --bias.")
     render_rows(rows, fmt, title=title, notes=notes)
