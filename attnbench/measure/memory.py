@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnbench.config import default_kv_heads
+
 MIB = 2**20
 ESTIMATE_NOTE_RATIO = 2.0  # measured vs estimate beyond this factor either way earns a note
 
@@ -49,7 +51,7 @@ def activation_estimate(name: str, batch: int, seq_len: int, d_model: int, heads
                 "estimate_formula": "out B*n*T*d + lse B*n*T (fp32)"}
     if name == "sdpa+proj":
         name = "mha"
-    kv = 1 if name in _KV_ONE else (kv_heads or max(1, heads // 4)) if name == "gqa" else n
+    kv = 1 if name in _KV_ONE else (kv_heads or default_kv_heads(heads)) if name == "gqa" else n
     qkv = B * T * (n + 2 * kv) * d
     elems = qkv + B * T * n * d + B * T * d_model
     parts = ["q,k,v", "attn out", "module out"]
