@@ -1,0 +1,180 @@
+"""Statistics over seeds: mean, spread and confidence interval of one attention's runs; pairwise Welch t-tests with
+Holm's correction; MHE's performance retention ratio with a confidence interval. Built on scipy.stats.
+
+Library code: every function returns plain data (floats, None where a figure is undefined); report.py and the CLI
+render it, with `format_p` and the `verdict` strings made here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+CONFIDENCE = 0.95  # every interval here is a 95 % interval
+ALPHA = 1 - CONFIDENCE  # two attentions are called different when their Holm-adjusted p is below this
+N_RESAMPLES = 9999  # bootstrap resamples (scipy's default)
+TOO_FEW = "too few runs"  # the verdict when a group has fewer than two values
+
+
+def _values(values: Sequence[float]) -> np.ndarray:
+    x = np.asarray(list(values), dtype=float)
+    if not np.isfinite(x).all():
+        raise ValueError(f"non-finite value among {list(values)}")
+    return x
+
+
+def _sd(x: np.ndarray) -> float:
+    """Sample standard deviation (ddof=1); exactly 0 for identical values (no rounding residue from the mean)."""
+    return 0.0 if np.ptp(x) == 0 else float(x.std(ddof=1))
+
+
+def summary(values: Sequence[float]) -> dict:
+    """n, mean, std (ddof=1) and the 95 % confidence interval of the mean (Student t, n - 1 degrees of freedom).
+
+    std and the interval are None for n < 2; for identical values the interval is the point [mean, mean].
+    """
+    x = _values(values)
+    out = {"n": len(x), "mean": None, "std": None, "ci_low": None, "ci_high": None}
+    if len(x) == 0:
+        return out
+    out["mean"] = mean = float(x.mean())
+    if len(x) < 2:
+        return out
+    out["std"] = sd = _sd(x)
+    if sd == 0:
+        out["ci_low"] = out["ci_high"] = mean
+    else:  # mean ± t_{0.975, n-1} · sd / sqrt(n)
+        lo, hi = sps.t.interval(CONFIDENCE, len(x) - 1, loc=mean, scale=sd / math.sqrt(len(x)))
+        out["ci_low"], out["ci_high"] = float(lo), float(hi)
+    return out
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979, "A simple sequentially rejective multiple test procedure",
+    Scand. J. Statist. 6:65-70): the i-th smallest of m p-values is multiplied by m - i + 1, capped at 1 and made
+    non-decreasing in that order. Rejecting where adjusted p < alpha controls the family-wise error rate at alpha."""
+    p = list(pvalues)
+    m = len(p)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=p.__getitem__)):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def format_p(p: float | None, name: str = "p") -> str:
+    """'p=0.003', 'p<0.001', 'p=0.41'; two significant digits (three near 0.05, so that 0.0496 does not read 0.05)."""
+    if p is None:
+        return f"{name} n/a"
+    if p < 0.001:
+        return f"{name}<0.001"
+    return f"{name}={p:.{3 if 0.04 <= p < 0.06 else 2}g}"
+
+
+def verdict(a: str, b: str, diff: float | None, p_holm: float | None, higher_is_better: bool,
+            alpha: float = ALPHA) -> str:
+    """'a better than b (p_holm=0.003)' when the Holm-adjusted p is below alpha, else 'cannot be told apart
+    (p_holm=0.41)'; diff is mean(a) - mean(b)."""
+    if p_holm is None or diff is None:
+        return TOO_FEW
+    if p_holm >= alpha:
+        return f"cannot be told apart ({format_p(p_holm, 'p_holm')})"
+    a_wins = (diff > 0) == higher_is_better
+    better, worse = (a, b) if a_wins else (b, a)
+    return f"{better} better than {worse} ({format_p(p_holm, 'p_holm')})"
+
+
+def welch(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Welch's t-test of mean(a) = mean(b) (scipy.stats.ttest_ind, equal_var=False) and the 95 % interval of
+    mean(a) - mean(b) with the Welch-Satterthwaite degrees of freedom (Welch 1947, Biometrika 34:28-35, eq. 9 there;
+    what scipy >= 1.11 returns as ttest_ind(...).confidence_interval()). None where n < 2 in either group or
+    neither group varies (the t statistic is undefined)."""
+    x, y = _values(a), _values(b)
+    out = {"n_a": len(x), "n_b": len(y), "mean_a": float(x.mean()) if len(x) else None,
+           "mean_b": float(y.mean()) if len(y) else None, "diff": None, "ci_low": None, "ci_high": None,
+           "t": None, "df": None, "p": None}
+    if len(x) and len(y):
+        out["diff"] = out["mean_a"] - out["mean_b"]
+    if len(x) < 2 or len(y) < 2:
+        return out
+    va, vb = _sd(x) ** 2 / len(x), _sd(y) ** 2 / len(y)
+    if va + vb == 0:
+        return out
+    res = sps.ttest_ind(x, y, equal_var=False)
+    df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
+    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df)) * math.sqrt(va + vb)
+    out.update({"t": float(res.statistic), "df": float(df), "p": float(res.pvalue),
+                "ci_low": out["diff"] - half, "ci_high": out["diff"] + half})
+    return out
+
+
+def pairwise(groups: dict[str, Sequence[float]], higher_is_better: bool, alpha: float = ALPHA) -> list[dict]:
+    """Every pair (a, b) of groups in the given order: Welch's t-test (see welch), the raw p and the Holm-adjusted
+    p over the pairs that could be tested (one family per call: call it once per metric), and a verdict string.
+    A pair with a group of fewer than two values has p None and the verdict 'too few runs'."""
+    names = list(groups)
+    rows = [{"a": a, "b": b, **welch(groups[a], groups[b])} for i, a in enumerate(names) for b in names[i + 1:]]
+    tested = [r for r in rows if r["p"] is not None]
+    for r, adj in zip(tested, holm([r["p"] for r in tested])):
+        r["p_holm"] = adj
+    for r in rows:
+        r.setdefault("p_holm", None)
+        if r["p"] is None and r["n_a"] >= 2 and r["n_b"] >= 2:
+            r["verdict"] = "no spread in either group: not testable"
+        else:
+            r["verdict"] = verdict(r["a"], r["b"], r["diff"], r["p_holm"], higher_is_better, alpha)
+    return rows
+
+
+def _ratio_of_means(num, den, axis=-1):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.mean(num, axis=axis) / np.mean(den, axis=axis)
+
+
+def _bootstrap_kw(seed: int) -> dict:
+    """scipy >= 1.15 takes rng=, older versions random_state= (SPEC 7); both accept a Generator."""
+    gen = np.random.default_rng(seed)
+    return {"rng": gen} if "rng" in inspect.signature(sps.bootstrap).parameters else {"random_state": gen}
+
+
+def retention_ratio(scores: Sequence[float], baseline: Sequence[float], paired: bool = False, seed: int = 0,
+                    higher_is_better: bool = True) -> dict:
+    """MHE's performance retention ratio (Xue & Aletras 2023, arXiv 2310.07911: an attention's score divided by MHA's
+    on the same task): mean(scores) / mean(baseline). For a metric where lower is better (bpc, loss) it is inverted,
+    mean(baseline) / mean(scores), so that 1 is parity and below 1 is worse in both cases (our convention).
+
+    95 % interval by the percentile bootstrap (scipy.stats.bootstrap; each group resampled on its own, or the seeds
+    resampled jointly with paired=True, which needs equal lengths), and as a cross-check the delta method: for
+    r = mx / my, Var(r) ~ r² (sx²/(nx mx²) + sy²/(ny my²) - 2 sxy/(n mx my)) (Casella & Berger 2002, §5.5.4; the
+    covariance term only when paired), r ± z_{0.975} sqrt(Var). Intervals are None when either group has fewer than
+    two values; every figure is None when a mean is zero or a group is empty. With a handful of seeds both intervals
+    are approximate (the bootstrap sees few distinct resamples, the delta method assumes normality).
+    """
+    x, y = _values(scores), _values(baseline)
+    if paired and len(x) != len(y):
+        raise ValueError(f"paired needs as many scores as baseline values ({len(x)} vs {len(y)})")
+    num, den = (x, y) if higher_is_better else (y, x)
+    out = {"ratio": None, "ci_low": None, "ci_high": None, "delta_low": None, "delta_high": None,
+           "n": len(x), "n_baseline": len(y), "paired": paired, "method": "percentile bootstrap"}
+    if not len(x) or not len(y) or num.mean() == 0 or den.mean() == 0:
+        return out
+    out["ratio"] = r = float(num.mean() / den.mean())
+    if len(x) < 2 or len(y) < 2:
+        return out
+    res = sps.bootstrap((num, den), _ratio_of_means, n_resamples=N_RESAMPLES, vectorized=True, paired=paired,
+                        confidence_level=CONFIDENCE, method="percentile", **_bootstrap_kw(seed))
+    lo, hi = res.confidence_interval
+    if math.isfinite(lo) and math.isfinite(hi):
+        out["ci_low"], out["ci_high"] = float(lo), float(hi)
+    mx, my = num.mean(), den.mean()
+    var = _sd(num) ** 2 / (len(num) * mx**2) + _sd(den) ** 2 / (len(den) * my**2)
+    if paired:
+        var -= 2 * float(np.cov(num, den, ddof=1)[0, 1]) / (len(num) * mx * my)
+    half = float(sps.norm.ppf(0.5 + CONFIDENCE / 2)) * abs(r) * math.sqrt(max(float(var), 0.0))
+    out["delta_low"], out["delta_high"] = r - half, r + half
+    return out

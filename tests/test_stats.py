@@ -1,0 +1,129 @@
+"""stats.py against scipy.stats computed directly, Holm against hand-computed values, and the behaviour that matters:
+clearly different groups are told apart, same-distribution groups are not, a retention-ratio interval covers the
+true ratio."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from attnbench import stats
+
+A = [0.561, 0.566, 0.559, 0.570, 0.563]
+B = [0.552, 0.549, 0.556, 0.551, 0.548, 0.553]
+
+
+def test_summary_matches_scipy():
+    s = stats.summary(A)
+    assert s["n"] == 5 and s["mean"] == pytest.approx(np.mean(A)) and s["std"] == pytest.approx(np.std(A, ddof=1))
+    ci = sps.ttest_1samp(A, 0.0).confidence_interval(0.95)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((ci.low, ci.high))
+    # by hand: mean ± t_{0.975, 4} · sd / sqrt(5), t_{0.975, 4} = 2.776
+    half = 2.7764451051977987 * np.std(A, ddof=1) / math.sqrt(5)
+    assert s["ci_high"] - s["mean"] == pytest.approx(half)
+
+
+def test_summary_small_and_degenerate():
+    assert stats.summary([0.5]) == {"n": 1, "mean": 0.5, "std": None, "ci_low": None, "ci_high": None}
+    assert stats.summary([])["mean"] is None
+    s = stats.summary([0.1] * 4)  # identical seeds: zero spread, a point interval, no NaN
+    assert (s["std"], s["ci_low"], s["ci_high"]) == (0.0, s["mean"], s["mean"]) and s["mean"] == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        stats.summary([0.5, float("nan")])
+
+
+def test_holm_hand_computed():
+    # sorted 0.01, 0.03, 0.04 -> 3·0.01, 2·0.03, 1·0.04 = 0.03, 0.06, 0.04 -> non-decreasing: 0.03, 0.06, 0.06
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    # m = 4: 0.01·4 = 0.04, 0.04·3 = 0.12, 0.2·2 = 0.4, 0.5·1 = 0.5
+    assert stats.holm([0.5, 0.2, 0.01, 0.04]) == pytest.approx([0.5, 0.4, 0.04, 0.12])
+    assert stats.holm([0.6, 0.7]) == [1.0, 1.0]  # 2·0.6 capped at 1, and 0.7 may not fall below it
+    assert stats.holm([0.02]) == [0.02] and stats.holm([]) == []
+
+
+def test_welch_matches_scipy():
+    w = stats.welch(A, B)
+    ref = sps.ttest_ind(A, B, equal_var=False)
+    assert (w["t"], w["p"]) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+    assert w["diff"] == pytest.approx(np.mean(A) - np.mean(B))
+    if hasattr(ref, "confidence_interval"):  # scipy >= 1.11
+        ci = ref.confidence_interval(0.95)
+        assert (w["ci_low"], w["ci_high"]) == (pytest.approx(ci.low), pytest.approx(ci.high))
+        assert w["df"] == pytest.approx(ref.df)
+
+
+def test_pairwise_tells_different_groups_apart_and_same_ones_not():
+    rng = np.random.default_rng(1)
+    groups = {"good": list(0.60 + 0.005 * rng.standard_normal(5)),
+              "bad": list(0.55 + 0.005 * rng.standard_normal(5)),
+              "bad2": list(0.55 + 0.005 * rng.standard_normal(5))}
+    rows = {(r["a"], r["b"]): r for r in stats.pairwise(groups, higher_is_better=True)}
+    assert set(rows) == {("good", "bad"), ("good", "bad2"), ("bad", "bad2")}
+    assert rows[("good", "bad")]["verdict"].startswith("good better than bad (p_holm")
+    assert rows[("good", "bad2")]["p_holm"] < 0.05
+    same = rows[("bad", "bad2")]
+    assert same["verdict"].startswith("cannot be told apart (p_holm=") and same["p_holm"] >= 0.05
+    assert stats.holm([r["p"] for r in rows.values()]) == pytest.approx([r["p_holm"] for r in rows.values()])
+    # lower is better (bpc): the group with the lower mean wins, whichever side of the pair it is on
+    low = {"x": [1.50, 1.51, 1.49], "y": [1.60, 1.61, 1.59]}
+    assert stats.pairwise(low, higher_is_better=False)[0]["verdict"].startswith("x better than y")
+    assert stats.pairwise(low, higher_is_better=True)[0]["verdict"].startswith("y better than x")
+
+
+def test_pairwise_too_few_runs_leaves_the_family():
+    rows = stats.pairwise({"a": A, "b": B, "single": [0.5]}, higher_is_better=True)
+    by = {(r["a"], r["b"]): r for r in rows}
+    for pair in (("a", "single"), ("b", "single")):
+        assert by[pair]["p"] is None and by[pair]["p_holm"] is None and by[pair]["verdict"] == "too few runs"
+    assert by[("a", "b")]["p_holm"] == pytest.approx(by[("a", "b")]["p"])  # a family of one tested pair
+    flat = stats.pairwise({"a": [0.5, 0.5], "b": [0.6, 0.6]}, higher_is_better=True)[0]
+    assert flat["p"] is None and "not testable" in flat["verdict"]
+
+
+def test_format_p_and_verdict():
+    assert stats.format_p(0.003, "p_holm") == "p_holm=0.003"
+    assert stats.format_p(0.41) == "p=0.41" and stats.format_p(0.0004) == "p<0.001"
+    assert stats.format_p(0.0496) == "p=0.0496" and stats.format_p(None) == "p n/a"
+    assert stats.verdict("a", "b", -0.1, 0.003, higher_is_better=True) == "b better than a (p_holm=0.003)"
+    assert stats.verdict("a", "b", 0.1, 0.41, higher_is_better=True) == "cannot be told apart (p_holm=0.41)"
+
+
+def test_retention_ratio_covers_the_true_ratio():
+    rng = np.random.default_rng(0)
+    true = 0.50 / 0.60
+    hits_boot = hits_delta = 0
+    reps = 40
+    for k in range(reps):
+        x, y = 0.50 + 0.02 * rng.standard_normal(10), 0.60 + 0.02 * rng.standard_normal(10)
+        r = stats.retention_ratio(x, y, seed=k)
+        assert r["ratio"] == pytest.approx(x.mean() / y.mean())
+        assert r["ci_low"] < r["ratio"] < r["ci_high"] and r["delta_low"] < r["ratio"] < r["delta_high"]
+        hits_boot += r["ci_low"] <= true <= r["ci_high"]
+        hits_delta += r["delta_low"] <= true <= r["delta_high"]
+    assert hits_boot >= 0.8 * reps and hits_delta >= 0.8 * reps  # nominal 95 %; the bootstrap runs a bit narrow
+    # the two intervals agree roughly on well-behaved data
+    assert r["ci_high"] - r["ci_low"] == pytest.approx(r["delta_high"] - r["delta_low"], rel=0.3)
+
+
+def test_retention_ratio_direction_pairing_and_small_n():
+    r = stats.retention_ratio([1.6, 1.7], [1.5, 1.5], higher_is_better=False)  # bpc: MHA's / ours
+    assert r["ratio"] == pytest.approx(1.5 / 1.65) and r["ratio"] < 1
+    again = stats.retention_ratio([1.6, 1.7], [1.5, 1.5], higher_is_better=False)
+    assert (again["ci_low"], again["ci_high"]) == (r["ci_low"], r["ci_high"])  # seeded: reproducible
+    one = stats.retention_ratio([0.5], [0.6, 0.61])
+    assert one["ratio"] == pytest.approx(0.5 / 0.605) and one["ci_low"] is None and one["delta_low"] is None
+    same = stats.retention_ratio([0.5, 0.5, 0.5], [0.6, 0.6, 0.6])
+    assert same["ci_low"] == pytest.approx(0.5 / 0.6) == same["ci_high"]
+    # paired seeds that move together: resampling them jointly gives a narrower interval than apart
+    rng = np.random.default_rng(3)
+    shared = 0.05 * rng.standard_normal(8)
+    x, y = 0.5 + shared + 0.002 * rng.standard_normal(8), 0.6 + shared + 0.002 * rng.standard_normal(8)
+    p, u = stats.retention_ratio(x, y, paired=True), stats.retention_ratio(x, y, paired=False)
+    assert p["ci_high"] - p["ci_low"] < 0.5 * (u["ci_high"] - u["ci_low"])
+    assert p["delta_high"] - p["delta_low"] < 0.5 * (u["delta_high"] - u["delta_low"])
+    with pytest.raises(ValueError):
+        stats.retention_ratio([0.5, 0.6], [0.6], paired=True)
+    assert stats.retention_ratio([0.5], [0.0])["ratio"] is None
