@@ -5,7 +5,9 @@ Rules held here (../shared/docs/benchmarking.md, "Records"):
 - records are grouped by device and environment (device name, device type, driver, CUDA, torch); a plot, a table
   and a ratio only ever hold records of one group;
 - a failed measurement (OOM, n/a) is a result: it stays in the tables and is marked on the plots;
-- matplotlib is optional (`.[plot]`): without it the report has tables only and says so.
+- matplotlib is optional (`.[plot]`): without it the report has tables only and says so;
+- multi-seed train results get their statistics from stats.py (confidence intervals, Welch t-tests with Holm's
+  correction, the retention ratio to MHA with its confidence intervals).
 
 Every metric name the report reads is declared in the block below, and nowhere else.
 """
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from attnbench import __version__
+from attnbench import __version__, stats
 from attnbench.errors import AttnbenchError
 from attnbench.results import read, utc_now
 from attnbench.tables import cell, to_markdown
@@ -48,6 +50,12 @@ CURVES = "curves"  # extra key of a train record: [{step, seconds, train_loss, v
 CURVE_X = (("step", "step"), ("seconds", "wall-clock seconds"))
 CURVE_Y = (("val_loss", "validation loss"), ("val_acc", "validation accuracy"))
 PARAMS_COLUMNS = None  # params records: every metric they carry is shown
+# Seed statistics (stats.py) of multi-seed train runs: metric and whether higher is better.
+STATS_METRICS = (("test_acc", True), ("test_bpc", False))
+ATTN_PARAMS = "attn_params"  # attention-only parameter count, shown beside the retention ratio where records carry it
+BASELINE = "mha"  # retention ratios are an attention's score over this one's (MHE paper)
+RATIO = f"x {BASELINE.upper()}"
+RATIO_BOOT, RATIO_DELTA = f"{RATIO} CI (bootstrap)", f"{RATIO} CI (delta)"
 
 # Config keys (bench.py, train.py) that place a record on an axis or say where it ran, not which series it is in.
 SEQ_LEN, DEVICE_KEY, SEED, PRESET, NAME = "seq_len", "device", "seed", "preset", "name"
@@ -511,9 +519,78 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
                                    else means[TRAIN_ACC] - PAPER_ACCURACY[s.attn]})
         doc.table(rows, ["attention", "seeds", "failed", *TRAIN_COLUMNS])
         doc.add("Cells with two seeds or more read mean ± standard deviation across seeds.")
+        _seed_stats(doc, series)
         if paper_rows:
             doc.add(f"#### Against the RCMHA paper (Sugiharto et al. 2023, preset `{preset}`)", PAPER_NOTE)
             doc.table(paper_rows, ["attention", "ours: test_acc", "seeds", "paper: accuracy", "ours - paper"])
+
+
+def _ci(lo: float | None, hi: float | None) -> str | None:
+    return None if lo is None or hi is None else f"[{cell(lo)}, {cell(hi)}]"
+
+
+def _baseline(s: Series, series: Sequence[Series]) -> Series | None:
+    """The BASELINE series a series is divided by: the one whose settings differ from its own in fewest keys."""
+    def distance(b: Series) -> int:
+        return sum(repr(b.settings.get(k)) != repr(s.settings.get(k)) for k in {*b.settings, *s.settings})
+
+    return min((b for b in series if b.attn == BASELINE), key=lambda b: (distance(b), b.label), default=None)
+
+
+def _seed_values(s: Series, metric: str) -> list[float]:
+    vals = [_num((r.get("metrics") or {}).get(metric)) for r in s.records if _ok(r)]
+    return [v for v in vals if v is not None]
+
+
+def _summary_rows(series: Sequence[Series], groups: dict[str, list[float]], metric: str, higher: bool):
+    """Per series: mean ± std, the CI of the mean, the attention-parameter count and the retention ratio to
+    BASELINE (inverted where lower is better: stats.retention_ratio)."""
+    rows = []
+    for s in series:
+        if s.label not in groups:
+            continue
+        sm = stats.summary(groups[s.label])
+        row: dict[str, Any] = {"attention": s.label, "n": sm["n"],
+                               metric: sm["mean"] if sm["std"] is None else f"{cell(sm['mean'])} ± {cell(sm['std'])}",
+                               "95% CI": _ci(sm["ci_low"], sm["ci_high"]),
+                               ATTN_PARAMS: _mean_std(_seed_values(s, ATTN_PARAMS))[0]}
+        base = _baseline(s, series)
+        if base is s:
+            row[RATIO], row[RATIO_BOOT] = 1.0, "baseline"
+        elif base is not None and base.label in groups:
+            rr = stats.retention_ratio(groups[s.label], groups[base.label], higher_is_better=higher)
+            row.update({RATIO: rr["ratio"], RATIO_BOOT: _ci(rr["ci_low"], rr["ci_high"]),
+                        RATIO_DELTA: _ci(rr["delta_low"], rr["delta_high"])})
+        rows.append(row)
+    return rows
+
+
+def _seed_stats(doc: _Doc, series: Sequence[Series]) -> None:
+    """Per STATS_METRICS metric, when some series has two seeds or more: the summary rows, then Welch t-tests of
+    every pair with Holm's correction over that metric's pairs (stats.pairwise)."""
+    for metric, higher in STATS_METRICS:
+        groups = {s.label: _seed_values(s, metric) for s in series if _seed_values(s, metric)}
+        if not any(len(v) > 1 for v in groups.values()):
+            continue
+        inverted = "" if higher else f" (inverted, {BASELINE.upper()}'s over ours, so that below 1 is worse)"
+        doc.add(f"#### {metric} across seeds ({'higher' if higher else 'lower'} is better)",
+                f"Mean ± standard deviation and the {stats.CONFIDENCE:.0%} confidence interval of the mean (Student "
+                f"t). `{RATIO}` is the retention ratio (Xue & Aletras 2023), mean {metric} over "
+                f"{BASELINE.upper()}'s{inverted}, with {stats.CONFIDENCE:.0%} intervals from a percentile bootstrap "
+                "over seeds and from the delta method (Student t). At a handful of seeds the bootstrap interval runs "
+                "narrow (it sees no more spread than the seeds show): trust the delta interval and the p-values.")
+        doc.table(_summary_rows(series, groups, metric, higher),
+                  ["attention", "n", metric, "95% CI", ATTN_PARAMS, RATIO, RATIO_BOOT, RATIO_DELTA])
+        tested = {k: v for k, v in groups.items() if len(v) > 1}
+        pairs = [{"A": p["a"], "B": p["b"], "A - B": p["diff"], "95% CI of A - B": _ci(p["ci_low"], p["ci_high"]),
+                  "p (Welch)": p["p"], "p_holm": p["p_holm"], "verdict": p["verdict"]}
+                 for p in stats.pairwise(tested, higher_is_better=higher)]
+        few = [k for k in groups if k not in tested]
+        if pairs:
+            doc.add(f"Every pair: Welch's t-test (unequal variances); p_holm is Holm-adjusted over this table's pairs; "
+                    f"a pair is told apart when p_holm < {stats.ALPHA:.2g}."
+                    + (f" Not tested ({stats.TOO_FEW}: one seed): {', '.join(few)}." if few else ""))
+            doc.table(pairs, ["A", "B", "A - B", "95% CI of A - B", "p (Welch)", "p_holm", "verdict"])
 
 
 def _env_section(doc: _Doc, records) -> None:

@@ -142,6 +142,21 @@ def _bootstrap_kw(seed: int) -> dict:
     return {"rng": gen} if "rng" in inspect.signature(sps.bootstrap).parameters else {"random_state": gen}
 
 
+def _delta_interval(num: np.ndarray, den: np.ndarray, r: float, paired: bool) -> tuple[float, float]:
+    """The delta method for r = mean(num) / mean(den) (Casella & Berger 2002, §5.5.4): r is linearised as
+    (mean(num) - r mean(den)) / mean(den), so Var(r) ~ (sx²/nx + r² sy²/ny) / my², or Var(x - r y) / (n my²) for
+    paired seeds; r ± t · sqrt(Var) with Student t on the Welch-Satterthwaite degrees of freedom (Welch 1947), n - 1
+    when paired. The t quantile (not z) keeps the interval's coverage near 95 % at three to five seeds."""
+    if paired:
+        var, df = _sd(num - r * den) ** 2 / len(num), len(num) - 1
+    else:
+        a, b = _sd(num) ** 2 / len(num), r * r * _sd(den) ** 2 / len(den)
+        var = a + b
+        df = var**2 / (a * a / (len(num) - 1) + b * b / (len(den) - 1)) if var > 0 else math.inf
+    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df)) * math.sqrt(var) / abs(float(den.mean()))
+    return r - half, r + half
+
+
 def retention_ratio(scores: Sequence[float], baseline: Sequence[float], paired: bool = False, seed: int = 0,
                     higher_is_better: bool = True) -> dict:
     """MHE's performance retention ratio (Xue & Aletras 2023, arXiv 2310.07911: an attention's score divided by MHA's
@@ -149,11 +164,11 @@ def retention_ratio(scores: Sequence[float], baseline: Sequence[float], paired: 
     mean(baseline) / mean(scores), so that 1 is parity and below 1 is worse in both cases (our convention).
 
     95 % interval by the percentile bootstrap (scipy.stats.bootstrap; each group resampled on its own, or the seeds
-    resampled jointly with paired=True, which needs equal lengths), and as a cross-check the delta method: for
-    r = mx / my, Var(r) ~ r² (sx²/(nx mx²) + sy²/(ny my²) - 2 sxy/(n mx my)) (Casella & Berger 2002, §5.5.4; the
-    covariance term only when paired), r ± z_{0.975} sqrt(Var). Intervals are None when either group has fewer than
-    two values; every figure is None when a mean is zero or a group is empty. With a handful of seeds both intervals
-    are approximate (the bootstrap sees few distinct resamples, the delta method assumes normality).
+    resampled jointly with paired=True, which needs equal lengths) and, as a cross-check, by the delta method
+    (_delta_interval). The bootstrap runs narrow at a handful of seeds: it cannot see more spread than the seeds
+    show (in tests/test_stats.py it covers the true ratio ~80 % of the time at 3 seeds, the delta interval ~95 %).
+    Intervals are None when either group has fewer than two values; every figure is None when a group is empty or a
+    mean is zero.
     """
     x, y = _values(scores), _values(baseline)
     if paired and len(x) != len(y):
@@ -171,10 +186,5 @@ def retention_ratio(scores: Sequence[float], baseline: Sequence[float], paired: 
     lo, hi = res.confidence_interval
     if math.isfinite(lo) and math.isfinite(hi):
         out["ci_low"], out["ci_high"] = float(lo), float(hi)
-    mx, my = num.mean(), den.mean()
-    var = _sd(num) ** 2 / (len(num) * mx**2) + _sd(den) ** 2 / (len(den) * my**2)
-    if paired:
-        var -= 2 * float(np.cov(num, den, ddof=1)[0, 1]) / (len(num) * mx * my)
-    half = float(sps.norm.ppf(0.5 + CONFIDENCE / 2)) * abs(r) * math.sqrt(max(float(var), 0.0))
-    out["delta_low"], out["delta_high"] = r - half, r + half
+    out["delta_low"], out["delta_high"] = _delta_interval(num, den, r, paired)
     return out

@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -286,3 +287,67 @@ def test_speed_ratio_only_within_one_run(tmp_path):
     md = report.build_report([a, c], tmp_path / "out2", plots=False).markdown.read_text()
     row = next(r for r in md_rows(md, "rmha") if r.get("T") == "512" and "median_ms" in r)
     assert row["x MHA"] == "1.25"
+
+
+def _seeded(attn, accs, bpcs, **extra):
+    """Train records of one attention, one per seed, with the given test accuracies and bpc."""
+    recs = []
+    for seed, (acc, bpc) in enumerate(zip(accs, bpcs)):
+        r = train_rec(attn, seed, acc)
+        r["metrics"].update({"test_bpc": bpc, **extra})
+        recs.append(r)
+    return recs
+
+
+def test_seed_statistics_welch_holm_and_retention(tmp_path):
+    from scipy import stats as sps
+
+    from attnbench import stats
+    from attnbench.tables import cell
+
+    acc = {"mha": [0.560, 0.562, 0.558, 0.561, 0.559], "gqa": [0.561, 0.559, 0.560, 0.562, 0.558],
+           "sha": [0.600, 0.603, 0.598, 0.601, 0.602]}
+    bpc = {"mha": [2.20, 2.21, 2.19, 2.22, 2.20], "gqa": [2.21, 2.19, 2.20, 2.21, 2.20],
+           "sha": [2.00, 2.01, 1.99, 2.02, 2.00]}
+    recs = [r for a in acc for r in _seeded(a, acc[a], bpc[a], attn_params=1000 if a == "sha" else 3000)]
+    recs += _seeded("mhe-add", [0.57], [2.1])  # one seed: summarised, never tested
+    md = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out", plots=False).markdown.read_text()
+    assert "#### test_acc across seeds (higher is better)" in md
+    assert "#### test_bpc across seeds (lower is better)" in md
+
+    sha = next(r for r in md_rows(md, "sha") if "x MHA" in r and "test_acc" in r)
+    mean, sd = float(np.mean(acc["sha"])), float(np.std(acc["sha"], ddof=1))
+    ci = sps.ttest_1samp(acc["sha"], 0.0).confidence_interval(0.95)
+    assert (sha["n"], sha["test_acc"], sha["95% CI"]) == ("5", f"{cell(mean)} ± {cell(sd)}",
+                                                         f"[{cell(ci.low)}, {cell(ci.high)}]")
+    assert sha["x MHA"] == cell(mean / float(np.mean(acc["mha"]))) and sha["attn_params"] == "1,000"
+    lo, hi = (float(v) for v in sha["x MHA CI (delta)"].strip("[]").split(","))
+    assert lo < float(sha["x MHA"]) < hi and sha["x MHA CI (bootstrap)"].startswith("[")
+    mha = next(r for r in md_rows(md, "mha") if "x MHA" in r and "test_acc" in r)
+    assert (mha["x MHA"], mha["x MHA CI (bootstrap)"]) == ("1", "baseline")
+    one = next(r for r in md_rows(md, "mhe-add") if "x MHA" in r and "test_acc" in r)
+    assert (one["n"], one["95% CI"], one["x MHA CI (delta)"]) == ("1", "-", "-")
+
+    # pairs: Welch p from scipy, Holm over the three tested pairs of this metric; mhe-add is named, not tested
+    pairs = {(r["A"], r["B"]): r for a in acc for r in md_rows(md, a) if "verdict" in r and r["p (Welch)"] != "-"}
+    acc_pairs = [("gqa", "mha"), ("gqa", "sha"), ("mha", "sha")]  # series in label order
+    raw = [sps.ttest_ind(acc[a], acc[b], equal_var=False).pvalue for a, b in acc_pairs]
+    for (a, b), p, p_holm in zip(acc_pairs, raw, stats.holm(raw)):
+        row = next(r for r in md_rows(md, a) if r.get("B") == b and "verdict" in r)  # the test_acc table comes first
+        assert (row["p (Welch)"], row["p_holm"]) == (cell(p), cell(p_holm))
+    assert next(r for r in md_rows(md, "mha") if r.get("B") == "sha")["verdict"].startswith("sha better than mha")
+    assert next(r for r in md_rows(md, "gqa") if r.get("B") == "mha")["verdict"].startswith("cannot be told apart")
+    assert "Not tested (too few runs: one seed): mhe-add." in md
+    assert not any(r.get("B") == "mhe-add" or r.get("A") == "mhe-add" for r in pairs.values())
+    # bpc: lower is better, so sha wins again and its inverted ratio (MHA's over sha's) is above 1
+    sha_bpc = next(r for r in md_rows(md, "sha") if "x MHA" in r and "test_bpc" in r)
+    assert sha_bpc["x MHA"] == cell(float(np.mean(bpc["mha"])) / float(np.mean(bpc["sha"])))
+    assert float(sha_bpc["x MHA"]) > 1
+    bpc_rows = [r for r in md_rows(md, "mha") if r.get("B") == "sha" and "verdict" in r]
+    assert len(bpc_rows) == 2 and bpc_rows[1]["verdict"].startswith("sha better than mha")
+
+
+def test_no_seed_statistics_for_single_seed_runs(tmp_path):
+    f = write(tmp_path / "t.jsonl", [train_rec(a, 0, 0.5) for a in ("mha", "sha")])
+    md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
+    assert "#### test_acc across seeds" not in md and "p_holm" not in md
