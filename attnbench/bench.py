@@ -9,46 +9,19 @@ row ("sdpa", attn=None) is timed by the same code as the baseline MHA is compare
 from __future__ import annotations
 
 import gc
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from attnbench import results
-from attnbench.config import AttnConfig
-from attnbench.errors import AttnbenchError
+from attnbench.config import AttnConfig, BenchSettings, check_finite
+from attnbench.errors import AttnbenchError, classify
+from attnbench.workload import BASELINES, Workload, build_workload
 
-BASELINE = "sdpa"  # bare scaled_dot_product_attention(is_causal=True) on [B, n, T, d]
-BASELINE_PROJ = "sdpa+proj"  # the same call with bare F.linear Q|K|V (one GEMM) and O: MHA's cost, no module code
-BASELINES = (BASELINE, BASELINE_PROJ)
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-DEVICES = ("auto", "cuda", "cpu")
 IMPL_CHOICES = ("fast", "reference", "both")
 SPEED_MODES = ("fwd", "bwd", "fwd+bwd", "step")
 MEMORY_MODES = ("fwd", "fwd+bwd")
 CHECK_TOL = {"float32": 1e-3, "bfloat16": 3e-2, "float16": 5e-3}  # max |fast-ref| / max |ref|
-
-
-@dataclass
-class BenchSettings:
-    """Every default of the speed and memory sweeps, declared once (style.md, habit 5)."""
-
-    seq_lens: tuple[int, ...] = (1024,)
-    batch: int = 4
-    heads: int = AttnConfig.n_heads
-    d_model: int = AttnConfig.d_model
-    kv_heads: int | None = None
-    d_pos: int | None = None  # rmha/rcmha sinusoid width d_R (None: AttnConfig's default, the head width)
-    attn: str | None = None  # None: every registered attention
-    dtype: str | None = None  # None: bf16 on GPU, fp32 on CPU
-    device: str = "auto"
-    mode: str = "fwd+bwd"
-    impl: str = "fast"
-    compile: bool = False
-    cuda_graph: bool = False  # speed: time replays of the call captured as a CUDA graph (GPU work, no host overhead)
-    flush_l2: bool = False
-    baseline: bool = True  # the bare SDPA row
-    check_seq_len: int = 64  # size of the fast-vs-reference check
-    max_time_s: float = 2.0  # time cap per measurement
-    results_dir: str = "results"
 
 
 def parse_seq_lens(spec: str) -> tuple[int, ...]:
@@ -66,18 +39,6 @@ def parse_seq_lens(spec: str) -> tuple[int, ...]:
     if not out:
         raise AttnbenchError("--seq-len is empty", 2)
     return tuple(dict.fromkeys(out))
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device not in DEVICES:
-        raise AttnbenchError(f"unknown device {device!r}; valid: {', '.join(DEVICES)}", 2)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AttnbenchError("--device cuda: no CUDA GPU is visible to torch (use --device cpu or auto)", 2)
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def resolve_dtype(dtype: str | None, device: str):
@@ -101,6 +62,7 @@ def validate(s: BenchSettings, kind: str) -> None:
         raise AttnbenchError(f"unknown impl {s.impl!r}; valid: {', '.join(IMPL_CHOICES)}", 2)
     if s.batch <= 0:
         raise AttnbenchError(f"--batch must be positive, got {s.batch}", 2)
+    check_finite(s)
     if s.max_time_s <= 0:
         raise AttnbenchError(f"--max-time must be positive, got {s.max_time_s}", 2)
     if not s.seq_lens or any(t <= 0 for t in s.seq_lens):
@@ -113,72 +75,6 @@ def validate(s: BenchSettings, kind: str) -> None:
                                  "mode='reduce-overhead' for graphs)", 2)
     parse_names(s.attn)
     AttnConfig(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads, d_pos=s.d_pos)  # shape errors, one line
-
-
-# ----------------------------------------------------------------------------------------------- workloads
-@dataclass
-class Workload:
-    """One thing to time: forward() -> tensor, the tensors whose gradients are reset, its FLOP shape."""
-
-    name: str
-    impl: str
-    forward: Callable[[], Any]
-    leaves: list
-    params: list
-    inputs: list
-    core_heads: int
-    head_dim: int
-    module: Any = None
-    config: dict = field(default_factory=dict)
-    linear_fwd_flops: float | None = None  # known in closed form for the baselines; else counted with hooks
-
-
-def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int, heads: int, kv_heads: int | None,
-                   device: str, dtype, compile: bool = False, d_pos: int | None = None) -> Workload:
-    """The attention `name` (or the bare SDPA baseline) on random inputs of the benchmark shape."""
-    import torch
-    import torch.nn.functional as F
-
-    if name == BASELINE:
-        d = d_model // heads
-        q, k, v = (torch.randn(batch, heads, seq_len, d, device=device, dtype=dtype, requires_grad=True)
-                   for _ in range(3))  # [B, n, T, d]
-
-        def fwd():
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-
-        fn = torch.compile(fwd) if compile else fwd
-        return Workload(name, "fast", fn, [q, k, v], [], [q, k, v], heads, d,
-                        config={"shape": "[B, n, T, d]", "is_causal": True}, linear_fwd_flops=0.0)
-    if name == BASELINE_PROJ:
-        d = d_model // heads
-        x = torch.randn(batch, seq_len, d_model, device=device, dtype=dtype, requires_grad=True)  # [B, T, D]
-        ws = [(torch.randn(n * d_model, d_model, device=device, dtype=dtype) / d_model**0.5).requires_grad_(True)
-              for n in (3, 1)]  # W_qkv [3D, D], W_o [D, D]
-
-        def fwd_proj():
-            B, T, D = x.shape
-            # one GEMM for Q|K|V split into views, as the fast attentions do (indexing a [B, T, 3, n, d] view
-            # instead costs the backward three zero-filled full-size gradients: 1.14x mha at T=4096 on an H100)
-            q, k, v = (t.view(B, T, heads, d).transpose(1, 2) for t in F.linear(x, ws[0]).split(D, dim=-1))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            return F.linear(y.transpose(1, 2).reshape(B, T, D), ws[1])  # [B, T, D]
-
-        fn = torch.compile(fwd_proj) if compile else fwd_proj
-        return Workload(name, "fast", fn, [x, *ws], ws, [x], heads, d,
-                        config={"shape": "[B, T, D]", "is_causal": True, "projections": "F.linear: Q|K|V fused, O; no bias"},
-                        linear_fwd_flops=4 * 2.0 * batch * seq_len * d_model * d_model)
-    from attnbench.attention import build
-
-    mod = build(name, d_model=d_model, n_heads=heads, kv_heads=kv_heads, impl=impl, d_pos=d_pos).to(
-        device=device, dtype=dtype)
-    x = torch.randn(batch, seq_len, d_model, device=device, dtype=dtype, requires_grad=True)  # [B, T, D]
-    call = torch.compile(mod) if compile else mod
-    params = list(mod.parameters())
-    cfg = mod.cfg
-    core_heads = getattr(mod, "core_heads", 1 if name == "sha" else cfg.n_heads)
-    return Workload(name, impl, lambda: call(x), [x, *params], params, [x], core_heads, cfg.head_dim, mod,
-                    cfg.to_dict())
 
 
 def check_fast(name: str, s: BenchSettings, device: str, dtype) -> dict[str, Any]:
@@ -218,19 +114,6 @@ def check_fast(name: str, s: BenchSettings, device: str, dtype) -> dict[str, Any
     tol = CHECK_TOL[str(dtype).replace("torch.", "")]
     err = max(errs)
     return {"ok": bool(err <= tol), "max_rel_err": err, "tol": tol, "seq_len": T}
-
-
-def classify(e: BaseException) -> tuple[str, str]:
-    """A failed measurement as (status, reason): 'oom', 'n/a' (unsupported) or 'error'."""
-    import torch
-
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in msg.lower():
-        return "oom", msg[:200]
-    if isinstance(e, (AttnbenchError, NotImplementedError)) or "not supported" in msg.lower() \
-            or "no available kernel" in msg.lower():
-        return "n/a", msg[:200]
-    return "error", f"{type(e).__name__}: {msg}"[:300]
 
 
 def _free(device: str) -> None:
@@ -316,10 +199,14 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
 
     from attnbench.attention import parse_names
 
+    from attnbench.device import select
+
     validate(s, kind)
-    device = resolve_device(s.device)
-    if kind == "speed" and s.cuda_graph and device != "cuda":
-        raise AttnbenchError("--cuda-graph needs a CUDA GPU (device is cpu)", 2)
+    device = select(s.device)
+    for flag, on in (("--cuda-graph", kind == "speed" and s.cuda_graph), ("--flush-l2", s.flush_l2),
+                     ("--compile", s.compile)):
+        if on and device != "cuda":
+            raise AttnbenchError(f"{flag} needs a CUDA GPU (device is {device})")
     dtype = resolve_dtype(s.dtype, device)
     dtype_name = str(dtype).replace("torch.", "")
     names = _order(parse_names(s.attn), s.baseline)

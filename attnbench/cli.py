@@ -1,20 +1,56 @@
 """Thin Typer commands: parse, delegate, print. No torch import at module level, so `--help` is instant.
 
-Every user-caused problem is an AttnbenchError, turned into one red line on stderr and a non-zero exit
-(the traceback only with ATTNBENCH_DEBUG=1).
+Errors are caught once, at the top (`_TopLevel.invoke`, under `main()` and the tests' CliRunner alike): an
+AttnbenchError becomes one red line on stderr and its exit code (errors.py: 1 a run failed, 2 bad input,
+130 interrupted); the traceback only with ATTNBENCH_DEBUG=1. Option defaults come from the dataclasses in config.py.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
+
+from attnbench.config import FORMAT, AttnConfig, BenchSettings, ParamsSettings, ReportSettings, TrainJob
+
+EXIT_CODES = "Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted."
+
+
+def _say_error(message: str) -> None:
+    """One red line on stderr; under torchrun only rank 0 speaks (a peer's failure reaches it as a failed
+    collective, which it reports)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True, markup=True)
+
+
+class _TopLevel(TyperGroup):
+    """The one error funnel (style.md, habit 11): nothing below it catches broadly."""
+
+    def invoke(self, ctx):
+        from attnbench.errors import EXIT_INTERRUPTED, AttnbenchError
+
+        try:
+            return super().invoke(ctx)
+        except AttnbenchError as e:
+            if os.environ.get("ATTNBENCH_DEBUG"):
+                raise
+            _say_error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            _say_error("interrupted; every finished measurement is already on disk")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
 
 app = typer.Typer(
+    cls=_TopLevel,
     name="attnbench",
     help="What an attention mechanism costs and what it buys: parameters, memory, speed, language-model quality.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -26,66 +62,41 @@ DModelOpt = Annotated[int, typer.Option("--d-model", help="Model width D.")]
 HeadsOpt = Annotated[int, typer.Option("--heads", help="Number of heads n.")]
 KVHeadsOpt = Annotated[Optional[int], typer.Option("--kv-heads", help="K/V heads for gqa (default heads/4).")]
 FormatOpt = Annotated[str, typer.Option("--format", help="Screen output: table|markdown|csv|json.")]
-ResultsOpt = Annotated[str, typer.Option("--results-dir", help="Where run records (JSON Lines) are written.")]
-
-
-def _fail(message: str, code: int = 1) -> None:
-    from rich.console import Console
-
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def run_guarded(fn, *args, **kwargs):
-    """Call library code; turn AttnbenchError (and a few environment failures) into one clear line."""
-    from attnbench.errors import AttnbenchError
-
-    try:
-        return fn(*args, **kwargs)
-    except AttnbenchError as e:
-        if os.environ.get("ATTNBENCH_DEBUG"):
-            raise
-        _fail(str(e), e.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; every finished measurement was already written to disk", 130)
-
-
-def _defaults():
-    from attnbench.config import AttnConfig
-
-    return AttnConfig()
+ResultsOpt = Annotated[str, typer.Option("--results-dir", help="Where run records (JSON Lines) are written "
+                                                               "(default: the git-ignored results/scratch).")]
 
 
 # --------------------------------------------------------------------------------------------------- list
 @app.command("list")
-def list_cmd(fmt: FormatOpt = "table") -> None:
+def list_cmd(fmt: FormatOpt = FORMAT) -> None:
     """Every registered attention, with its paper and a one-line description."""
     from attnbench.tables import render_rows
     from attnbench.attention import get, names
 
     rows = [{"name": n, "paper": get(n).paper, "description": get(n).summary} for n in names()]
-    run_guarded(render_rows, rows, fmt, title="Registered attentions")
+    render_rows(rows, fmt, title="Registered attentions")
 
 
 # --------------------------------------------------------------------------------------------------- params
-_D = 1024  # AttnConfig.d_model; typer needs a literal default, tests assert they agree
-_H = 16  # AttnConfig.n_heads
-
-
-def _param_count(attn: AttnOpt = None, d_model: DModelOpt = _D, heads: HeadsOpt = _H, kv_heads: KVHeadsOpt = None,
-                 layers: Annotated[int, typer.Option("--layers", help="Number of layers.")] = 1,
-                 fmt: FormatOpt = "table",
-                 save: Annotated[bool, typer.Option("--save", help="Also write the rows as records.")] = False,
-                 results_dir: ResultsOpt = "results") -> None:
+def _param_count(attn: AttnOpt = None, d_model: DModelOpt = AttnConfig.d_model, heads: HeadsOpt = AttnConfig.n_heads,
+                 kv_heads: KVHeadsOpt = None,
+                 layers: Annotated[int, typer.Option("--layers", help="Number of layers.")] = ParamsSettings.layers,
+                 fmt: FormatOpt = FORMAT,
+                 save: Annotated[bool, typer.Option("--save", help="Also write the rows as records.")]
+                 = ParamsSettings.save,
+                 results_dir: ResultsOpt = ParamsSettings.results_dir) -> None:
     """Parameters of every attention (counted and closed-form), ratio to MHA, and the MHE paper's identities."""
     from attnbench.params import param_table, save_records
+    from attnbench.results import check_writable_dir
     from attnbench.tables import check_format, render_params
 
-    run_guarded(check_format, fmt)
-    table = run_guarded(param_table, attn, d_model=d_model, n_heads=heads, kv_heads=kv_heads, layers=layers)
-    run_guarded(render_params, table, fmt)
+    check_format(fmt)
     if save:
-        path = run_guarded(save_records, table, results_dir)
+        check_writable_dir(results_dir, "--results-dir")
+    table = param_table(attn, d_model=d_model, n_heads=heads, kv_heads=kv_heads, layers=layers)
+    render_params(table, fmt)
+    if save:
+        path = save_records(table, results_dir)
         typer.echo(f"records: {path}", err=fmt in ("json", "csv"))
 
 
@@ -94,12 +105,12 @@ app.command("params", help="Alias of param-count.")(_param_count)
 
 # --------------------------------------------------------------------------------------------------- speed / memory
 # (issue 3) BEGIN speed-memory block
-from attnbench.bench import BenchSettings as _Bench  # no torch at import; the defaults' one home
+_Bench = BenchSettings  # the sweeps' defaults (config.py)
 
 SeqLenOpt = Annotated[str, typer.Option("--seq-len", help="Sequence length(s), comma-separated: 512,1024,2048.")]
 BatchOpt = Annotated[int, typer.Option("--batch", help="Batch size B.")]
 DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="bf16|fp16|fp32 (default bf16 on GPU, fp32 on CPU).")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cuda|cpu.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto|cpu|cuda|cuda:N.")]
 ImplOpt = Annotated[str, typer.Option("--impl", help="fast|reference|both.")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile; compile time reported apart.")]
 GraphOpt = Annotated[bool, typer.Option("--cuda-graph", help="Time replays of each call captured as a CUDA graph "
@@ -111,17 +122,15 @@ MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per meas
 DPosOpt = Annotated[Optional[int], typer.Option("--d-pos", help="rmha/rcmha sinusoid width d_R (default: head width).")]
 
 
-def _sweep(kind: str, settings_kw: dict, fmt: str) -> None:
-    from attnbench.bench import BenchSettings, parse_seq_lens, run
+def _sweep(kind: str, settings: BenchSettings, fmt: str) -> None:
+    from attnbench.bench import run
     from attnbench.tables import check_format, render_rows
 
-    run_guarded(check_format, fmt)
-    seq_lens = run_guarded(parse_seq_lens, settings_kw.pop("seq_len"))
-    settings = BenchSettings(seq_lens=seq_lens, **settings_kw)
-    res = run_guarded(run, kind, settings)
+    check_format(fmt)
+    res = run(kind, settings)
     title = f"{'Speed' if kind == 'speed' else 'Memory'} ({settings.mode}, B={settings.batch}, " \
             f"heads={settings.heads}, d_model={settings.d_model})"
-    run_guarded(render_rows, res.rows, fmt, title=title, columns=res.columns, notes=res.notes)
+    render_rows(res.rows, fmt, title=title, columns=res.columns, notes=res.notes)
 
 
 def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
@@ -132,13 +141,15 @@ def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_len
                    impl: ImplOpt = _Bench.impl, compile: CompileOpt = _Bench.compile,
                    cuda_graph: GraphOpt = _Bench.cuda_graph,
                    flush_l2: FlushOpt = _Bench.flush_l2, baseline: BaselineOpt = _Bench.baseline,
-                   max_time: MaxTimeOpt = _Bench.max_time_s, fmt: FormatOpt = "table",
+                   max_time: MaxTimeOpt = _Bench.max_time_s, fmt: FormatOpt = FORMAT,
                    results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Time every attention: median and IQR, tokens/s, TFLOP/s, ratio to MHA and to a measured matmul ceiling."""
-    _sweep("speed", dict(attn=attn, seq_len=seq_len, batch=batch, heads=heads, d_model=d_model, kv_heads=kv_heads,
-                         d_pos=d_pos, dtype=dtype, device=device, mode=mode, impl=impl, compile=compile,
-                         cuda_graph=cuda_graph, flush_l2=flush_l2, baseline=baseline, max_time_s=max_time,
-                         results_dir=results_dir), fmt)
+    from attnbench.bench import parse_seq_lens
+
+    _sweep("speed", BenchSettings(attn=attn, seq_lens=parse_seq_lens(seq_len), batch=batch, heads=heads,
+                                  d_model=d_model, kv_heads=kv_heads, d_pos=d_pos, dtype=dtype, device=device,
+                                  mode=mode, impl=impl, compile=compile, cuda_graph=cuda_graph, flush_l2=flush_l2,
+                                  baseline=baseline, max_time_s=max_time, results_dir=results_dir), fmt)
 
 
 def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
@@ -146,12 +157,14 @@ def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_le
                     d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, d_pos: DPosOpt = None,
                     dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
                     mode: Annotated[str, typer.Option("--mode", help="fwd|fwd+bwd.")] = _Bench.mode,
-                    impl: ImplOpt = _Bench.impl, baseline: BaselineOpt = _Bench.baseline, fmt: FormatOpt = "table",
+                    impl: ImplOpt = _Bench.impl, baseline: BaselineOpt = _Bench.baseline, fmt: FormatOpt = FORMAT,
                     results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Memory of every attention: allocator (activations, peak, reserved), NVML device-wide, CPU peak RSS, estimate."""
-    _sweep("memory", dict(attn=attn, seq_len=seq_len, batch=batch, heads=heads, d_model=d_model, kv_heads=kv_heads,
-                          d_pos=d_pos, dtype=dtype, device=device, mode=mode, impl=impl, baseline=baseline,
-                          results_dir=results_dir), fmt)
+    from attnbench.bench import parse_seq_lens
+
+    _sweep("memory", BenchSettings(attn=attn, seq_lens=parse_seq_lens(seq_len), batch=batch, heads=heads,
+                                   d_model=d_model, kv_heads=kv_heads, d_pos=d_pos, dtype=dtype, device=device,
+                                   mode=mode, impl=impl, baseline=baseline, results_dir=results_dir), fmt)
 
 
 app.command("profile-speed")(_profile_speed)
@@ -161,8 +174,9 @@ app.command("memory", help="Alias of profile-memory.")(_profile_memory)
 # (issue 3) END speed-memory block
 
 # --------------------------------------------------------------------------------------------------- train
-# (issue 4) BEGIN train block
-_T = Annotated  # the train overrides: None means "the preset's value" (defaults live in train.TrainConfig)
+# --------------------------------------------------------------------------------------------------- train
+_T = Annotated  # the train overrides: None means "the preset's value" (defaults live in config.TrainConfig)
+_J = TrainJob  # the train command's own defaults (config.TrainJob)
 
 
 def _o(flag: str, text: str):
@@ -171,27 +185,28 @@ def _o(flag: str, text: str):
 
 @app.command("train")
 def _train(
-    attn: AttnOpt = "mha",
-    preset: _T[str, typer.Option("--preset", help="default | paper | tiny.")] = "default",
-    seeds: _T[int, typer.Option("--seeds", help="Seeds per attention (mean ± std when > 1).")] = 1,
-    sample: _T[int, typer.Option("--sample", help="Print N generated characters after training.")] = 0,
-    data: _T[Optional[str], typer.Option("--data", help="Corpus file (any UTF-8 text; no checksum check).")] = None,
-    resume: _T[Optional[str], typer.Option("--resume", help="Continue from a checkpoint (.pt).")] = None,
-    results_dir: ResultsOpt = "results",
-    ckpt_dir: _T[str, typer.Option("--checkpoints-dir", help="Where checkpoints go.")] = "checkpoints",
-    fmt: FormatOpt = "table",
+    context: typer.Context,
+    attn: _T[str, typer.Option("--attn", help="Attention(s), comma-separated, or 'all'.")] = _J.attn,
+    preset: _T[str, typer.Option("--preset", help="default | paper | tiny.")] = _J.preset,
+    seeds: _T[int, typer.Option("--seeds", help="Seeds per attention (mean ± std when > 1).")] = _J.seeds,
+    sample: _T[int, typer.Option("--sample", help="Print N generated characters after training.")] = _J.sample,
+    data: _T[Optional[str], typer.Option("--data", help="Corpus file (any UTF-8 text; no checksum check).")] = _J.data,
+    resume: _T[Optional[str], typer.Option("--resume", help="Continue an interrupted run: its checkpoint folder "
+                                                            "(or a .pt in it), as printed when it stopped.")] = None,
+    results_dir: ResultsOpt = _J.results_dir,
+    checkpoints_dir: _T[str, typer.Option("--checkpoints-dir", help="Where checkpoints go.")] = _J.checkpoints_dir,
+    fmt: FormatOpt = FORMAT,
     n_layers: _T[Optional[int], _o("--layers", "Decoder blocks.")] = None,
     d_model: _T[Optional[int], _o("--d-model", "Model width D.")] = None,
     n_heads: _T[Optional[int], _o("--heads", "Heads n.")] = None,
     kv_heads: _T[Optional[int], _o("--kv-heads", "K/V heads (gqa).")] = None,
     d_ff: _T[Optional[int], _o("--d-ff", "FFN width (0: 4·D).")] = None,
-    act: _T[Optional[str], _o("--act", "FFN activation: gelu|relu|relu2|auto.")] = None,
-    base_act: _T[Optional[str], _o("--base-act", "What auto means for attentions other than rcmha.")] = None,
+    act: _T[Optional[str], _o("--act", "FFN activation, the same for every attention: gelu|relu|relu2.")] = None,
     dropout: _T[Optional[float], _o("--dropout", "Dropout.")] = None,
     ctx: _T[Optional[int], _o("--ctx", "Context / segment length.")] = None,
     mem_len: _T[Optional[int], _o("--mem-len", "Transformer-XL memory (0: off).")] = None,
     attn_impl: _T[Optional[str], _o("--impl", "Attention path: fast|reference.")] = None,
-    pos: _T[Optional[str], _o("--pos", "rmha/rcmha positions: sinusoid|learned.")] = None,
+    pos: _T[Optional[str], _o("--pos", "Relative positions (attentions that have them): sinusoid|learned.")] = None,
     batch: _T[Optional[int], _o("--batch", "Batch size.")] = None,
     steps: _T[Optional[int], _o("--steps", "Optimiser steps.")] = None,
     epochs: _T[Optional[float], _o("--epochs", "Epochs (> 0 overrides --steps).")] = None,
@@ -210,42 +225,46 @@ def _train(
     seed: _T[Optional[int], _o("--seed", "First seed.")] = None,
     device: _T[Optional[str], _o("--device", "auto|cpu|cuda|cuda:N.")] = None,
     amp: _T[Optional[bool], _o("--amp/--no-amp", "bf16 autocast on GPU.")] = None,
-    compile_: _T[Optional[bool], _o("--compile/--no-compile", "torch.compile the model (GPU).")] = None,
+    compile: _T[Optional[bool], _o("--compile/--no-compile", "torch.compile the model (GPU).")] = None,
     cuda_graph: _T[Optional[bool], _o("--cuda-graph/--no-cuda-graph",
                                       "Replay the training step as a CUDA graph (GPU, mem-len 0, one process).")] = None,
 ) -> None:
     """Train character-level language models on Tiny Shakespeare, one per attention, and compare them."""
-    overrides = {k: v for k, v in locals().items() if k not in _TRAIN_OWN}
-    overrides["compile"] = overrides.pop("compile_")
-    run_guarded(_train_run, attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir, fmt, overrides)
+    job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, data=data, results_dir=results_dir,
+                   checkpoints_dir=checkpoints_dir)
+    overrides = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, kv_heads=kv_heads, d_ff=d_ff, act=act,
+                     dropout=dropout, ctx=ctx, mem_len=mem_len, attn_impl=attn_impl, pos=pos, batch=batch,
+                     steps=steps, epochs=epochs, lr=lr, min_lr=min_lr, schedule=schedule, warmup=warmup,
+                     weight_decay=weight_decay, beta1=beta1, beta2=beta2, grad_clip=grad_clip, eval_every=eval_every,
+                     eval_stride=eval_stride, eval_batch=eval_batch, log_every=log_every, seed=seed, device=device,
+                     amp=amp, compile=compile, cuda_graph=cuda_graph)
+    _train_command(job, overrides, resume, fmt, given=_typed(context))
 
 
-_TRAIN_OWN = ("attn", "preset", "seeds", "sample", "data", "resume", "results_dir", "ckpt_dir", "fmt")
+def _typed(context: typer.Context) -> set[str]:
+    """The options typed on the command line (not defaults), by parameter name."""
+    from click.core import ParameterSource
+
+    return {name for name in context.params if context.get_parameter_source(name) is ParameterSource.COMMANDLINE}
+
+
+def _train_command(job, overrides, resume, fmt, given):
+    _train_run(job.attn, job.preset, job.seeds, job.sample, job.data, resume, job.results_dir, job.checkpoints_dir, fmt, overrides)
 
 
 def _train_run(*args) -> None:
     """Under torchrun only rank 0 speaks: the other ranks exit with the same code but print no error line (a peer's
     failure reaches rank 0 as a failed collective, which it reports as one line)."""
     from attnbench import distributed
-    from attnbench.errors import AttnbenchError
+    from attnbench.errors import RunFailed
 
     proc = distributed.from_env()
     try:
         _train_body(*args)
-    except AttnbenchError as e:
-        if proc.is_main:
-            raise
-        raise typer.Exit(e.exit_code)
-    except KeyboardInterrupt:
-        if proc.is_main:
-            raise
-        raise typer.Exit(130)
     except Exception as e:
         if not (proc.world > 1 and distributed.is_collective_failure(e)):
             raise
-        if not proc.is_main:
-            raise typer.Exit(1)
-        raise AttnbenchError(f"another process stopped ({type(e).__name__}); torchrun's summary names its rank") \
+        raise RunFailed(f"another process stopped ({type(e).__name__}); torchrun's summary names its rank") \
             from None
     finally:
         distributed.cleanup()
@@ -340,69 +359,85 @@ def _train_body(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir
 # (issue 4) END train block
 
 # --------------------------------------------------------------------------------------------------- report / env
-# (issue 6) BEGIN report-env block
-_REPORT_IN = "results"  # report.DEFAULT_RESULTS; typer needs a literal default, tests assert they agree
-_REPORT_OUT = "results/report"  # report.DEFAULT_OUT
-
-
+# --------------------------------------------------------------------------------------------------- report / env
 @app.command("report")
 def _report(
     paths: Annotated[Optional[list[str]], typer.Argument(help="Record files or folders (default: results/).")] = None,
-    out: Annotated[str, typer.Option("--out", help="Folder for report.md and the PNG plots.")] = _REPORT_OUT,
+    out: Annotated[str, typer.Option("--out", help="Folder for report.md and the PNG plots (default: the git-ignored "
+                                                   "results/scratch/report; the committed results/report only when "
+                                                   "named here).")] = ReportSettings.out,
     compare: Annotated[Optional[tuple[str, str]], typer.Option(
         "--compare", help="Two runs (files or folders) side by side: change in % per row, flagged beyond the spread.",
         metavar="A B")] = None,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw PNG plots (needs matplotlib).")] = True,
-    fmt: FormatOpt = "table",
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Draw PNG plots (needs matplotlib).")]
+    = ReportSettings.plots,
+    fmt: FormatOpt = FORMAT,
 ) -> None:
     """Markdown report with tables and PNG plots from run records; or --compare A B."""
-    from pathlib import Path
+    from attnbench.errors import AttnbenchError
+    from attnbench.results import check_writable_dir
+    from attnbench.tables import check_format
 
+    check_format(fmt)
+    if compare is not None and paths:
+        raise AttnbenchError("give either PATHS or --compare A B, not both")
+    check_writable_dir(out, "--out")
+    if compare is not None:
+        _compare(compare, out, fmt)
+    else:
+        _build_report(paths or [ReportSettings.records], out, plots, fmt)
+
+
+def _problems(problems: list[str], notes: list[str] = ()) -> None:
     from rich.console import Console
 
-    from attnbench import report
-    from attnbench.tables import check_format, render_rows
-
-    run_guarded(check_format, fmt)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if compare is not None:
-        if paths:
-            _fail("give either PATHS or --compare A B, not both", 2)
-        a, b = [compare[0]], [compare[1]]
-        res = run_guarded(report.compare, a, b)
-        for p in res.problems:
-            err.print(f"[yellow]skipped[/] {p}")
-        Path(out).mkdir(parents=True, exist_ok=True)
-        md = Path(out) / "compare.md"
-        md.write_text(report.compare_markdown(res, a, b), encoding="utf-8")
-        run_guarded(render_rows, res.rows, fmt, title=f"A: {a[0]}  vs  B: {b[0]}", columns=report.COMPARE_COLUMNS,
-                    notes=[*res.notes, f"written: {md}"])
-        return
-    res = run_guarded(report.build_report, paths or [_REPORT_IN], out, plots=plots)
-    for p in res.problems:
-        err.print(f"[yellow]skipped[/] {p}")
-    for n in res.notes:
-        err.print(f"[yellow]note:[/] {n}")
+    for p in problems:
+        err.print(f"[yellow]skipped[/] {p}", markup=True)
+    for n in notes:
+        err.print(f"[yellow]note:[/] {n}", markup=True)
+
+
+def _compare(compare: tuple[str, str], out: str, fmt: str) -> None:
+    from pathlib import Path
+
+    from attnbench import report
+    from attnbench.tables import render_rows
+
+    a, b = [compare[0]], [compare[1]]
+    res = report.compare(a, b)
+    _problems(res.problems)
+    md = Path(out) / "compare.md"
+    md.write_text(report.compare_markdown(res, a, b), encoding="utf-8")
+    render_rows(res.rows, fmt, title=f"A: {a[0]}  vs  B: {b[0]}", columns=report.COMPARE_COLUMNS,
+                notes=[*res.notes, f"written: {md}"])
+
+
+def _build_report(paths: list[str], out: str, plots: bool, fmt: str) -> None:
+    from attnbench import report
+    from attnbench.tables import render_rows
+
+    res = report.build_report(paths, out, plots=plots)
+    _problems(res.problems, res.notes)
     rows = [{"name": "report", "kind": "markdown", "path": str(res.markdown)}]
     rows += [{"name": p.title, "kind": p.kind, "path": str(p.path)} for p in res.plots]
-    run_guarded(render_rows, rows, fmt, title=f"Report of {res.records} records", columns=["kind", "path", "name"])
+    render_rows(rows, fmt, title=f"Report of {res.records} records", columns=["kind", "path", "name"])
 
 
 @app.command("env")
-def _env(fmt: FormatOpt = "table") -> None:
+def _env(fmt: FormatOpt = FORMAT) -> None:
     """This machine: device, driver, CUDA and torch versions, GPU memory, clocks, temperature, SDPA backends."""
     from attnbench.envinfo import env_info, env_rows
     from attnbench.tables import check_format, render_rows
 
-    run_guarded(check_format, fmt)
+    check_format(fmt)
     info = env_info()
     if fmt == "json":
         import json
 
         print(json.dumps(info, indent=2, default=str))
         return
-    run_guarded(render_rows, env_rows(info), fmt, title="attnbench env", columns=["name", "value"])
-# (issue 6) END report-env block
+    render_rows(env_rows(info), fmt, title="attnbench env", columns=["name", "value"])
 
 
 def main() -> None:

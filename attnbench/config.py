@@ -1,13 +1,24 @@
-"""The one config every attention is built from; defaults are declared here and nowhere else."""
+"""Every config dataclass and preset of attnbench; each default is declared here and nowhere else (style.md, habit 5).
+
+    AttnConfig      the settings every attention is built from
+    ModelConfig     the character language model around it (model.py)
+    TrainConfig     one training run; PRESETS default / paper / tiny; make_config(preset, **overrides)
+    TrainJob        what `attnbench train` runs (attentions × seeds) and where its files go; kept for --resume
+    BenchSettings   the speed and memory sweeps
+    ParamsSettings, ReportSettings   the params and report commands
+The CLI reads its option defaults from these classes. Nothing here imports torch.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from attnbench.errors import AttnbenchError
 
+RESULTS_DIR = "results/scratch"  # new records by default: ignored by git; committed results only where the user says
+FORMAT = "table"  # screen output of every command (tables.FORMATS)
 IMPLS = ("reference", "fast")
 POS_KINDS = ("sinusoid", "learned")
 
@@ -72,3 +83,214 @@ class AttnConfig:
         if unknown:
             raise AttnbenchError(f"unknown attention setting(s): {', '.join(unknown)}")
         return cls(**kw)
+
+
+# ---------------------------------------------------------------------------------------------- the model
+ACTS = ("gelu", "relu", "relu2")  # FFN activations (model.activation)
+
+
+@dataclass
+class ModelConfig:
+    """A pre-LayerNorm decoder-only character LM around attention `attn` (model.py)."""
+
+    vocab: int
+    attn: str
+    attn_cfg: AttnConfig
+    n_layers: int
+    d_ff: int
+    ctx: int  # segment length T; size of the learned position table
+    dropout: float
+    act: str
+    mem_len: int = 0
+
+
+# ---------------------------------------------------------------------------------------------- training
+SCHEDULES = ("cosine", "noam")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Field names are the CLI flags (underscores -> dashes). Every attention of a comparison gets
+    the same settings; attention settings (pos, kv_heads) go to every attention's AttnConfig."""
+
+    # model
+    n_layers: int = 6
+    d_model: int = 384
+    n_heads: int = 6
+    kv_heads: int | None = None  # AttnConfig.kv_heads (gqa)
+    d_ff: int = 0  # FFN width; 0: 4 * d_model
+    act: str = "gelu"  # FFN activation, the same for every attention: gelu | relu | relu2 (Primer's relu²)
+    dropout: float = 0.2
+    ctx: int = 256  # context (segment) length T
+    mem_len: int = 0  # Transformer-XL memory M; > 0 switches to contiguous segment streams
+    attn_impl: str = AttnConfig.impl
+    pos: str = AttnConfig.pos  # AttnConfig.pos: relative positions, sinusoid | learned (labml tables)
+    # optimisation
+    batch: int = 64
+    steps: int = 5000
+    epochs: float = 0.0  # > 0: steps = epochs * train tokens / (batch * ctx)
+    lr: float = 1e-3  # peak learning rate (also for Noam: the value at the end of warm-up)
+    min_lr: float = 1e-4  # cosine floor
+    schedule: str = "cosine"
+    warmup: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # 0: off
+    # evaluation
+    eval_every: int = 500
+    eval_stride: int = 0  # sliding-window stride; 0: ctx // 2 (every scored position sees >= ctx/2 of context)
+    eval_batch: int = 64
+    log_every: int = 10
+    # runtime
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (device.resolve_device)
+    amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
+    compile: bool = False  # torch.compile the training step's model (GPU)
+    cuda_graph: bool = True  # replay the training step as a CUDA graph (GPU, mem-len 0, one process, no --compile)
+
+    def resolved(self) -> "TrainConfig":
+        """Derived fields filled in, everything checked; one clear line (exit 2) for settings that make no sense."""
+        c = replace(self)
+        if c.d_ff == 0:
+            c.d_ff = 4 * c.d_model
+        if c.eval_stride == 0:
+            c.eval_stride = max(1, c.ctx // 2)
+        check_finite(c)
+        for name in ("n_layers", "d_model", "n_heads", "d_ff", "ctx", "batch", "eval_every", "eval_batch",
+                     "log_every"):
+            if getattr(c, name) <= 0:
+                raise AttnbenchError(f"{flag(name)} must be positive, got {getattr(c, name)}")
+        for name in ("mem_len", "warmup", "weight_decay", "grad_clip", "min_lr", "epochs", "steps"):
+            if getattr(c, name) < 0:
+                raise AttnbenchError(f"{flag(name)} must be >= 0, got {getattr(c, name)}")
+        if c.steps == 0 and c.epochs == 0:
+            raise AttnbenchError("steps and epochs are both 0: nothing to train")
+        if not 0 < c.lr < 10:
+            raise AttnbenchError(f"lr must be in (0, 10), got {c.lr}")
+        if c.schedule == "cosine" and c.min_lr > c.lr:
+            raise AttnbenchError(f"min-lr ({c.min_lr}) is above lr ({c.lr}): the cosine would rise")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(c, name) < 1:
+                raise AttnbenchError(f"{name} must be in [0, 1), got {getattr(c, name)}")
+        if not 1 <= c.eval_stride <= c.ctx:
+            raise AttnbenchError(f"eval-stride must be in [1, ctx={c.ctx}], got {c.eval_stride}")
+        if c.schedule not in SCHEDULES:
+            raise AttnbenchError(f"schedule must be one of {', '.join(SCHEDULES)}, got {c.schedule!r}")
+        if c.act not in ACTS:
+            raise AttnbenchError(f"act must be one of {', '.join(ACTS)}, got {c.act!r}")
+        c.attn_config()  # the attention's own checks (heads divide d-model, pos, ...)
+        return c
+
+    def attn_config(self) -> AttnConfig:
+        """The attention settings of this run, the same for every attention; attention dropout = model dropout;
+        the learned relative tables reach as far as a query sees (segment + memory)."""
+        return AttnConfig(d_model=self.d_model, n_heads=self.n_heads, kv_heads=self.kv_heads, dropout=self.dropout,
+                          impl=self.attn_impl, pos=self.pos, max_rel=max(AttnConfig.max_rel, self.ctx + self.mem_len))
+
+    def model_config(self, attn: str, vocab: int) -> ModelConfig:
+        return ModelConfig(vocab=vocab, attn=attn, attn_cfg=self.attn_config(), n_layers=self.n_layers,
+                           d_ff=self.d_ff or 4 * self.d_model, ctx=self.ctx, dropout=self.dropout, act=self.act,
+                           mem_len=self.mem_len)
+
+
+# The TrainConfig fields that are attention settings: given by the user, each must be read by an attention of the run.
+ATTN_SETTINGS = {"kv_heads": "kv_heads", "pos": "pos"}  # TrainConfig field -> AttnConfig field
+
+PRESETS: dict[str, TrainConfig] = {
+    # nanoGPT's shakespeare_char configuration (issue 4, Model and presets).
+    "default": TrainConfig(),
+    # The RCMHA authors' labml Transformer-XL (attention.md, RCMHA): 6 layers, D=128, 8 heads, FFN 256, dropout 0,
+    # segment 2, memory 32, batch 32, 10 epochs, Noam warm-up 2000, clipping 1.0, plain ReLU for every attention.
+    # Noam's peak d^-0.5 * warmup^-0.5 = 128^-0.5 * 2000^-0.5 = 1.976e-3 (Vaswani et al. 2017, eq. 3, factor 1).
+    "paper": TrainConfig(n_layers=6, d_model=128, n_heads=8, d_ff=256, act="relu", dropout=0.0, ctx=2,
+                         mem_len=32, batch=32, epochs=10, schedule="noam", warmup=2000, lr=128 ** -0.5 * 2000 ** -0.5,
+                         weight_decay=0.0, beta2=0.999, grad_clip=1.0, eval_every=5000, eval_batch=128,
+                         log_every=50),
+    # A CPU smoke run of seconds.
+    "tiny": TrainConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128, dropout=0.0, ctx=64, batch=16, steps=120,
+                        lr=3e-3, min_lr=3e-4, warmup=10, eval_every=60, eval_stride=64, eval_batch=128, log_every=10),
+}
+
+TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+
+def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
+    """A preset with the given fields replaced (None means: keep the preset's value)."""
+    if preset not in PRESETS:
+        raise AttnbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    unknown = sorted(set(overrides) - set(TRAIN_FIELDS))
+    if unknown:
+        raise AttnbenchError(f"unknown training setting(s): {', '.join(unknown)}")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "steps" in given and "epochs" not in given:
+        given["epochs"] = 0.0  # an explicit --steps wins over a preset's epochs
+    return replace(PRESETS[preset], **given)
+
+
+@dataclass
+class TrainJob:
+    """What one `attnbench train` runs, attentions × seeds, and where its files go. Saved with its checkpoints
+    (checkpoints.py), so that --resume continues every run of it with the same files."""
+
+    attn: str = "mha"  # comma-separated registry names, or 'all'
+    preset: str = "default"
+    seeds: int = 1  # seeds cfg.seed … cfg.seed + seeds - 1, each shared by every attention
+    sample: int = 0  # characters generated after training
+    data: str | None = None  # corpus file; None: the lookup order of data.find_corpus
+    results_dir: str = RESULTS_DIR
+    checkpoints_dir: str = "checkpoints"
+
+
+# ---------------------------------------------------------------------------------------------- speed, memory
+@dataclass
+class BenchSettings:
+    """Every default of the speed and memory sweeps (bench.py)."""
+
+    seq_lens: tuple[int, ...] = (1024,)
+    batch: int = 4
+    heads: int = AttnConfig.n_heads
+    d_model: int = AttnConfig.d_model
+    kv_heads: int | None = None
+    d_pos: int | None = None  # rmha/rcmha sinusoid width d_R (None: AttnConfig's default, the head width)
+    attn: str | None = None  # None: every registered attention
+    dtype: str | None = None  # None: bf16 on GPU, fp32 on CPU
+    device: str = "auto"
+    mode: str = "fwd+bwd"
+    impl: str = "fast"
+    compile: bool = False
+    cuda_graph: bool = False  # speed: time replays of the call captured as a CUDA graph (GPU work, no host overhead)
+    flush_l2: bool = False
+    baseline: bool = True  # the bare SDPA row
+    check_seq_len: int = 64  # size of the fast-vs-reference check
+    max_time_s: float = 2.0  # time cap per measurement
+    results_dir: str = RESULTS_DIR
+
+
+# ---------------------------------------------------------------------------------------------- params, report
+@dataclass
+class ParamsSettings:
+    layers: int = 1
+    save: bool = False  # also write the rows as records
+    results_dir: str = RESULTS_DIR
+
+
+@dataclass
+class ReportSettings:
+    records: str = "results"  # where `report` reads records by default (every *.jsonl below it)
+    out: str = "results/scratch/report"  # where it writes report.md and the plots; the committed report only by --out
+    plots: bool = True
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def flag(name: str) -> str:
+    """A field's CLI spelling: n_layers -> layers, other underscores -> dashes."""
+    return {"n_layers": "layers", "n_heads": "heads", "max_time_s": "max-time"}.get(name, name.replace("_", "-"))
+
+
+def check_finite(obj: Any) -> None:
+    """Every float field of a config dataclass is a finite number (nan and inf are refused, one line)."""
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise AttnbenchError(f"--{flag(f.name)} must be a finite number, got {v}")

@@ -8,16 +8,12 @@ detached inputs it saw in the previous segment, [B, M, D], and attends over [mem
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnbench.config import AttnConfig
+from attnbench.config import ACTS, AttnConfig, ModelConfig
 from attnbench.errors import AttnbenchError
-
-ACTS = ("gelu", "relu", "relu2")
 
 
 def activation(name: str):
@@ -29,19 +25,6 @@ def activation(name: str):
     if name == "relu2":
         return lambda x: F.relu(x).square()
     raise AttnbenchError(f"activation must be one of {', '.join(ACTS)}, got {name!r}")
-
-
-@dataclass
-class ModelConfig:
-    vocab: int
-    attn: str
-    attn_cfg: AttnConfig
-    n_layers: int
-    d_ff: int
-    ctx: int  # segment length T; size of the learned position table
-    dropout: float
-    act: str
-    mem_len: int = 0
 
 
 class FeedForward(nn.Module):

@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from attnbench import __version__, stats
+from attnbench.config import ReportSettings
 from attnbench.errors import AttnbenchError
 from attnbench.results import read, utc_now
 from attnbench.tables import cell, to_markdown
 
-DEFAULT_RESULTS = "results"  # where `report` reads records by default
-DEFAULT_OUT = "results/report"  # where it writes report.md and the plots
+DEFAULT_RESULTS = ReportSettings.records  # where `report` reads records by default (config.py)
+DEFAULT_OUT = ReportSettings.out  # where it writes report.md and the plots
 
 # ---------------------------------------------------------------------------------------------- metric names
 # The producers' names (bench.py: speed/memory, train.py: train, params.py: params), in one place.
@@ -154,13 +155,12 @@ def train_preset(r: dict[str, Any]) -> str:
     try:
         from dataclasses import asdict
 
-        from attnbench.train import PRESETS
+        from attnbench.config import PRESETS
     except ImportError:
         return "custom"
-    attn = r.get("attn") or cfg.get("attn") or "mha"
     for name, preset in PRESETS.items():
         try:
-            ref = asdict(preset.resolved(attn))
+            ref = asdict(preset.resolved())
         except AttnbenchError:
             continue
         if all(fields.get(k) == v for k, v in ref.items() if k not in TRAIN_IGNORE):

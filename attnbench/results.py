@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from attnbench import __version__
+from attnbench.config import RESULTS_DIR
+from attnbench.errors import AttnbenchError
 
 SCHEMA = "attnbench.record/1"
 KINDS = ("speed", "memory", "train", "params")
@@ -125,16 +127,38 @@ def command_line() -> str:
     return " ".join([prog, *sys.argv[1:]])
 
 
-def new_run_path(kind: str, results_dir: str | os.PathLike = "results") -> Path:
-    """A fresh JSON Lines file for one run: results/<kind>-<UTC stamp>-<pid>.jsonl; never an existing file."""
-    d = Path(results_dir)
-    d.mkdir(parents=True, exist_ok=True)
+def check_writable_dir(folder: str | os.PathLike, option: str) -> Path:
+    """`folder`, created if missing, when this process can write into it; else one line naming `option` (exit 2).
+    Checked before anything is measured, so that no run is lost to a folder it cannot write."""
+    d = Path(folder)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise AttnbenchError(f"{option} {d}: is a file, not a folder") from None
+    except OSError as e:
+        raise AttnbenchError(f"{option} {d}: cannot create the folder ({e.strerror})") from None
+    if not d.is_dir():
+        raise AttnbenchError(f"{option} {d}: is a file, not a folder")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise AttnbenchError(f"{option} {d}: the folder is not writable")
+    return d
+
+
+def new_run_path(kind: str, results_dir: str | os.PathLike = RESULTS_DIR) -> Path:
+    """A fresh JSON Lines file for one run: <results_dir>/<kind>-<UTC stamp>-<pid>.jsonl, created empty now (so
+    that a folder that cannot be written is found before anything is measured); never an existing file."""
+    d = check_writable_dir(results_dir, "--results-dir")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     base = f"{kind}-{stamp}-{os.getpid()}"
     path, n = d / f"{base}.jsonl", 1
-    while path.exists():
-        path, n = d / f"{base}-{n}.jsonl", n + 1
-    return path
+    while True:
+        try:
+            with open(path, "x", encoding="utf-8"):
+                return path
+        except FileExistsError:
+            path, n = d / f"{base}-{n}.jsonl", n + 1
+        except OSError as e:
+            raise AttnbenchError(f"--results-dir {d}: cannot create a record file ({e.strerror})") from None
 
 
 def append(path: str | os.PathLike, record: dict[str, Any]) -> None:
@@ -158,6 +182,9 @@ def read(paths: Iterable[str | os.PathLike]) -> tuple[list[dict[str, Any]], list
             lines = f.read_text(encoding="utf-8").splitlines()
         except OSError as e:
             problems.append(f"{f}: cannot read ({e.strerror})")
+            continue
+        except UnicodeDecodeError:
+            problems.append(f"{f}: not UTF-8 text (a binary file?)")
             continue
         for i, line in enumerate(lines, 1):
             if not line.strip():

@@ -18,7 +18,7 @@ import os
 import resource
 import statistics
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,128 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from attnbench import distributed
-from attnbench.errors import AttnbenchError
+from attnbench.config import PRESETS, TRAIN_FIELDS as FIELDS, TrainConfig, make_config  # noqa: F401 (re-exported)
+from attnbench.device import resolve_device
+from attnbench.errors import AttnbenchError, classify
 from attnbench.model import lm_loss
 
-SCHEDULES = ("cosine", "noam")
-
-
-@dataclass
-class TrainConfig:
-    """One training run. Field names are the CLI flags (underscores -> dashes)."""
-
-    # model
-    n_layers: int = 6
-    d_model: int = 384
-    n_heads: int = 6
-    kv_heads: int | None = None  # gqa only (default heads/4)
-    d_ff: int = 0  # FFN width; 0: 4 * d_model
-    act: str = "auto"  # gelu|relu|relu2; auto: relu2 for rcmha (attention.md, RCMHA), else base_act
-    base_act: str = "gelu"
-    dropout: float = 0.2
-    ctx: int = 256  # context (segment) length T
-    mem_len: int = 0  # Transformer-XL memory M; > 0 switches to contiguous segment streams
-    attn_impl: str = "fast"
-    pos: str = "sinusoid"  # rmha/rcmha relative positions: sinusoid | learned (labml tables)
-    # optimisation
-    batch: int = 64
-    steps: int = 5000
-    epochs: float = 0.0  # > 0: steps = epochs * train tokens / (batch * ctx)
-    lr: float = 1e-3  # peak learning rate (also for Noam: the value at the end of warm-up)
-    min_lr: float = 1e-4  # cosine floor
-    schedule: str = "cosine"
-    warmup: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0: off
-    # evaluation
-    eval_every: int = 500
-    eval_stride: int = 0  # sliding-window stride; 0: ctx // 2 (every scored position sees >= ctx/2 of context)
-    eval_batch: int = 64
-    log_every: int = 10
-    # runtime
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
-    compile: bool = False  # torch.compile the training step's model (GPU)
-    cuda_graph: bool = True  # replay the training step as a CUDA graph (GPU, mem-len 0, one process, no --compile)
-
-    def resolved(self, attn: str) -> "TrainConfig":
-        """Derived fields filled in, everything checked; one clear line for settings that make no sense."""
-        c = replace(self)
-        if c.act == "auto":
-            c.act = "relu2" if attn == "rcmha" else c.base_act
-        if c.d_ff == 0:
-            c.d_ff = 4 * c.d_model
-        if c.eval_stride == 0:
-            c.eval_stride = max(1, c.ctx // 2)
-        for name in ("n_layers", "d_model", "n_heads", "d_ff", "ctx", "batch", "eval_every", "eval_batch",
-                     "log_every"):
-            if getattr(c, name) <= 0:
-                raise AttnbenchError(f"{name.replace('_', '-')} must be positive, got {getattr(c, name)}")
-        for name in ("mem_len", "warmup", "weight_decay", "grad_clip", "min_lr", "epochs", "steps"):
-            if getattr(c, name) < 0:
-                raise AttnbenchError(f"{name.replace('_', '-')} must be >= 0, got {getattr(c, name)}")
-        if c.steps == 0 and c.epochs == 0:
-            raise AttnbenchError("steps and epochs are both 0: nothing to train")
-        if not 0 < c.lr < 10:
-            raise AttnbenchError(f"lr must be in (0, 10), got {c.lr}")
-        if not 1 <= c.eval_stride <= c.ctx:
-            raise AttnbenchError(f"eval-stride must be in [1, ctx={c.ctx}], got {c.eval_stride}")
-        if c.schedule not in SCHEDULES:
-            raise AttnbenchError(f"schedule must be one of {', '.join(SCHEDULES)}, got {c.schedule!r}")
-        if c.d_model % c.n_heads:
-            raise AttnbenchError(f"heads ({c.n_heads}) must divide d-model ({c.d_model})")
-        return c
-
-
-PRESETS: dict[str, TrainConfig] = {
-    # nanoGPT's shakespeare_char configuration (issue 4, Model and presets).
-    "default": TrainConfig(),
-    # The RCMHA authors' labml Transformer-XL (attention.md, RCMHA): 6 layers, D=128, 8 heads, FFN 256, dropout 0,
-    # segment 2, memory 32, batch 32, 10 epochs, Noam warm-up 2000, clipping 1.0, plain ReLU (rcmha: relu2).
-    # Noam's peak d^-0.5 * warmup^-0.5 = 128^-0.5 * 2000^-0.5 = 1.976e-3 (Vaswani et al. 2017, eq. 3, factor 1).
-    "paper": TrainConfig(n_layers=6, d_model=128, n_heads=8, d_ff=256, base_act="relu", dropout=0.0, ctx=2,
-                         mem_len=32, batch=32, epochs=10, schedule="noam", warmup=2000, lr=128 ** -0.5 * 2000 ** -0.5,
-                         weight_decay=0.0, beta2=0.999, grad_clip=1.0, eval_every=5000, eval_batch=128,
-                         log_every=50),
-    # A CPU smoke run of seconds.
-    "tiny": TrainConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128, dropout=0.0, ctx=64, batch=16, steps=120,
-                        lr=3e-3, min_lr=3e-4, warmup=10, eval_every=60, eval_stride=64, eval_batch=128, log_every=10),
-}
-
-FIELDS = {f.name: f for f in fields(TrainConfig)}
-
-
-def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
-    """A preset with the given fields replaced (None means: keep the preset's value)."""
-    if preset not in PRESETS:
-        raise AttnbenchError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}", exit_code=2)
-    unknown = sorted(set(overrides) - set(FIELDS))
-    if unknown:
-        raise AttnbenchError(f"unknown training setting(s): {', '.join(unknown)}", exit_code=2)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if "steps" in given and "epochs" not in given:
-        given["epochs"] = 0.0  # an explicit --steps wins over a preset's epochs
-    return replace(PRESETS[preset], **given)
-
-
 def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(spec)
-    except RuntimeError:
-        raise AttnbenchError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise AttnbenchError(f"--device {spec}: no CUDA GPU is visible to torch {torch.__version__} here")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise AttnbenchError(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) visible")
-    elif dev.type != "cpu":
-        raise AttnbenchError(f"unsupported device {spec!r}; use auto, cpu, cuda or cuda:N")
-    return dev
+    return resolve_device(spec)
 
 
 # ------------------------------------------------------------------------------------------------ data order
@@ -430,22 +315,14 @@ def run_one(spec: RunSpec, corpus, *, record_path: Path, ckpt_path: Path, comman
     evaluation split and reduced; only rank 0 writes checkpoints and the record.
     Ctrl-C (or a peer process failing): checkpoint + partial record, then AttnbenchError naming --resume."""
     from attnbench import results
-    from attnbench.model import build_model
+    from attnbench.model import CharLM
 
     c, attn = spec.cfg, spec.attn
     device = pick_device(c.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # LOCAL_RANK (distributed.init_from_env)
     torch.manual_seed(spec.seed)
-    attn_settings = {"impl": c.attn_impl}
-    if attn in ("rmha", "rcmha"):
-        attn_settings["pos"] = c.pos
-        attn_settings["max_rel"] = max(1024, c.ctx + c.mem_len)
-    if c.kv_heads is not None:
-        attn_settings["kv_heads"] = c.kv_heads
-    model = build_model(attn, corpus.vocab_size, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
-                        d_ff=c.d_ff, ctx=c.ctx, dropout=c.dropout, act=c.act, mem_len=c.mem_len,
-                        **attn_settings).to(device)
+    model = CharLM(c.model_config(attn, corpus.vocab_size)).to(device)
     use_graph = c.cuda_graph and device.type == "cuda" and c.mem_len == 0 and world == 1 and not c.compile
     opt = make_optimizer(model, c, device, capturable=use_graph)
     batches = Batches(corpus.train, c.batch, c.ctx, c.mem_len, spec.seed, rank, world)
@@ -618,7 +495,8 @@ def plan_runs(attns: list[str], cfg: TrainConfig, seeds: int) -> list[RunSpec]:
     if seeds <= 0:
         raise AttnbenchError(f"seeds must be positive, got {seeds}")
     pick_device(cfg.device)
-    return [RunSpec(a, cfg.seed + k, cfg.resolved(a)) for k in range(seeds) for a in attns]
+    c = cfg.resolved()
+    return [RunSpec(a, cfg.seed + k, c) for k in range(seeds) for a in attns]
 
 
 def run_many(specs: list[RunSpec], corpus, *, record_path: Path, ckpt_dir: Path, command: str,

@@ -35,8 +35,12 @@ def test_help_lists_commands_and_is_fast():
     assert elapsed < 5, elapsed
 
 
-def test_cli_defaults_agree_with_dataclass():
-    assert (cli._D, cli._H) == (AttnConfig().d_model, AttnConfig().n_heads)
+def test_cli_defaults_come_from_the_dataclasses():
+    import typer.main
+
+    cmd = typer.main.get_command(cli.app).commands["params"]
+    defaults = {p.name: p.default for p in cmd.params}
+    assert (defaults["d_model"], defaults["heads"]) == (AttnConfig().d_model, AttnConfig().n_heads)
 
 
 def test_list_names_every_attention():
@@ -69,11 +73,11 @@ def test_params_markdown():
 
 BAD = [
     (["params", "--attn", "nope"], "unknown attention 'nope'", 2),
-    (["params", "--heads", "7"], "must divide", 1),
-    (["params", "--d-model", "0"], "must be positive", 1),
-    (["params", "--heads", "-4"], "must be positive", 1),
-    (["params", "--layers", "0"], "layers must be positive", 1),
-    (["params", "--kv-heads", "3"], "kv-heads", 1),
+    (["params", "--heads", "7"], "must divide", 2),
+    (["params", "--d-model", "0"], "must be positive", 2),
+    (["params", "--heads", "-4"], "must be positive", 2),
+    (["params", "--layers", "0"], "layers must be positive", 2),
+    (["params", "--kv-heads", "3"], "kv-heads", 2),
     (["params", "--format", "xml"], "unknown format", 2),
 ]
 

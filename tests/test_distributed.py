@@ -87,7 +87,7 @@ def test_rank_shares_of_the_evaluation_partition_it(mem_len):
     counts add up to the full pass and their losses, weighted by counts, to its loss."""
     corpus = corpus_from_text(CORPUS.read_text()[:30_000] if CORPUS.is_file() else "the cat sat. " * 3000)
     c = replace(train.PRESETS["tiny"], n_layers=1, d_model=32, n_heads=2, d_ff=32, ctx=16, mem_len=mem_len,
-                      eval_stride=8, eval_batch=16, amp=False).resolved("mha")
+                      eval_stride=8, eval_batch=16, amp=False).resolved()
     torch.manual_seed(0)
     model = build_model("mha", corpus.vocab_size, n_layers=1, d_model=32, n_heads=2, d_ff=32, ctx=16, dropout=0.0,
                         act="gelu", mem_len=mem_len)

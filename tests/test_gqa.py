@@ -14,7 +14,7 @@ from attnbench.attention import get
 from attnbench.config import AttnConfig, default_kv_heads
 from attnbench.model import build_model
 from attnbench.params import param_table
-from attnbench.train import PRESETS
+from attnbench.config import PRESETS
 
 
 def test_default_kv_heads_examples():
@@ -47,7 +47,7 @@ def test_degenerate_names_mqa_and_mha():
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_training_preset_trains_a_real_gqa(preset):
     """The model a preset builds for gqa has more parameters than mqa's: 2·D·(g−1)·d more per layer."""
-    c = PRESETS[preset].resolved("gqa")
+    c = PRESETS[preset].resolved()
     kw = dict(n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads, d_ff=c.d_ff, ctx=c.ctx, dropout=c.dropout,
               act=c.act, mem_len=c.mem_len, **({} if c.kv_heads is None else {"kv_heads": c.kv_heads}))
     with torch.device("meta"):

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from attnbench import report
-from attnbench.cli import _REPORT_IN, _REPORT_OUT, app
+from attnbench.cli import app
 from attnbench.results import append, make_record
-from attnbench.train import PRESETS
+from attnbench.config import PRESETS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ATTNS = ("mha", "rmha")
@@ -49,7 +49,7 @@ def memory_rec(attn, t, mib, e=None, status="ok"):
 def train_rec(attn, seed, acc, preset="tiny", e=None, **override):
     curves = [{"step": s, "seconds": s * 0.5 + seed * 0.01, "train_loss": 4.0 - 0.05 * s,
                "val_loss": 4.1 - 0.05 * s - 0.01 * seed, "val_acc": 0.1 + 0.01 * s + 0.001 * seed} for s in (10, 20, 30)]
-    fields = {**asdict(PRESETS[preset].resolved(attn)), "seed": seed, "device": "cuda", **override}
+    fields = {**asdict(PRESETS[preset].resolved()), "seed": seed, "device": "cuda", **override}
     return make_record("train", attn, "attnbench train", {"preset_fields": fields, "attn": attn, "seed": seed,
                                                           "device": "cuda", "resumed_from_step": None},
                        {"test_acc": acc, "test_loss": 1.5, "params": 12345, "wall_s": 15.0}, e or env(),
@@ -196,13 +196,9 @@ def test_tables_only_without_matplotlib(run_a, tmp_path, monkeypatch):
 def test_no_records_is_one_clear_error(tmp_path):
     (tmp_path / "empty.jsonl").write_text("not json\n")
     res = CliRunner().invoke(app, ["report", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "no attnbench records" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "no attnbench records" in res.output and "Traceback" not in res.output
     res = CliRunner().invoke(app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "no such file" in res.output
-
-
-def test_cli_defaults_agree_with_library():
-    assert (_REPORT_IN, _REPORT_OUT) == (report.DEFAULT_RESULTS, report.DEFAULT_OUT)
+    assert res.exit_code == 2 and "no such file" in res.output
 
 
 def test_fit_exponent():

@@ -164,7 +164,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     import torch
 
-    from attnbench.bench import build_workload
+    from attnbench.workload import build_workload
 
     torch.manual_seed(0)
     w = build_workload(spec["name"], spec["impl"], spec["batch"], spec["seq_len"], spec["d_model"], spec["heads"],
@@ -216,19 +216,11 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[1])
     try:
         res = _worker(spec)
-    except MemoryError as e:
-        res = {"status": "oom", "reason": f"MemoryError: {e}"}
-    except Exception as e:  # reported back as one line; the parent records it and goes on
-        import torch
+    except (Exception, MemoryError) as e:  # reported back as one line; the parent records it and goes on
+        from attnbench.errors import classify
 
-        from attnbench.errors import AttnbenchError
-
-        if isinstance(e, torch.OutOfMemoryError):
-            res = {"status": "oom", "reason": str(e).splitlines()[0] if str(e) else "out of memory"}
-        elif isinstance(e, (AttnbenchError, NotImplementedError)):
-            res = {"status": "n/a", "reason": str(e)}
-        else:
-            res = {"status": "error", "reason": f"{type(e).__name__}: {e}"}
+        status, reason = classify(e)
+        res = {"status": status, "reason": reason}
     print(json.dumps(res))
     return 0
 
