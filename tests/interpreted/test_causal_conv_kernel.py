@@ -1,11 +1,12 @@
 """The Triton causal-conv kernels (attnbench/kernels/causal_conv.py) against CausalDepthwiseConv.reference, run on
-CPU through Triton's interpreter. Skipped when triton is not installed (CI)."""
+CPU through Triton's interpreter, in a process of their own (tests/test_interpreted.py). Skipped when triton is not
+installed (CI)."""
 
 import pytest
 
-from triton_interpreter import interpret, require  # noqa: F401 (interpret: an autouse fixture)
+from triton_interpreter import require
 
-require("scripts/conv_gpu_bench.py")
+require()
 
 import torch  # noqa: E402
 

@@ -1,12 +1,12 @@
 """The Triton prologue of the relative fast path (attnbench/kernels/relpos_prologue.py) against its eager oracle
 `augment` (attnbench/attention/_relative.py) and the float64 reference attention, run on CPU through Triton's
-interpreter. Skipped when triton is not installed (CI)."""
+interpreter, in a process of their own (tests/test_interpreted.py). Skipped when triton is not installed (CI)."""
 
 import pytest
 
-from triton_interpreter import interpret, require  # noqa: F401 (interpret: an autouse fixture)
+from triton_interpreter import require
 
-require("scripts/relpos_prologue_bench.py")
+require()
 
 import torch  # noqa: E402
 
