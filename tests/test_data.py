@@ -12,7 +12,7 @@ import pytest
 from attnbench import data
 from attnbench.errors import AttnbenchError
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+from testdata import CORPUS
 pytestmark = pytest.mark.skipif(not CORPUS.is_file(), reason=f"corpus not at {CORPUS}")
 
 

@@ -24,11 +24,11 @@ from attnbench.errors import AttnbenchError
 from attnbench.model import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+from testdata import CORPUS  # noqa: E402
 needs_corpus = pytest.mark.skipif(not CORPUS.is_file(), reason=f"corpus not at {CORPUS}")
 K = 8  # optimiser steps of the compared runs
-RUN = ["--attn", "mha", "--preset", "tiny", "--steps", str(K), "--eval-every", "4", "--log-every", "2",
-       "--dropout", "0"]
+RUN = ["--device", "cpu", "--attn", "mha", "--preset", "tiny", "--steps", str(K), "--eval-every", "4",
+       "--log-every", "2", "--dropout", "0"]  # gloo on CPU: also on a one-GPU machine, where rank 1 has no GPU
 
 
 def _free_port() -> int:
@@ -172,8 +172,8 @@ def test_two_process_loss_matches_one_process_with_the_same_global_batch(two_pro
 def test_ctrl_c_stops_every_rank_and_the_checkpoint_resumes_in_one_process(tmp_path):
     """SIGINT to torchrun (what Ctrl-C in a terminal does): one error line from rank 0, a checkpoint and a partial
     record; then the 2-process checkpoint resumes in 1 process (the data order depends on (seed, step) only)."""
-    args = ["--attn", "mha", "--preset", "tiny", "--layers", "1", "--d-model", "32", "--ctx", "16", "--batch", "4",
-            "--steps", "100000", "--eval-every", "20", "--eval-stride", "16"]
+    args = ["--device", "cpu", "--attn", "mha", "--preset", "tiny", "--layers", "1", "--d-model", "32", "--ctx", "16",
+            "--batch", "4", "--steps", "100000", "--eval-every", "20", "--eval-stride", "16"]
     proc = subprocess.Popen(_torchrun(tmp_path, 2, *args), cwd=ROOT, env=_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
