@@ -1,4 +1,5 @@
-"""The speed/memory sweeps and their CLI on CPU with tiny shapes: records, failures as cells, bad input."""
+"""The speed/memory sweeps and their CLI on CPU with tiny shapes: records, failures as cells, bad input. Every sweep
+here says device cpu: on a GPU machine "auto" would measure CUDA in bf16 (issue 14)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from attnbench import bench, cli, results
 from attnbench.errors import AttnbenchError
 
 runner = CliRunner()
-TINY = ["--batch", "1", "--heads", "2", "--d-model", "16", "--max-time", "0.05"]
+TINY = ["--device", "cpu", "--batch", "1", "--heads", "2", "--d-model", "16", "--max-time", "0.05"]
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +26,7 @@ def one_thread():
 
 
 def tiny(tmp_path, **kw) -> bench.BenchSettings:
-    base = dict(seq_lens=(16, 32), batch=1, heads=2, d_model=16, attn="mha", max_time_s=0.05,
+    base = dict(seq_lens=(16, 32), batch=1, heads=2, d_model=16, attn="mha", max_time_s=0.05, device="cpu",
                 results_dir=str(tmp_path))
     base.update(kw)
     return bench.BenchSettings(**base)
