@@ -1,7 +1,7 @@
-"""Where the tests find Tiny Shakespeare: $ATTNBENCH_TEST_CORPUS, else shared/data/tinyshakespeare/input.txt in the
-repository (what a copy of it on a GPU machine may carry) or in the nearest folder above it that has one (the team's
-copy beside the main checkout, or above a worktree). Tests that need it are skipped, with this path in the reason,
-when it is nowhere."""
+"""Where the tests find Tiny Shakespeare: $ATTNBENCH_TEST_CORPUS, else shared/data/tinyshakespeare/input.txt beside
+the repository (the team's copy next to the main checkout) or inside it (what a copy of the repository on a GPU
+machine may carry). Tests that need it are skipped, with this path in the reason, when it is nowhere (as in a
+worktree under /work/wt, whose landing runs stay short that way)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ _TAIL = Path("shared", "data", "tinyshakespeare", "input.txt")
 def _corpus() -> Path:
     if os.environ.get("ATTNBENCH_TEST_CORPUS"):
         return Path(os.environ["ATTNBENCH_TEST_CORPUS"])
-    here = [d / _TAIL for d in (ROOT, *ROOT.parents)]
-    return next((p for p in here if p.is_file()), ROOT.parent / _TAIL)
+    here = [ROOT.parent / _TAIL, ROOT / _TAIL]
+    return next((p for p in here if p.is_file()), here[0])
 
 
 CORPUS = _corpus()
