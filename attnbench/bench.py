@@ -79,9 +79,14 @@ def validate(s: BenchSettings, kind: str) -> None:
 
 def check_fast(name: str, s: BenchSettings, device: str, dtype) -> dict[str, Any]:
     """Fast path (run dtype) against the reference (fp32) at a small size: output and input gradient.
-    Returns {'ok', 'max_rel_err', 'tol', 'seq_len'}; raises what building raises."""
+    Returns {'ok', 'max_rel_err', 'tol', 'seq_len'}, ok None for an attention without a reference (n/a);
+    raises what building raises."""
     import torch
 
+    from attnbench.attention import get
+
+    if name not in BASELINES and not getattr(get(name), "has_reference", False):
+        return {"ok": None, "reason": "n/a: no reference implementation"}
     T = min(s.check_seq_len, max(s.seq_lens))
     B = min(2, s.batch)
     torch.manual_seed(0)
@@ -157,13 +162,16 @@ def measure_speed(w: Workload, s: BenchSettings, device: str, seq_len: int) -> d
     policy = TimingPolicy(max_time_s=s.max_time_s, warmup_cap_s=max(0.05, s.max_time_s / 2),
                           min_warmup_s=min(0.25, s.max_time_s / 4), min_time_s=min(0.5, s.max_time_s / 2))
     t = benchmark(call, device=device, setup=setup, flush_l2=s.flush_l2, policy=policy)
-    core = flops.core_flops(s.batch, w.core_heads, seq_len, w.head_dim, s.mode)
-    lin = w.linear_fwd_flops if w.linear_fwd_flops is not None else flops.linear_flops_fwd(w.module, w.forward)
-    module_flops = core + lin * flops.LINEAR_FACTOR[s.mode]
     sec = t.median_ms * 1e-3
+    core = module_flops = None  # n/a: the attention declares no core_heads
+    if w.core_heads is not None:
+        core = flops.core_flops(s.batch, w.core_heads, seq_len, w.head_dim, s.mode)
+        lin = w.linear_fwd_flops if w.linear_fwd_flops is not None else flops.linear_flops_fwd(w.module, w.forward)
+        module_flops = core + lin * flops.LINEAR_FACTOR[s.mode]
     m = {k: v for k, v in t.summary.items() if k != "n"}
     m.update(samples_n=len(t.samples_ms), tokens_per_s=s.batch * seq_len / sec, core_flops=core,
-             module_flops=module_flops, core_tflops=core / sec / 1e12, module_tflops=module_flops / sec / 1e12,
+             module_flops=module_flops, core_tflops=None if core is None else core / sec / 1e12,
+             module_tflops=None if module_flops is None else module_flops / sec / 1e12,
              first_call_ms=t.first_call_ms, warmup_calls=t.warmup_calls)
     if s.compile:
         m["compile_s"] = max(0.0, t.first_call_ms - t.median_ms) / 1e3
@@ -186,8 +194,7 @@ def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dty
         status = m.pop("status", "ok")
         if status != "ok":
             return {"status": status, "reason": m.get("reason"), "metrics": {}}
-    est = memory.activation_estimate(w.name, s.batch, seq_len, s.d_model, s.heads, s.kv_heads, w.impl,
-                                     dtype.itemsize, d_pos=s.d_pos)
+    est = memory.estimate_fields(w.activations)
     m["estimate_mib"] = est["estimate_mib"]
     return {"metrics": m, "estimate_formula": est["estimate_formula"]}
 
@@ -251,7 +258,7 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
                         checks[name] = check_fast(name, s, device, dtype)
                     if impl == "fast":
                         extra["check"] = checks[name]
-                        if not checks[name]["ok"]:
+                        if checks[name]["ok"] is False:
                             raise RuntimeError(f"fast path differs from reference (max rel err "
                                                f"{checks[name]['max_rel_err']:.2g} > {checks[name]['tol']:.0e})")
                     torch.manual_seed(0)
@@ -276,7 +283,7 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
                         mha_ms[(T, impl)] = metrics["median_ms"]
                     ref = mha_ms.get((T, impl), mha_ms.get((T, "fast")))
                     metrics["ratio_to_mha"] = metrics["median_ms"] / ref if ref else None
-                    if ceiling:
+                    if ceiling and metrics["module_tflops"] is not None:
                         metrics["ceiling_tflops"] = ceiling["ceiling_tflops"]
                         metrics["pct_of_ceiling"] = 100 * metrics["module_tflops"] / ceiling["ceiling_tflops"]
                 rec = results.make_record(kind, None if name in BASELINES else name, command, config, metrics,
@@ -293,6 +300,11 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
     return SweepResult(path, records, rows, notes, columns)
 
 
+def _or_na(v: Any) -> Any:
+    """A figure the attention did not declare reads n/a, never a made-up number."""
+    return "n/a" if v is None else v
+
+
 def _fail_cell(rec: dict) -> str:
     return "OOM" if rec["status"] == "oom" else f"{rec['status']}: {rec['reason']}"
 
@@ -305,10 +317,11 @@ def speed_rows(records: list[dict], device: str) -> tuple[list[dict], list[str],
         c, m = r["config"], r["metrics"]
         row = {"attn": c["name"], "impl": c["impl"], "T": c["seq_len"]}
         if r["status"] == "ok":
+            flops_known = m["core_tflops"] is not None  # else the attention declares no core_heads
             row.update({"median ms": m["median_ms"], "p25–p75 ms": f"{m['p25_ms']:.4g}–{m['p75_ms']:.4g}",
-                        "tokens/s": m["tokens_per_s"], "core TFLOP/s": m["core_tflops"],
-                        "module TFLOP/s": m["module_tflops"], "× mha": m.get("ratio_to_mha"),
-                        "% ceiling": m.get("pct_of_ceiling")})
+                        "tokens/s": m["tokens_per_s"], "core TFLOP/s": _or_na(m["core_tflops"]),
+                        "module TFLOP/s": _or_na(m["module_tflops"]), "× mha": m.get("ratio_to_mha"),
+                        "% ceiling": m.get("pct_of_ceiling") if flops_known else "n/a"})
             if compiled:
                 row["compile s"] = m.get("compile_s")
             if m["iqr_rel"] > 0.10:
@@ -334,7 +347,7 @@ def memory_rows(records: list[dict], device: str) -> tuple[list[dict], list[str]
         if r["status"] == "ok":
             row.update({"inputs MiB": m.get("inputs_mib"), "weights MiB": m.get("weights_mib")})
             if cuda:
-                row.update({"activations MiB": m.get("activations_mib"), "estimate MiB": m.get("estimate_mib"),
+                row.update({"activations MiB": m.get("activations_mib"), "estimate MiB": _or_na(m.get("estimate_mib")),
                             "peak MiB": m.get("peak_alloc_mib") or m.get("peak_fwd_mib"),
                             "reserved MiB": m.get("reserved_mib"),
                             "NVML peak MiB": m.get("nvml_peak_mib") if m.get("nvml_peak_mib") else "n/a",
@@ -346,7 +359,7 @@ def memory_rows(records: list[dict], device: str) -> tuple[list[dict], list[str]
                     notes.append(f"note: {c['name']} ({c['impl']}) T={c['seq_len']}: activations {meas:.4g} MiB "
                                  f"vs estimate {est:.4g} MiB")
             else:
-                row.update({"estimate MiB": m.get("estimate_mib"), "peak RSS MiB": m.get("cpu_peak_rss_mib"),
+                row.update({"estimate MiB": _or_na(m.get("estimate_mib")), "peak RSS MiB": m.get("cpu_peak_rss_mib"),
                             "RSS growth MiB": m.get("cpu_peak_rss_delta_mib")})
         else:
             row["inputs MiB"] = _fail_cell(r)

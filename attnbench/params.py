@@ -1,5 +1,6 @@
 """Parameter counts: counted from the built modules and from each attention's closed form, plus the MHE paper's
-two identities (Xue & Aletras 2023, abstract; attention.md, MHE)."""
+two identities (Xue & Aletras 2023, abstract; attention.md, MHE). The split into Q/K/V, output and the rest follows
+each attention's `param_parts`; an attention that declares none gets its total only (docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ from typing import Any
 from attnbench.config import AttnConfig
 
 
-def counted(module) -> dict[str, int]:
-    """Split a module's parameters into Q/K/V (projections and MHE's head embeddings), output, and the rest."""
-    parts = {"qkv": 0, "out": 0, "other": 0}
+PARTS = ("qkv", "out", "other")
+
+
+def counted(module, param_parts: dict[str, tuple[str, ...]] | None = None) -> dict[str, int]:
+    """A module's parameters split into Q/K/V, output and the rest: a parameter belongs to the part of
+    `param_parts` (default: the module class's own) that names it or a module above it, else to "other"."""
+    param_parts = param_parts if param_parts is not None else type(module).param_parts
+    owner = {prefix: part for part, prefixes in param_parts.items() for prefix in prefixes}
+    parts = dict.fromkeys(PARTS, 0)
     for name, p in module.named_parameters():
-        top = name.split(".")[0]
-        part = "qkv" if top in ("q", "k", "v", "emb") else "out" if top == "o" else "other"
-        parts[part] += p.numel()
+        pieces = name.split(".")
+        prefixes = (".".join(pieces[:i]) for i in range(len(pieces), 0, -1))
+        parts[next((owner[x] for x in prefixes if x in owner), "other")] += p.numel()
     return parts
 
 
@@ -44,10 +51,8 @@ def mhe_identities(n: int, d: int, qkv: dict[str, int]) -> list[dict[str, Any]]:
 
 def param_table(attn: str | None = None, layers: int = 1, **config: Any) -> ParamTable:
     """Counted and closed-form parameters of each attention (all by default) at the given sizes, for `layers`
-    layers. Modules are built on the meta device: nothing is allocated, any size can be counted."""
-    import torch
-
-    from attnbench.attention import get, names, parse_names
+    layers. Figures an attention does not declare (param_parts, closed_form) read "n/a"."""
+    from attnbench.attention import get, parse_names
     from attnbench.errors import AttnbenchError
 
     if layers <= 0:
@@ -59,23 +64,44 @@ def param_table(attn: str | None = None, layers: int = 1, **config: Any) -> Para
     qkv: dict[str, int] = {}
     totals: dict[str, int] = {}
     for name in dict.fromkeys(chosen + ["mha", "sha", "mhe-add"]):  # MHA (ratios) and SHA/MHE (identities)
-        with torch.device("meta"):
-            module = get(name)(AttnConfig.from_kwargs(**config))
-        parts = counted(module)
-        closed = get(name).closed_form(cfg)
-        qkv[name] = parts["qkv"]
-        totals[name] = sum(parts.values()) * layers
-        if name in chosen:
-            note = getattr(get(name), "degenerate", lambda c: None)(cfg)
-            table.notes += [note] if note else []
-            table.rows.append({"attn": name, **{k: v * layers for k, v in parts.items()},
-                               "total": totals[name], "closed_form": sum(closed.values()) * layers,
-                               "matches": parts == closed})
+        cls = get(name)
+        module = _build_for_counting(cls, config)
+        total = sum(p.numel() for p in module.parameters())
+        totals[name] = total * layers
+        if name not in chosen:
+            qkv[name] = counted(module)["qkv"]
+            continue
+        note = getattr(cls, "degenerate", lambda c: None)(cfg)
+        table.notes += [note] if note else []
+        row: dict[str, Any] = {"attn": name, **dict.fromkeys(PARTS, "n/a"), "total": totals[name],
+                               "closed_form": "n/a", "matches": "n/a"}
+        parts = counted(module) if hasattr(cls, "param_parts") else None
+        if parts is not None:
+            qkv[name] = parts["qkv"]
+            row.update({k: v * layers for k, v in parts.items()})
+        if hasattr(cls, "closed_form"):
+            closed = cls.closed_form(cfg)
+            row["closed_form"] = sum(closed.values()) * layers
+            # part by part where the split is declared, else the totals
+            row["matches"] = parts == closed if parts is not None else sum(closed.values()) == total
+        table.rows.append(row)
     for row in table.rows:
         row["ratio_to_mha"] = row["total"] / totals["mha"]
     if not cfg.bias:
         table.identities = mhe_identities(cfg.n_heads, cfg.head_dim, qkv)
     return table
+
+
+def _build_for_counting(cls, config: dict[str, Any]):
+    """The module on the meta device (nothing allocated, any size can be counted); on the CPU for a class from
+    outside that cannot be built there."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return cls(AttnConfig.from_kwargs(**config))
+    except Exception:
+        return cls(AttnConfig.from_kwargs(**config))
 
 
 def save_records(table: ParamTable, results_dir: str = "results"):

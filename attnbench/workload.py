@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from attnbench.config import AttnConfig
+
 BASELINE = "sdpa"  # bare scaled_dot_product_attention(is_causal=True) on [B, n, T, d]
 BASELINE_PROJ = "sdpa+proj"  # the same call with bare F.linear Q|K|V (one GEMM) and O: MHA's cost, no module code
 BASELINES = (BASELINE, BASELINE_PROJ)
@@ -22,11 +24,12 @@ class Workload:
     leaves: list
     params: list
     inputs: list
-    core_heads: int
+    core_heads: int | None  # None: the attention declares no core_heads (core FLOPs n/a)
     head_dim: int
     module: Any = None
     config: dict = field(default_factory=dict)
     linear_fwd_flops: float | None = None  # known in closed form for the baselines; else counted with hooks
+    activations: dict[str, int] | None = None  # estimated bytes kept for backward, by tensor group; None: n/a
 
 
 def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int, heads: int, kv_heads: int | None,
@@ -44,8 +47,10 @@ def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int,
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
         fn = torch.compile(fwd) if compile else fwd
+        elems = batch * heads * seq_len  # the bare kernel keeps only its output and log-sum-exp
+        est = {"out B*n*T*d": elems * d * dtype.itemsize, "lse B*n*T (fp32)": 4 * elems}
         return Workload(name, "fast", fn, [q, k, v], [], [q, k, v], heads, d,
-                        config={"shape": "[B, n, T, d]", "is_causal": True}, linear_fwd_flops=0.0)
+                        config={"shape": "[B, n, T, d]", "is_causal": True}, linear_fwd_flops=0.0, activations=est)
     if name == BASELINE_PROJ:
         d = d_model // heads
         x = torch.randn(batch, seq_len, d_model, device=device, dtype=dtype, requires_grad=True)  # [B, T, D]
@@ -61,17 +66,22 @@ def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int,
             return F.linear(y.transpose(1, 2).reshape(B, T, D), ws[1])  # [B, T, D]
 
         fn = torch.compile(fwd_proj) if compile else fwd_proj
+        from attnbench.attention import get  # MHA's estimate: the same tensors are kept
+
+        est = get("mha").activation_estimate(AttnConfig(d_model=d_model, n_heads=heads), batch, seq_len,
+                                             dtype.itemsize)
         return Workload(name, "fast", fn, [x, *ws], ws, [x], heads, d,
                         config={"shape": "[B, T, D]", "is_causal": True, "projections": "F.linear: Q|K|V fused, O; no bias"},
-                        linear_fwd_flops=4 * 2.0 * batch * seq_len * d_model * d_model)
-    from attnbench.attention import build
+                        linear_fwd_flops=4 * 2.0 * batch * seq_len * d_model * d_model, activations=est)
+    from attnbench.attention import build, get
 
-    mod = build(name, d_model=d_model, n_heads=heads, kv_heads=kv_heads, impl=impl, d_pos=d_pos).to(
-        device=device, dtype=dtype)
+    cls = get(name)
+    cfg = AttnConfig.from_kwargs(d_model=d_model, n_heads=heads, kv_heads=kv_heads, impl=impl, d_pos=d_pos)
+    mod = build(name, cfg=cfg).to(device=device, dtype=dtype)
     x = torch.randn(batch, seq_len, d_model, device=device, dtype=dtype, requires_grad=True)  # [B, T, D]
     call = torch.compile(mod) if compile else mod
     params = list(mod.parameters())
-    cfg = mod.cfg
-    core_heads = getattr(mod, "core_heads", 1 if name == "sha" else cfg.n_heads)
+    core_heads = cls.core_heads(cfg) if hasattr(cls, "core_heads") else None
+    est = cls.activation_estimate(cfg, batch, seq_len, dtype.itemsize) if hasattr(cls, "activation_estimate") else None
     return Workload(name, impl, lambda: call(x), [x, *params], params, [x], core_heads, cfg.head_dim, mod,
-                    cfg.to_dict())
+                    cfg.to_dict(), activations=est)

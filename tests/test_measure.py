@@ -141,14 +141,26 @@ def test_nvml_sampler_peak_and_average(monkeypatch):
     assert r["nvml_peak_mib"] == 300 and 100 < r["nvml_avg_mib"] < 300 and r["nvml_samples"] >= 3
 
 
+def estimate(name, seq_len, impl="fast", batch=2, dtype_bytes=4, **cfg):
+    from attnbench.attention import get
+    from attnbench.config import AttnConfig
+
+    cfg = AttnConfig(**{"d_model": 64, "n_heads": 4, "impl": impl, **cfg})
+    return memory.estimate_fields(get(name).activation_estimate(cfg, batch, seq_len, dtype_bytes))["estimate_mib"]
+
+
 def test_activation_estimate_scales():
-    kw = dict(batch=2, d_model=64, heads=4, kv_heads=None, dtype_bytes=4)
-    fast1 = memory.activation_estimate("mha", seq_len=128, impl="fast", **kw)["estimate_mib"]
-    fast2 = memory.activation_estimate("mha", seq_len=256, impl="fast", **kw)["estimate_mib"]
+    fast1, fast2 = estimate("mha", 128), estimate("mha", 256)
     assert fast2 == pytest.approx(2 * fast1)  # fused kernel: linear in T
-    ref1 = memory.activation_estimate("mha", seq_len=128, impl="reference", **kw)["estimate_mib"]
+    ref1 = estimate("mha", 128, "reference")
     assert ref1 - fast1 == pytest.approx((2 * 4 * 128 * 128 * 4 - 4 * 2 * 4 * 128) / 2**20)  # + probs - lse
-    assert memory.activation_estimate("mqa", seq_len=128, impl="fast", **kw)["estimate_mib"] < fast1
+    assert estimate("mqa", 128) < estimate("gqa", 128, kv_heads=2) < fast1
+    assert estimate("sha", 128) < fast1 < estimate("mhe-add", 128) < estimate("mdha", 128)
+
+
+def test_estimate_of_an_attention_without_one_is_na():
+    assert memory.estimate_fields(None)["estimate_mib"] is None
+    assert memory.estimate_fields({"a": 2**20, "b": 2**21}) == {"estimate_mib": 3.0, "estimate_formula": "a + b"}
 
 
 def test_cpu_peak_rss_fresh_process_grows_with_size():
@@ -191,14 +203,14 @@ def test_activation_estimate_of_the_fast_relative_path_counts_the_augmented_widt
 
     from attnbench.results import read
 
-    kw = dict(batch=4, seq_len=16384, d_model=1024, heads=16, kv_heads=None, impl="fast", dtype_bytes=2)
-    base = memory.activation_estimate("rmha", **kw)["estimate_mib"]
-    wide = memory.activation_estimate("rmha", d_pos=128, **kw)["estimate_mib"]
+    kw = dict(batch=4, seq_len=16384, d_model=1024, n_heads=16, dtype_bytes=2)
+    base = estimate("rmha", **kw)
+    wide = estimate("rmha", d_pos=128, **kw)
     assert wide - base == pytest.approx(2 * 4 * 16384 * 16 * 64 * 2 / 2**20)
     recs, _ = read([Path(__file__).parent.parent / "results" / "h100" / "sweep-537ffce"])
     measured = {r["attn"]: r["metrics"]["activations_mib"] for r in recs
                 if r["kind"] == "memory" and r["config"]["seq_len"] == 16384 and r["attn"] in ("rmha", "rcmha")}
     assert set(measured) == {"rmha", "rcmha"}
     for name, mib in measured.items():
-        est = memory.activation_estimate(name, **kw)["estimate_mib"]
+        est = estimate(name, **kw)
         assert abs(est - mib) / mib < 0.05, (name, est, mib)

@@ -1,20 +1,29 @@
-"""The registry of attentions: one file per attention, one line here per attention.
+"""The registry of attentions and the contract they follow (docs/contract.md): built-ins, one line here each;
+installed packages through the entry-point group `attnbench.attentions`; any class named as `path/file.py:Class`
+or `package.module:Class`.
 
-    names()               registered names, in table order
-    build(name, **cfg)    an nn.Module: forward(x [B,T,D], mem [B,M,D] | None) -> [B,T,D], causal
-    get(name)             the class (paper, summary, closed_form(cfg), has_positions)
+    names()                   built-in names, then installed entry points, in table order
+    parse_names(spec)         'mha,my/attn.py:Local' -> ['mha', 'my/attn.py:Local'], each one resolvable
+    get(name)                 the class; one from outside is checked first (contract.check: shape, causality)
+    build(name, **cfg)        an nn.Module: forward(x [B,T,D], mem [B,M,D] | None) -> [B,T,D], causal
+    unused_settings(cls, kw)  the given AttnConfig settings that the class does not read
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import fields
 from typing import Any
 
 from attnbench.config import AttnConfig
 from attnbench.errors import AttnbenchError
 
+ENTRY_POINT_GROUP = "attnbench.attentions"
+COMMON_SETTINGS = ("d_model", "n_heads", "dropout", "bias", "impl")  # read by every attention
+
 # name -> "module:Class"; modules are imported on demand so that `attnbench --help` stays instant.
 _REGISTRY: dict[str, str] = {}
+_CHECKED: dict[str, type] = {}  # names from outside whose class passed contract.check in this process
 
 
 def register(name: str, target: str) -> None:
@@ -34,30 +43,79 @@ register("mqa", "attnbench.attention.mqa:MQA")
 register("gqa", "attnbench.attention.gqa:GQA")
 
 
+def _entry_points() -> dict[str, Any]:
+    """Installed entry points of the group by name; a name taken twice, or by a built-in, fails loudly."""
+    from importlib.metadata import entry_points
+
+    out: dict[str, Any] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            raise AttnbenchError(f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP} takes the name "
+                                 f"of a built-in attention", exit_code=2)
+        if ep.name in out and out[ep.name].value != ep.value:
+            raise AttnbenchError(f"entry point {ep.name!r} of group {ENTRY_POINT_GROUP} is installed twice "
+                                 f"({out[ep.name].value}, {ep.value})", exit_code=2)
+        out[ep.name] = ep
+    return out
+
+
 def names() -> list[str]:
-    return list(_REGISTRY)
+    return [*_REGISTRY, *_entry_points()]
+
+
+def is_external(name: str) -> bool:
+    """A class named by its location (`file.py:Class`, `package.module:Class`) rather than registered."""
+    return name not in _REGISTRY and ":" in name
 
 
 def check_name(name: str) -> str:
-    if name not in _REGISTRY:
-        raise AttnbenchError(f"unknown attention {name!r}; valid: {', '.join(names())}", exit_code=2)
-    return name
+    if name in _REGISTRY or is_external(name) or name in _entry_points():
+        return name
+    raise AttnbenchError(f"unknown attention {name!r}; valid: {', '.join(names())}, or path/to/file.py:Class, "
+                         f"or package.module:Class", exit_code=2)
 
 
 def parse_names(spec: str | None) -> list[str]:
-    """'mha,rcmha' -> ['mha', 'rcmha']; None, '' or 'all' -> every registered name."""
+    """'mha,rcmha' -> ['mha', 'rcmha']; None, '' or 'all' -> every registered name. A class from outside is loaded
+    and checked here, before anything is measured."""
     if spec is None or spec.strip() in ("", "all"):
         return names()
     out = [check_name(s.strip()) for s in spec.split(",") if s.strip()]
-    return list(dict.fromkeys(out))
+    out = list(dict.fromkeys(out))
+    for name in out:
+        if name not in _REGISTRY:
+            get(name)
+    return out
 
 
 def get(name: str) -> Any:
-    module, cls = _REGISTRY[check_name(name)].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The class registered (or named) as `name`. A class from outside the package is refused with one line
+    unless it passes contract.check."""
+    if name in _REGISTRY:
+        module, cls = _REGISTRY[name].split(":")
+        return getattr(importlib.import_module(module), cls)
+    if name not in _CHECKED:
+        from attnbench.attention import contract
+
+        check_name(name)
+        cls = contract.load(name) if is_external(name) else contract.load_entry_point(_entry_points()[name])
+        contract.check(cls, name)
+        _CHECKED[name] = cls
+    return _CHECKED[name]
 
 
 def build(name: str, **config: Any):
     """Build attention `name` from keyword settings (see AttnConfig) or a ready `cfg=AttnConfig(...)`."""
     cfg = config.pop("cfg", None) or AttnConfig.from_kwargs(**config)
-    return get(name)(cfg)
+    cls = get(name)
+    if cfg.impl == "reference" and not getattr(cls, "has_reference", False):
+        raise AttnbenchError(f"{name} has no reference implementation (it does not declare has_reference)")
+    return cls(cfg)
+
+
+def unused_settings(cls: Any, given: dict[str, Any]) -> list[str]:
+    """The AttnConfig settings in `given` whose value differs from the default and that `cls` does not read
+    (neither a common setting nor one of its declared `settings`): a setting that would be silently ignored."""
+    defaults = {f.name: f.default for f in fields(AttnConfig)}
+    reads = set(COMMON_SETTINGS) | set(getattr(cls, "settings", ()))
+    return [k for k, v in given.items() if k in defaults and k not in reads and v is not None and v != defaults[k]]

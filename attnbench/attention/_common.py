@@ -168,3 +168,24 @@ def init_linear(*layers: nn.Linear) -> None:
 
 def scale_for(head_dim: int) -> float:
     return 1.0 / math.sqrt(head_dim)
+
+
+QKVO_PARTS = {"qkv": ("q", "k", "v"), "out": ("o",)}  # param_parts of the attentions with q, k, v, o projections
+
+
+def saved_activations(cfg, batch: int, seq_len: int, dtype_bytes: int, heads: int | None = None,
+                      kv_heads: int | None = None) -> dict[str, int]:
+    """Bytes an MHA-shaped forward keeps for backward, by the tensors autograd saves (inputs and weights excluded;
+    attention.md, MHA): the Q/K/V projections (B·T·h·d each, K/V with their own head count), the attention output
+    fed to W_o (B·T·n·d) and the module output (B·T·D); the fused kernel adds its log-sum-exp (B·n·T, fp32), the
+    reference path the softmax probabilities (B·n·T²). A rough figure: implementations may keep more or less."""
+    B, T, d = batch, seq_len, cfg.head_dim
+    n = heads or cfg.n_heads
+    kv = kv_heads or n
+    parts = {"q,k,v": B * T * (n + 2 * kv) * d * dtype_bytes, "attn out": B * T * n * d * dtype_bytes,
+             "module out": B * T * cfg.d_model * dtype_bytes}
+    if cfg.impl == "reference":
+        parts["probs B*n*T^2"] = B * n * T * T * dtype_bytes
+    else:
+        parts["lse"] = 4 * B * n * T
+    return parts

@@ -21,6 +21,8 @@ Three computations of the same function:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -51,6 +53,20 @@ class RelativePositions(nn.Module):
         if cfg.pos == "sinusoid":
             return cfg.d_pos * nh * hs + 2 * nh * hs  # W_R, u, v
         return 2 * cfg.max_rel * nh * hs + 2 * cfg.max_rel * nh + nh * hs  # P, S, u
+
+    @staticmethod
+    def path_config(cfg: AttnConfig) -> AttnConfig:
+        """cfg with impl naming the path that runs: the learned form has no fused path, its `fast` is the reference."""
+        return replace(cfg, impl="reference") if cfg.pos == "learned" else cfg
+
+    @staticmethod
+    def activation_estimate(cfg: AttnConfig, batch: int, seq_len: int, dtype_bytes: int) -> dict[str, int]:
+        """Bytes kept beyond MHA's: the reference path keeps a second B·n·T² score tensor and the biased queries;
+        the fast (sinusoid) path the augmented query and key of its fused kernel, B·T·n·(d+d_R) each."""
+        B, T, n, d = batch, seq_len, cfg.n_heads, cfg.head_dim
+        if cfg.impl == "reference":
+            return {"position scores B*n*T^2, q+u, q+v": (B * n * T * T + 2 * B * T * n * d) * dtype_bytes}
+        return {"augmented q, k B*T*n*(d+d_R) each": 2 * B * T * n * (d + cfg.d_pos) * dtype_bytes}
 
     def forward(self, q, k, v, scale: float, dropout: float, training: bool, impl: str):
         """q [B, nh, T, hs]; k, v [B, nh, L, hs] over [mem; x] -> [B, nh, T, hs]."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnbench.attention._common import (attend_fast, attend_reference, init_linear, merge_heads, project_qkv,
-                                         scale_for, split_heads, with_memory)
+from attnbench.attention._common import (QKVO_PARTS, attend_fast, attend_reference, init_linear, merge_heads,
+                                         project_qkv, saved_activations, scale_for, split_heads, with_memory)
 from attnbench.config import AttnConfig, default_kv_heads
 
 
@@ -15,6 +15,9 @@ class GQA(nn.Module):
     paper = "Ainslie et al. 2023, arXiv 2305.13245"
     summary = "Grouped-query attention: g K/V heads (--kv-heads), each shared by n/g query heads."
     has_positions = False
+    has_reference = True
+    settings = ("kv_heads",)
+    param_parts = QKVO_PARTS
 
     @staticmethod
     def kv_heads(cfg: AttnConfig) -> int:
@@ -31,6 +34,14 @@ class GQA(nn.Module):
         if g == n:
             return f"gqa with kv-heads = heads ({n}) is MHA"
         return None
+
+    @staticmethod
+    def core_heads(cfg: AttnConfig) -> int:
+        return cfg.n_heads
+
+    @classmethod
+    def activation_estimate(cls, cfg: AttnConfig, batch: int, seq_len: int, dtype_bytes: int) -> dict[str, int]:
+        return saved_activations(cfg, batch, seq_len, dtype_bytes, kv_heads=cls.kv_heads(cfg))
 
     def __init__(self, cfg: AttnConfig):
         super().__init__()

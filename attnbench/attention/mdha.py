@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnbench.attention._common import (CausalDepthwiseConv, attend, convolved_qkv, init_linear, merge_heads,
-                                         scale_for, split_heads, with_memory)
+from attnbench.attention._common import (QKVO_PARTS, CausalDepthwiseConv, attend, convolved_qkv, init_linear,
+                                         merge_heads, saved_activations, scale_for, split_heads, with_memory)
 from attnbench.config import AttnConfig
 
 
@@ -13,6 +13,10 @@ class MDHA(nn.Module):
     paper = "So et al. 2021 (Primer), arXiv 2109.08668"
     summary = "MHA plus a causal depth-wise convolution (width 3) after each of the Q, K and V projections."
     has_positions = False
+    has_reference = True
+    settings = ("conv_width",)
+    param_parts = QKVO_PARTS
+    paper_figures = {"acc": 0.557}  # in the RCMHA paper (Sugiharto et al. 2023; attention.md, RCMHA)
 
     def __init__(self, cfg: AttnConfig):
         super().__init__()
@@ -31,6 +35,17 @@ class MDHA(nn.Module):
     def closed_form(cfg: AttnConfig) -> dict[str, int]:
         D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
         return {"qkv": 3 * (D * C + b * C), "out": C * D + b * D, "other": 3 * C * cfg.conv_width}
+
+    @staticmethod
+    def core_heads(cfg: AttnConfig) -> int:
+        return cfg.n_heads
+
+    @staticmethod
+    def activation_estimate(cfg: AttnConfig, batch: int, seq_len: int, dtype_bytes: int) -> dict[str, int]:
+        """MHA's, plus the convolution inputs (a second Q, K, V)."""
+        parts = saved_activations(cfg, batch, seq_len, dtype_bytes)
+        parts["conv inputs"] = parts["q,k,v"]
+        return parts
 
     def forward(self, x, mem=None):
         h = with_memory(x, mem)  # [B, L, D]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnbench.attention._common import (attend, init_linear, merge_heads, project_qkv, scale_for, split_heads,
-                                         with_memory)
+from attnbench.attention._common import (QKVO_PARTS, attend, init_linear, merge_heads, project_qkv, saved_activations,
+                                         scale_for, split_heads, with_memory)
 from attnbench.config import AttnConfig
 
 
@@ -13,6 +13,11 @@ class MHA(nn.Module):
     paper = "Vaswani et al. 2017, arXiv 1706.03762"
     summary = "Multi-head attention: n heads, each with its own Q/K/V projection of width d = D/n."
     has_positions = False
+    has_reference = True
+    settings = ()
+    param_parts = QKVO_PARTS
+    # the RCMHA paper's Tiny Shakespeare accuracy for MHA (Sugiharto et al. 2023; attention.md, RCMHA)
+    paper_figures = {"acc": 0.566}
 
     def __init__(self, cfg: AttnConfig):
         super().__init__()
@@ -28,6 +33,14 @@ class MHA(nn.Module):
     def closed_form(cfg: AttnConfig) -> dict[str, int]:
         D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
         return {"qkv": 3 * (D * C + b * C), "out": C * D + b * D, "other": 0}
+
+    @staticmethod
+    def core_heads(cfg: AttnConfig) -> int:
+        return cfg.n_heads
+
+    @staticmethod
+    def activation_estimate(cfg: AttnConfig, batch: int, seq_len: int, dtype_bytes: int) -> dict[str, int]:
+        return saved_activations(cfg, batch, seq_len, dtype_bytes)
 
     def forward(self, x, mem=None):
         h = with_memory(x, mem)  # [B, L, D]

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnbench.attention._common import attend_fast, attend_reference, init_linear, merge_heads, scale_for, with_memory
+from attnbench.attention._common import (attend_fast, attend_reference, init_linear, merge_heads, saved_activations,
+                                         scale_for, with_memory)
 from attnbench.config import AttnConfig
 from attnbench.errors import AttnbenchError
 
@@ -94,6 +95,9 @@ class MHEAdd(nn.Module):
     paper = "Xue & Aletras 2023, arXiv 2310.07911"
     summary = "One shared Q/K/V projection of head width d plus a learned per-head embedding, added."
     has_positions = False
+    has_reference = True
+    settings = ()
+    param_parts = {"qkv": ("q", "k", "v", "emb"), "out": ("o",)}  # the head embeddings count as Q/K/V (MHE abstract)
     init_center = 0.0  # embeddings start around 0 with noise, so heads differ from the start
     combine_heads = AddHeads
 
@@ -113,6 +117,17 @@ class MHEAdd(nn.Module):
         D, nh, hs, b = cfg.d_model, cfg.n_heads, cfg.head_dim, int(cfg.bias)
         # MHE paper's abstract: 3nd beyond single-head attention of width d (the embeddings count as Q/K/V).
         return {"qkv": 3 * (D * hs + b * hs) + 3 * nh * hs, "out": nh * hs * D + b * D, "other": 0}
+
+    @staticmethod
+    def core_heads(cfg: AttnConfig) -> int:
+        return cfg.n_heads
+
+    @staticmethod
+    def activation_estimate(cfg: AttnConfig, batch: int, seq_len: int, dtype_bytes: int) -> dict[str, int]:
+        """MHA's, plus the three shared projections (B·T·d each)."""
+        parts = saved_activations(cfg, batch, seq_len, dtype_bytes)
+        parts["shared projections"] = 3 * batch * seq_len * cfg.head_dim * dtype_bytes
+        return parts
 
     @staticmethod
     def fast_path(rows: int) -> str:

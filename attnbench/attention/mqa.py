@@ -10,6 +10,7 @@ from attnbench.config import AttnConfig
 class MQA(GQA):
     paper = "Shazeer 2019, arXiv 1911.02150"
     summary = "Multi-query attention: one K/V head shared by all query heads."
+    settings = ()  # one K/V head whatever kv_heads says
 
     @staticmethod
     def kv_heads(cfg: AttnConfig) -> int:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnbench.attention._common import (CausalDepthwiseConv, convolved_qkv, init_linear, merge_heads, scale_for,
-                                         split_heads, with_memory)
+from attnbench.attention._common import (QKVO_PARTS, CausalDepthwiseConv, convolved_qkv, init_linear, merge_heads,
+                                         saved_activations, scale_for, split_heads, with_memory)
 from attnbench.attention._relative import RelativePositions
 from attnbench.config import AttnConfig
 
@@ -16,6 +16,10 @@ class RCMHA(nn.Module):
     paper = "Sugiharto et al. 2023, arXiv 2308.03429"
     summary = "RMHA plus Primer's causal depth-wise convolution (width 3) on Q, K and V; relu² in the model's FFN."
     has_positions = True
+    has_reference = True
+    settings = ("conv_width", "pos", "d_pos", "max_rel")
+    param_parts = QKVO_PARTS
+    paper_figures = {"acc": 0.572}  # Sugiharto et al. 2023, Tiny Shakespeare (attention.md, RCMHA)
 
     def __init__(self, cfg: AttnConfig):
         super().__init__()
@@ -36,6 +40,22 @@ class RCMHA(nn.Module):
         D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
         other = 3 * C * cfg.conv_width + RelativePositions.closed_form(cfg)
         return {"qkv": 3 * (D * C + b * C), "out": C * D + b * D, "other": other}
+
+    @staticmethod
+    def core_heads(cfg: AttnConfig) -> int:
+        return cfg.n_heads
+
+    @staticmethod
+    def activation_estimate(cfg: AttnConfig, batch: int, seq_len: int, dtype_bytes: int) -> dict[str, int]:
+        """MHA's, plus the convolution inputs and the relative path's tensors; the fast prologue reads q back from
+        q_aug, so the convolved q and k are not kept."""
+        cfg = RelativePositions.path_config(cfg)
+        parts = saved_activations(cfg, batch, seq_len, dtype_bytes)
+        parts["conv inputs"] = parts["q,k,v"]
+        parts.update(RelativePositions.activation_estimate(cfg, batch, seq_len, dtype_bytes))
+        if cfg.impl != "reference":
+            parts["minus the convolved q and k"] = -2 * batch * seq_len * cfg.n_heads * cfg.head_dim * dtype_bytes
+        return parts
 
     def forward(self, x, mem=None):
         h = with_memory(x, mem)  # [B, L, D]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnbench.attention._common import init_linear, merge_heads, project_qkv, scale_for, split_heads, with_memory
+from attnbench.attention._common import (QKVO_PARTS, init_linear, merge_heads, project_qkv, saved_activations, scale_for,
+                                         split_heads, with_memory)
 from attnbench.attention._relative import RelativePositions
 from attnbench.config import AttnConfig
 
@@ -14,6 +15,10 @@ class RMHA(nn.Module):
     paper = "Dai et al. 2019 (Transformer-XL), arXiv 1901.02860"
     summary = "MHA scored with Transformer-XL relative positions (u, v, W_R and a sinusoid); no absolute positions."
     has_positions = True
+    has_reference = True
+    settings = ("pos", "d_pos", "max_rel")
+    param_parts = QKVO_PARTS
+    paper_figures = {"acc": 0.555}  # in the RCMHA paper (Sugiharto et al. 2023; attention.md, RCMHA)
 
     def __init__(self, cfg: AttnConfig):
         super().__init__()
@@ -30,6 +35,16 @@ class RMHA(nn.Module):
     def closed_form(cfg: AttnConfig) -> dict[str, int]:
         D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
         return {"qkv": 3 * (D * C + b * C), "out": C * D + b * D, "other": RelativePositions.closed_form(cfg)}
+
+    @staticmethod
+    def core_heads(cfg: AttnConfig) -> int:
+        return cfg.n_heads
+
+    @staticmethod
+    def activation_estimate(cfg: AttnConfig, batch: int, seq_len: int, dtype_bytes: int) -> dict[str, int]:
+        cfg = RelativePositions.path_config(cfg)
+        parts = saved_activations(cfg, batch, seq_len, dtype_bytes)
+        return {**parts, **RelativePositions.activation_estimate(cfg, batch, seq_len, dtype_bytes)}
 
     def forward(self, x, mem=None):
         h = with_memory(x, mem)  # [B, L, D]

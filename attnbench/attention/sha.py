@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from attnbench.attention._common import (attend, init_linear, merge_heads, project_qkv, scale_for, split_heads,
-                                         with_memory)
+from attnbench.attention._common import (QKVO_PARTS, attend, init_linear, merge_heads, project_qkv, saved_activations,
+                                         scale_for, split_heads, with_memory)
 from attnbench.config import AttnConfig
 
 
@@ -14,6 +14,9 @@ class SHA(nn.Module):
     paper = "Xue & Aletras 2023, arXiv 2310.07911 (baseline)"
     summary = "Single-head attention of width d = D/n: the width of MHE's shared projections."
     has_positions = False
+    has_reference = True
+    settings = ()
+    param_parts = QKVO_PARTS
 
     def __init__(self, cfg: AttnConfig):
         super().__init__()
@@ -29,6 +32,14 @@ class SHA(nn.Module):
     def closed_form(cfg: AttnConfig) -> dict[str, int]:
         D, hs, b = cfg.d_model, cfg.head_dim, int(cfg.bias)
         return {"qkv": 3 * (D * hs + b * hs), "out": hs * D + b * D, "other": 0}
+
+    @staticmethod
+    def core_heads(cfg: AttnConfig) -> int:
+        return 1
+
+    @staticmethod
+    def activation_estimate(cfg: AttnConfig, batch: int, seq_len: int, dtype_bytes: int) -> dict[str, int]:
+        return saved_activations(cfg, batch, seq_len, dtype_bytes, heads=1)
 
     def forward(self, x, mem=None):
         h = with_memory(x, mem)

@@ -7,7 +7,8 @@
 On CPU: peak resident memory of a fresh process per configuration (`cpu_peak_rss`), so that one measurement does
 not inherit another's high-water mark.
 
-Also an analytic estimate of the activations an attention keeps for backward (`activation_estimate`).
+Also the analytic estimate of the activations an attention keeps for backward, which each attention declares itself
+(its `activation_estimate` member; `estimate_fields` turns it into MiB).
 Units: MiB = 2**20 bytes.
 """
 
@@ -21,64 +22,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attnbench.config import default_kv_heads
-
 MIB = 2**20
 ESTIMATE_NOTE_RATIO = 2.0  # measured vs estimate beyond this factor either way earns a note
 
-# K/V heads and query heads by attention, for the estimate (../shared/docs/attention.md)
-_KV_ONE = {"mqa"}
-_CONV = {"mdha", "rcmha"}  # causal depth-wise convolution on Q, K, V: its inputs are kept too
-_REL = {"rmha", "rcmha"}  # relative positions: (q+u), (q+v) and the position projection are kept too
 
-
-def activation_estimate(name: str, batch: int, seq_len: int, d_model: int, heads: int, kv_heads: int | None,
-                        impl: str, dtype_bytes: int, d_pos: int | None = None) -> dict[str, Any]:
-    """Bytes of activations a forward keeps for backward (inputs and weights excluded), by counting the tensors
-    autograd saves: the Q/K/V projections (B·T·h·d each, K/V with their own head count), the attention output
-    fed to W_o (B·T·n·d) and the module output (B·T·D); the fast path adds the fused kernel's log-sum-exp
-    (B·n·T fp32), the reference path the softmax probabilities (B·n·T², attention.md: MHA). MDHA/RCMHA add the
-    convolution inputs (a second Q/K/V), RMHA/RCMHA the two biased queries and a second B·n·T² score tensor,
-    MHE the three shared projections (B·T·d each). The fast relative path keeps the augmented query and key of its
-    fused kernel instead (B·T·n·(d+d_R) each, attention.md: RMHA, "A fast exact path exists"); with RCMHA's
-    convolution the convolved query and key are not kept. A rough figure: implementations may keep more or less."""
-    T, B = seq_len, batch
-    n = 1 if name == "sha" else heads
-    d = d_model // heads
-    if name == "sdpa":  # bare kernel on given q, k, v: only its output and log-sum-exp
-        elems = B * n * T * d
-        return {"estimate_mib": (elems * dtype_bytes + 4 * B * n * T) / MIB,
-                "estimate_formula": "out B*n*T*d + lse B*n*T (fp32)"}
-    if name == "sdpa+proj":
-        name = "mha"
-    kv = 1 if name in _KV_ONE else (kv_heads or default_kv_heads(heads)) if name == "gqa" else n
-    qkv = B * T * (n + 2 * kv) * d
-    elems = qkv + B * T * n * d + B * T * d_model
-    parts = ["q,k,v", "attn out", "module out"]
-    if name in _CONV:
-        elems += qkv
-        parts.append("conv inputs")
-    if name.startswith("mhe"):
-        elems += 3 * B * T * d
-        parts.append("shared projections")
-    fp32 = 0
-    if impl == "reference":
-        elems += B * n * T * T
-        parts.append("probs B*n*T^2")
-        if name in _REL:
-            elems += B * n * T * T + 2 * B * T * n * d
-            parts.append("position scores B*n*T^2, q+u, q+v")
-    else:
-        fp32 += 4 * B * n * T
-        parts.append("lse")
-        if name in _REL:
-            d_r = d_pos or d  # AttnConfig's default d_R: the head width
-            elems += 2 * B * T * n * (d + d_r)
-            parts.append("augmented q, k B*T*n*(d+d_R) each")
-            if name in _CONV:  # the prologue reads q back from q_aug: the convolved q and k are freed
-                elems -= 2 * B * T * n * d
-                parts.append("minus the convolved q and k")
-    return {"estimate_mib": (elems * dtype_bytes + fp32) / MIB, "estimate_formula": " + ".join(parts)}
+def estimate_fields(parts: dict[str, int] | None) -> dict[str, Any]:
+    """An estimate of the activations a forward keeps for backward, given as bytes by tensor group (an attention's
+    `activation_estimate` member, docs/contract.md): the total in MiB and the groups as its formula. None (n/a)
+    when the attention declares no estimate."""
+    if parts is None:
+        return {"estimate_mib": None, "estimate_formula": "n/a: the attention declares no activation_estimate"}
+    return {"estimate_mib": sum(parts.values()) / MIB, "estimate_formula": " + ".join(parts)}
 
 
 def tensor_mib(tensors) -> float:
