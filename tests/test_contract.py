@@ -15,7 +15,7 @@ from attnbench.measure.memory import estimate_fields
 BUILTINS = [n for n in names() if get(n).__module__.startswith("attnbench.")]
 SETTING_FIELDS = [f.name for f in fields(AttnConfig) if f.name not in COMMON_SETTINGS]
 # A non-default value of every attention-specific setting, and a base config in which it can matter.
-VARIED = {"kv_heads": ({}, 2), "conv_width": ({}, 5), "pos": ({}, "learned"), "d_pos": ({}, 4),
+VARIED = {"kv_heads": ({}, 1), "conv_width": ({}, 5), "pos": ({}, "learned"), "d_pos": ({}, 4),
           "max_rel": ({"pos": "learned"}, 8)}
 
 
