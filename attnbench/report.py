@@ -7,7 +7,9 @@ Rules held here (../shared/docs/benchmarking.md, "Records"):
 - a failed measurement (OOM, n/a) is a result: it stays in the tables and is marked on the plots;
 - matplotlib is optional (`.[plot]`): without it the report has tables only and says so;
 - multi-seed train results get their statistics from stats.py (confidence intervals, Welch t-tests with Holm's
-  correction, the retention ratio to MHA with its confidence intervals).
+  correction, the retention ratio to MHA with its confidence intervals);
+- runs of the RCMHA paper's preset get a section of their own (report_paper.py): the paper's table, its claims
+  tested, and the convolution x relative scoring x activation ablation.
 
 Every metric name the report reads is declared in the block below, and nowhere else.
 """
@@ -665,6 +667,11 @@ def build_report(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
         _params_section(doc, kinds["params"])
     if kinds["train"]:
         _train_section(doc, kinds["train"], out, plt, plot_list)
+        from attnbench.report_paper import section  # imports this module, so not at the top
+
+        paper = section(kinds["train"])
+        if paper:
+            doc.add(*paper)
     md = out / "report.md"
     md.write_text("\n".join(doc.lines), encoding="utf-8")
     return ReportResult(md, plot_list, problems, notes, len(records))

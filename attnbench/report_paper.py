@@ -1,0 +1,381 @@
+"""The report's "RCMHA paper, reproduced" section (issue 12, items 5 and 6): train records of `--preset paper`
+-> Markdown lines, which report.py writes into report.md.
+
+Per device and configuration (records of different devices or settings are never pooled):
+- the table: per attention and FFN activation, paper_acc (the authors' cumulative train+validation accuracy),
+  held-out test accuracy and bpc, memory and wall time, each beside the paper's figure where the attention's class
+  declares one (`paper_figures`, attention.md "RCMHA");
+- whether the paper's accuracy lies inside our 95 % confidence interval of paper_acc;
+- one sentence per paper claim (its accuracy ordering, read off `paper_figures["acc"]`), tested with Welch's t-test
+  and Holm's correction (stats.pairwise) on paper_acc and on test_acc, within one FFN activation;
+- the ablation the paper lacks: convolution x relative scoring x FFN activation, 8 cells, and each factor's effect
+  within every level of the other two (Welch, Holm over the table's contrasts).
+A rerun of a seed replaces the earlier record of that seed, so that no run counts twice.
+
+Library code: `section(records)` returns Markdown lines; nothing here prints.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+from attnbench import stats
+from attnbench.report import TRAIN_IGNORE, _freeze, _num, _ok, env_key, env_label, train_settings
+from attnbench.tables import cell, to_markdown
+
+PRESET = "paper"  # config.preset of the records this section reads
+# Metric names of a paper-preset record (paper_run.py), declared once here.
+PAPER_ACC, TEST_ACC, TEST_BPC, STEPS, WALL = "paper_acc", "test_acc", "test_bpc", "steps", "wall_s"
+MEMORY = (("alloc_peak_mib", "alloc peak GiB"), ("nvml_peak_mib", "NVML peak GiB"), ("nvml_avg_mib", "NVML avg GiB"))
+CLAIM_METRICS = (PAPER_ACC, TEST_ACC)  # the paper's claims are about accuracy: higher is better
+ABLATION_METRICS = ((PAPER_ACC, True), (TEST_BPC, False))  # (metric, higher is better)
+# Config keys: the FFN activation (a factor of the ablation), the size of a lockstep group.
+ACT, RUNS_IN_GROUP = "act", "runs_in_group"
+ACTS = ("relu", "relu2")  # the ablation's activation levels (issue 12, item 6): the effect is ACTS[1] - ACTS[0]
+# Settings that do not split a configuration: the ablation's activation, how the step was executed.
+CONFIG_IGNORE = (*TRAIN_IGNORE, ACT, "cuda_graph")
+# The attention classes' paper_figures keys (attention.md, "RCMHA").
+FIG_ACC, FIG_MEMORY, FIG_TIME = "acc", "avg_memory_gb", "train_time_s"
+# The ablation's attention factors, read off each class's declared settings (docs/contract.md): an attention with a
+# convolution takes conv_width (attention.md, MDHA), one with relative scoring takes pos (attention.md, RMHA).
+FACTORS = (("conv", "conv_width"), ("relative", "pos"))
+MISSING = "—"
+GIB = 1024.0  # MiB per GiB (benchmarking.md, "Memory": powers of two)
+
+
+# ---------------------------------------------------------------------------------------------- the classes
+def figures(attn: str) -> dict[str, Any]:
+    """The paper's figures an attention's class declares ({} for an unregistered or undeclaring attention)."""
+    from attnbench.attention import get, names
+
+    return dict(getattr(get(attn), "paper_figures", None) or {}) if attn in names() else {}
+
+
+def paper_attentions() -> list[str]:
+    """The paper's attentions (those declaring a paper accuracy), in registry order: the ablation's grid."""
+    from attnbench.attention import names
+
+    return [a for a in names() if figures(a).get(FIG_ACC) is not None]
+
+
+def factor_levels(attn: str) -> dict[str, bool]:
+    """{"conv": bool, "relative": bool} of an attention (FACTORS)."""
+    from attnbench.attention import get
+
+    declared = getattr(get(attn), "settings", ())
+    return {name: setting in declared for name, setting in FACTORS}
+
+
+# ---------------------------------------------------------------------------------------------- grouping
+def paper_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in records if r.get("kind") == "train" and (r.get("config") or {}).get("preset") == PRESET]
+
+
+def _act(r: dict[str, Any]) -> str:
+    fields = (r.get("config") or {}).get("preset_fields") or {}
+    return str(fields.get(ACT, "?"))
+
+
+def _config_key(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in train_settings(r)[1].items() if k not in CONFIG_IGNORE}
+
+
+def _groups(recs: Sequence[dict[str, Any]]):
+    """(env key, configuration label, records) per device and configuration; the label names the settings in which
+    configurations of one device differ ('' when there is one)."""
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        by[(env_key(r), _freeze(_config_key(r)))].append(r)
+    for (env, cfg), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
+        others = [dict(c) for e, c in by if e == env]
+        varying = sorted(k for k in dict(cfg) if len({o.get(k) for o in others}) > 1)
+        yield env, " ".join(f"{k}={dict(cfg)[k].strip(chr(39))}" for k in varying), rs
+
+
+def _chronological(recs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """By time, then file, then line number (as a number: line 10 comes after line 9)."""
+    def key(r: dict[str, Any]) -> tuple:
+        src, _, line = (r.get("_source") or "").rpartition(":")
+        return r.get("time_utc") or "", src, int(line) if line.isdigit() else 0
+
+    return sorted(recs, key=key)
+
+
+def cells(recs: Sequence[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[dict]], dict[tuple[str, str], int]]:
+    """(attention, act) -> its ok records, the latest per seed; and -> the number of failed records."""
+    ok: dict[tuple[str, str], dict[Any, dict]] = defaultdict(dict)
+    failed: dict[tuple[str, str], int] = defaultdict(int)
+    for r in _chronological(recs):
+        key = (train_settings(r)[0], _act(r))
+        if _ok(r):
+            ok[key][(r.get("config") or {}).get("seed")] = r
+        else:
+            failed[key] += 1
+    return {k: list(v.values()) for k, v in ok.items()}, dict(failed)
+
+
+def _order(keys) -> list[tuple[str, str]]:
+    """Registry order of attentions, then ACTS order of activations; unknown names last, alphabetically."""
+    from attnbench.attention import names
+
+    reg = names()
+    return sorted(keys, key=lambda k: (reg.index(k[0]) if k[0] in reg else len(reg), k[0],
+                                       ACTS.index(k[1]) if k[1] in ACTS else len(ACTS), k[1]))
+
+
+def values(recs: Sequence[dict[str, Any]], metric: str) -> list[float]:
+    vs = [_num((r.get("metrics") or {}).get(metric)) for r in recs]
+    return [float(v) for v in vs if v is not None]
+
+
+# ---------------------------------------------------------------------------------------------- formatting
+def mean_sd(vs: Sequence[float], scale: float = 1.0) -> str:
+    """'0.5612 ± 0.0021', one value as itself, no values as MISSING."""
+    sm = stats.summary([v / scale for v in vs])
+    if sm["mean"] is None:
+        return MISSING
+    return cell(sm["mean"]) if sm["std"] is None else f"{cell(sm['mean'])} ± {cell(sm['std'])}"
+
+
+def ci(vs: Sequence[float]) -> str:
+    sm = stats.summary(vs)
+    if sm["n"] == 0:
+        return MISSING
+    return stats.TOO_FEW if sm["ci_low"] is None else f"[{cell(sm['ci_low'])}, {cell(sm['ci_high'])}]"
+
+
+def duration(s: float | None) -> str:
+    """7320 -> '2 h 02 min', 212 -> '3 min 32 s', 41.6 -> '42 s'."""
+    if s is None:
+        return MISSING
+    s = round(s)
+    if s >= 3600:
+        return f"{s // 3600} h {round(s % 3600 / 60):02d} min"
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+
+
+def _fig(value: Any, fmt=cell) -> str:
+    return MISSING if value is None else fmt(value)
+
+
+def _mean(vs: Sequence[float]) -> float | None:
+    return sum(vs) / len(vs) if vs else None
+
+
+# ---------------------------------------------------------------------------------------------- the table
+def quality_rows(ok, failed) -> list[dict[str, Any]]:
+    rows = []
+    for attn, act in _order({*ok, *failed}):
+        rs, fig = ok.get((attn, act), []), figures(attn)
+        acc = values(rs, PAPER_ACC)
+        rows.append({"attention": attn, "act": act, "runs": len(rs), "failed": failed.get((attn, act), 0),
+                     PAPER_ACC: mean_sd(acc), "95% CI": ci(acc), "paper: acc": _fig(fig.get(FIG_ACC)),
+                     TEST_ACC: mean_sd(values(rs, TEST_ACC)), TEST_BPC: mean_sd(values(rs, TEST_BPC))})
+    return rows
+
+
+def _per_run_wall(rs: Sequence[dict[str, Any]]) -> list[float]:
+    """A lockstep group's wall time divided among its runs: the GPU time one run cost."""
+    out = []
+    for r in rs:
+        wall, n = _num((r.get("metrics") or {}).get(WALL)), _num((r.get("config") or {}).get(RUNS_IN_GROUP))
+        if wall is not None and n:
+            out.append(wall / n)
+    return out
+
+
+def cost_rows(ok, failed) -> list[dict[str, Any]]:
+    rows = []
+    for attn, act in _order({*ok, *failed}):
+        rs, fig = ok.get((attn, act), []), figures(attn)
+        group = sorted({int(n) for r in rs if (n := _num((r.get("config") or {}).get(RUNS_IN_GROUP)))})
+        row = {"attention": attn, "act": act, "runs": len(rs), STEPS: mean_sd(values(rs, STEPS))}
+        row.update({label: mean_sd(values(rs, metric), GIB) for metric, label in MEMORY})
+        row.update({"paper: avg GB": _fig(fig.get(FIG_MEMORY)), "wall": duration(_mean(values(rs, WALL))),
+                    "runs in group": ", ".join(map(str, group)) or MISSING,
+                    "wall / run": duration(_mean(_per_run_wall(rs))), "paper: time": _fig(fig.get(FIG_TIME), duration)})
+        rows.append(row)
+    return rows
+
+
+def reach_lines(ok) -> list[str]:
+    """Per cell with a paper accuracy: is the paper's figure inside our 95 % CI of paper_acc?"""
+    out = []
+    for attn, act in _order(ok):
+        paper, acc = figures(attn).get(FIG_ACC), values(ok[(attn, act)], PAPER_ACC)
+        if paper is None or not acc:
+            continue
+        sm, who = stats.summary(acc), f"{attn} (act {act}, n={len(acc)})"
+        if sm["ci_low"] is None:
+            out.append(f"- {who}: {stats.TOO_FEW} for an interval; ours {cell(sm['mean'])}, the paper's {paper}.")
+        elif sm["ci_low"] <= paper <= sm["ci_high"]:
+            out.append(f"- {who}: the paper's {paper} lies inside our 95 % CI {ci(acc)}.")
+        else:
+            side = "above" if paper > sm["ci_high"] else "below"
+            out.append(f"- {who}: the paper's {paper} lies {side} our 95 % CI {ci(acc)} "
+                       f"(ours {cell(sm['mean'])}, {sm['mean'] - paper:+.4f}).")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the claims
+def _n(p: dict[str, Any]) -> str:
+    return f"n={p['n_a']}" if p["n_a"] == p["n_b"] else f"n={p['n_a']} vs {p['n_b']}"
+
+
+def claim_verdict(p: dict[str, Any]) -> str:
+    """The claim 'a > b' against one stats.pairwise row: holds, does not hold, cannot be told apart, too few runs."""
+    if not p["n_a"] or not p["n_b"]:
+        return f"no runs of {p['a'] if not p['n_a'] else p['b']}"
+    if p["n_a"] < 2 or p["n_b"] < 2:
+        return f"{stats.TOO_FEW} ({_n(p)})"
+    if p["p_holm"] is None:
+        return f"not testable: no spread in either group ({_n(p)})"
+    shown = f"{p['diff']:+.4f}, {stats.format_p(p['p_holm'], 'p_holm')}"
+    if p["p_holm"] >= stats.ALPHA:
+        return f"cannot be told apart at {_n(p)} ({shown})"
+    return f"holds ({shown})" if p["diff"] > 0 else f"does not hold: the opposite is significant ({shown})"
+
+
+def claim_lines(ok, act: str, attns: Sequence[str]) -> list[str]:
+    """One sentence per claim 'a > b' of the paper (a's paper accuracy above b's) among `attns`, at activation
+    `act`: the verdict on each CLAIM_METRICS, Holm-corrected over that metric's claims."""
+    ranked = sorted((a for a in attns if figures(a).get(FIG_ACC) is not None), key=lambda a: -figures(a)[FIG_ACC])
+    verdicts: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for metric in CLAIM_METRICS:
+        groups = {a: values(ok.get((a, act), []), metric) for a in ranked}
+        for p in stats.pairwise(groups, higher_is_better=True):
+            verdicts[(p["a"], p["b"])].append(f"{metric} {claim_verdict(p)}")
+    out = []
+    for (a, b), said in verdicts.items():
+        fa, fb = figures(a)[FIG_ACC], figures(b)[FIG_ACC]
+        if fa > fb:
+            out.append(f"- {a} > {b} (paper {fa} > {fb}): " + "; ".join(said) + ".")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- the ablation
+def _levels(attn: str, act: str) -> dict[str, Any]:
+    return {**factor_levels(attn), ACT: act}
+
+
+def _yes(v: Any) -> str:
+    return ("yes" if v else "no") if isinstance(v, bool) else str(v)
+
+
+def grid_rows(ok, acts: Sequence[str]) -> list[dict[str, Any]]:
+    rows = []
+    for attn in paper_attentions():
+        for act in acts:
+            rs = ok.get((attn, act), [])
+            row = {"attention": attn, **{k: _yes(v) for k, v in _levels(attn, act).items()}, "n": len(rs)}
+            row.update({metric: mean_sd(values(rs, metric)) for metric, _ in ABLATION_METRICS})
+            rows.append(row)
+    return rows
+
+
+def contrasts(acts: Sequence[str]) -> list[tuple[str, tuple[str, str], tuple[str, str]]]:
+    """(factor, high cell, low cell) for each factor and each level of the other two: the pairs of grid cells that
+    differ in that factor alone (high: with the convolution / relative scoring, or ACTS[1])."""
+    cells_ = [(a, act) for a in paper_attentions() for act in acts]
+    out = []
+    for factor in [name for name, _ in FACTORS] + [ACT]:
+        for hi in cells_:
+            for lo in cells_:
+                lh, ll = _levels(*hi), _levels(*lo)
+                if all(lh[k] == ll[k] for k in lh if k != factor) and \
+                        ((lh[factor] is True and ll[factor] is False) or (lh[factor], ll[factor]) == ACTS[::-1]):
+                    out.append((factor, hi, lo))
+    return out
+
+
+def _within(factor: str, cell_: tuple[str, str]) -> str:
+    return " · ".join(f"{k} {_yes(v)}" for k, v in _levels(*cell_).items() if k != factor)
+
+
+def _label(factor: str, hi: tuple[str, str], lo: tuple[str, str]) -> str:
+    return f"{hi[1]} − {lo[1]} ({hi[0]})" if factor == ACT else f"{hi[0]} − {lo[0]} ({hi[1]})"
+
+
+def effect_rows(ok, acts: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per contrast: mean difference high - low with its 95 % CI and Welch p-value, Holm-adjusted over the
+    table's contrasts, separately per ABLATION_METRICS metric."""
+    todo = contrasts(acts)
+    rows = [{"factor": f, "within": _within(f, hi), "contrast": _label(f, hi, lo),
+             "n": f"{len(ok.get(hi, []))} vs {len(ok.get(lo, []))}"} for f, hi, lo in todo]
+    for metric, _ in ABLATION_METRICS:
+        tests = [stats.welch(values(ok.get(hi, []), metric), values(ok.get(lo, []), metric)) for _, hi, lo in todo]
+        tested = [t for t in tests if t["p"] is not None]
+        for t, adj in zip(tested, stats.holm([t["p"] for t in tested])):
+            t["p_holm"] = adj
+        for row, t in zip(rows, tests):
+            row[f"Δ {metric} [95% CI]"] = _delta(t)
+            row[f"p_holm ({metric})"] = _p(t)
+    return rows
+
+
+def _delta(t: dict[str, Any]) -> str:
+    if t["diff"] is None:
+        return MISSING
+    return f"{t['diff']:+.4g}" + ("" if t["ci_low"] is None else f" [{t['ci_low']:+.4g}, {t['ci_high']:+.4g}]")
+
+
+def _p(t: dict[str, Any]) -> str:
+    if t["diff"] is None:
+        return MISSING
+    if t["n_a"] < 2 or t["n_b"] < 2:
+        return stats.TOO_FEW
+    return "no spread" if t["p"] is None else stats.format_p(t["p_holm"], "").lstrip("=")
+
+
+# ---------------------------------------------------------------------------------------------- the section
+def _table(rows: list[dict[str, Any]]) -> str:
+    return to_markdown(rows, list(rows[0]) if rows else [])
+
+
+def _group_lines(recs: Sequence[dict[str, Any]]) -> list[str]:
+    ok, failed = cells(recs)
+    present = [a for a, _ in _order({*ok, *failed})]
+    acts = [*ACTS, *sorted({act for _, act in {*ok, *failed}} - set(ACTS))]
+    lines = [_table(quality_rows(ok, failed)), "", _table(cost_rows(ok, failed)), "",
+             "Memory is the lockstep group's, all its runs together (compare with the paper's one run where runs in "
+             "group is 1). `wall` is the group's wall time, which every run of the group shares; `wall / run` "
+             "divides it among the group's runs. The paper writes GB without saying whether it means 10⁹ or 2³⁰ "
+             "bytes (2.98 GB = 2.78 GiB if 10⁹).", ""]
+    reach = reach_lines(ok)
+    if reach:
+        lines += ["Is the paper's accuracy within our reach (inside our 95 % CI of paper_acc)?", "", *reach, ""]
+    ranked = list(dict.fromkeys(a for a in present if figures(a).get(FIG_ACC) is not None))
+    for act in acts:
+        claims = claim_lines(ok, act, ranked) if any((a, act) in ok for a in ranked) else []
+        if claims:
+            lines += [f"The paper's claims with act {act}: Welch's t-test, Holm-adjusted over each metric's claims "
+                      f"(a claim holds where p_holm < {stats.ALPHA:.2g}); the signed figure is ours, a − b.", "",
+                      *claims, ""]
+    if ranked:
+        lines += ["#### Ablation: convolution × relative scoring × FFN activation", "",
+                  "The cells: the paper's four attentions are the convolution / relative-scoring cells, the FFN "
+                  "activation the third factor; `—` marks a cell without runs.", "",
+                  _table(grid_rows(ok, acts)), "",
+                  "Each factor's effect within every level of the other two (high − low: with − without, "
+                  f"{ACTS[1]} − {ACTS[0]}); Welch's t-test, p Holm-adjusted over this table per metric.", "",
+                  _table(effect_rows(ok, acts)), ""]
+    return lines
+
+
+def section(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The Markdown lines of the section, [] when no record is of the paper preset."""
+    recs = paper_records(records)
+    if not recs:
+        return []
+    lines = ["## RCMHA paper, reproduced",
+             "",
+             f"Train records of `--preset {PRESET}` (Sugiharto et al. 2023, arXiv 2308.03429; attention.md, RCMHA). "
+             "`paper_acc` is the authors' metric: a running next-character accuracy over every training and "
+             "validation batch since the start; `test_acc` and `test_bpc` are one full pass over the last 10 % at "
+             "the final weights. Mean ± standard deviation across seeds; the 95 % CI is the mean's (Student t). A "
+             "rerun of a seed replaces its earlier record.", ""]
+    for env, label, rs in _groups(recs):
+        lines += [f"### {env[0]} ({env[1]})" + (f" · {label}" if label else ""), "", f"Environment: {env_label(env)}",
+                  "", *_group_lines(rs)]
+    return lines
