@@ -138,6 +138,14 @@ def mean_sd(vs: Sequence[float], scale: float = 1.0) -> str:
     return cell(sm["mean"]) if sm["std"] is None else f"{cell(sm['mean'])} ± {cell(sm['std'])}"
 
 
+def span(vs: Sequence[float]) -> str:
+    """Counts: '156,850' when every run has it, else '156,000 – 156,850'."""
+    if not vs:
+        return MISSING
+    lo, hi = cell(int(min(vs))), cell(int(max(vs)))
+    return lo if lo == hi else f"{lo} – {hi}"
+
+
 def ci(vs: Sequence[float]) -> str:
     sm = stats.summary(vs)
     if sm["n"] == 0:
@@ -190,7 +198,7 @@ def cost_rows(ok, failed) -> list[dict[str, Any]]:
     for attn, act in _order({*ok, *failed}):
         rs, fig = ok.get((attn, act), []), figures(attn)
         group = sorted({int(n) for r in rs if (n := _num((r.get("config") or {}).get(RUNS_IN_GROUP)))})
-        row = {"attention": attn, "act": act, "runs": len(rs), STEPS: mean_sd(values(rs, STEPS))}
+        row = {"attention": attn, "act": act, "runs": len(rs), STEPS: span(values(rs, STEPS))}
         row.update({label: mean_sd(values(rs, metric), GIB) for metric, label in MEMORY})
         row.update({"paper: avg GB": _fig(fig.get(FIG_MEMORY)), "wall": duration(_mean(values(rs, WALL))),
                     "runs in group": ", ".join(map(str, group)) or MISSING,
@@ -231,7 +239,7 @@ def claim_verdict(p: dict[str, Any]) -> str:
         return f"{stats.TOO_FEW} ({_n(p)})"
     if p["p_holm"] is None:
         return f"not testable: no spread in either group ({_n(p)})"
-    shown = f"{p['diff']:+.4f}, {stats.format_p(p['p_holm'], 'p_holm')}"
+    shown = f"{round(p['diff'], 4) + 0.0:+.4f}, {stats.format_p(p['p_holm'], 'p_holm')}"  # + 0.0: no '-0.0000'
     if p["p_holm"] >= stats.ALPHA:
         return f"cannot be told apart at {_n(p)} ({shown})"
     return f"holds ({shown})" if p["diff"] > 0 else f"does not hold: the opposite is significant ({shown})"

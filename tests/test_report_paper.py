@@ -21,7 +21,7 @@ def env(name="NVIDIA H200", device="cuda"):
     return {"device": device, "device_name": name, "driver": "570.1", "cuda": "12.8", "torch": "2.9.0"}
 
 
-def rec(attn, seed, acc, act="relu", preset="paper", status="ok", test_acc=None, bpc=2.0, e=None, wall=600.0,
+def rec(attn, seed, acc, act="relu", preset="paper", status="ok", gap=0.05, bpc=2.0, e=None, wall=600.0,
         runs=4, **fields):
     """A record as paper_run.py writes it (issue 12): one run of a lockstep group of `runs` runs."""
     preset_fields = {"act": act, "flavour": "labml", "mem_len": 32, "ctx": 2, "d_model": 128, "epochs": 10,
@@ -29,7 +29,7 @@ def rec(attn, seed, acc, act="relu", preset="paper", status="ok", test_acc=None,
     config = {"preset": preset, "preset_fields": preset_fields, "attn": attn, "seed": seed, "runs_in_group": runs,
               "group": [[attn, seed]], "cuda_graph": "on"}
     metrics = {} if status != "ok" else {
-        "paper_acc": acc, "test_acc": acc - 0.05 if test_acc is None else test_acc, "test_loss": bpc * 0.693,
+        "paper_acc": acc, "test_acc": acc - gap, "test_loss": bpc * 0.693,
         "test_bpc": bpc, "test_n": 111_540, "steps": 156_850, "tokens": 160_614_400, "wall_s": wall,
         "alloc_peak_mib": 1536.0, "reserved_peak_mib": 2048.0, "nvml_peak_mib": 3072.0, "nvml_avg_mib": 2560.0,
         "params": 7_500_000}
@@ -42,7 +42,7 @@ def seeds(attn, mean, act="relu", bpc=2.0, **kw):
 
 
 def grid_records():
-    recs = [r for a, m in RELU.items() for r in seeds(a, m)]
+    recs = [r for a, m in RELU.items() for r in seeds(a, m, gap=0.0635 if a == "rmha" else 0.05)]
     recs += [r for a, m in RELU2.items() for r in seeds(a, m, act="relu2", bpc=1.9)]
     recs += [rec("mha", 0, 0.571, act="relu2")]  # a single seed
     recs += [rec("mha", 7, None, status="error")]  # a failed run: counted, never averaged
@@ -108,17 +108,20 @@ def test_table_beside_the_paper(md):
     # memory in GiB, the group's wall time and its share per run, the paper's 2.98 GB and 2 h 02 min beside
     cost = one(md, "rcmha", "paper: time", act="relu")
     assert (cost["alloc peak GiB"], cost["NVML peak GiB"], cost["NVML avg GiB"], cost["paper: avg GB"]) == \
-        ("1.5", "3", "2.5", "2.98")
+        ("1.5 ± 0", "3 ± 0", "2.5 ± 0", "2.98")
     assert (cost["wall"], cost["runs in group"], cost["wall / run"], cost["paper: time"], cost["steps"]) == \
         ("10 min 00 s", "4", "2 min 30 s", "2 h 02 min", "156,850")
     assert one(md, "mha", "paper: time", act="relu")["paper: time"] == "—"  # the paper reports rcmha's alone
 
 
 def test_claims_hold_fail_or_cannot_be_told_apart(md):
-    assert claim(md, "rcmha", "mha", "relu").startswith("- rcmha > mha (paper 0.572 > 0.566): paper_acc holds (+0.0340, p_holm<0.001); test_acc holds")
-    assert "paper_acc cannot be told apart at n=5 (+0.0005, p_holm=" in claim(md, "mha", "mdha", "relu")
-    assert "paper_acc does not hold: the opposite is significant (-0.0140, p_holm<0.001)" in \
-        claim(md, "mha", "rmha", "relu")
+    assert claim(md, "rcmha", "mha", "relu") == ("- rcmha > mha (paper 0.572 > 0.566): paper_acc holds (+0.0340, "
+                                                 "p_holm<0.001); test_acc holds (+0.0340, p_holm<0.001).")
+    assert "paper_acc cannot be told apart at n=5 (-0.0005, p_holm=" in claim(md, "mha", "mdha", "relu")
+    # rmha's paper_acc is clearly above mha's, its test_acc level with it (RELU; gap 0.0635 instead of 0.05)
+    assert claim(md, "mha", "rmha", "relu").startswith(
+        "- mha > rmha (paper 0.566 > 0.555): paper_acc does not hold: the opposite is significant (-0.0140, "
+        "p_holm<0.001); test_acc cannot be told apart at n=5 (-0.0005, p_holm=")
     assert "paper_acc does not hold: the opposite is significant" in claim(md, "mdha", "rmha", "relu")
     assert "paper_acc holds" in claim(md, "rcmha", "rmha", "relu")
     assert "paper_acc holds" in claim(md, "rcmha", "mdha", "relu")
