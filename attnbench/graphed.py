@@ -96,3 +96,108 @@ class GraphedStep:
         self.lr.fill_(lr)
         self.graph.replay()
         return self.loss.clone()
+
+
+class GraphedXLStep:
+    """One training step WITH Transformer-XL memory, captured once and replayed (attnbench.paper_run).
+
+    The memory of the previous segment lives in static buffers, one [B, mem_len, D] per block: the step reads them,
+    and, after the optimizer step, copies the new memory into them in place, so consecutive replays carry memory
+    exactly like consecutive eager steps. Only the steady state is captured (memory full, full segment): the caller
+    runs the steps whose memory is still filling eagerly and hands their memory over with `load_mems`.
+    The step also adds the batch's correct top-1 predictions to `correct` and its loss to `loss_sum` (device
+    tensors owned by the caller), so no replay syncs with the host."""
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, shape: tuple[int, int],
+                 mem_shape: tuple[int, int, int, int], device: torch.device, grad_clip: float, amp: bool,
+                 correct: torch.Tensor, loss_sum: torch.Tensor):
+        self.model, self.opt, self.grad_clip, self.amp = model, opt, grad_clip, amp
+        self.correct, self.loss_sum = correct, loss_sum
+        self.x = torch.zeros(shape, dtype=torch.long, device=device)
+        self.y = torch.zeros(shape, dtype=torch.long, device=device)
+        n_layers, B, M, D = mem_shape
+        self.mems = [torch.zeros(B, M, D, device=device) for _ in range(n_layers)]
+        snap = _snapshot(model, opt)
+        counters = (correct.clone(), loss_sum.clone())
+        try:
+            self.graph = _capture(self._body, opt, device)
+        finally:
+            opt.zero_grad(set_to_none=True)
+            _restore(model, opt, snap)
+            correct.copy_(counters[0])
+            loss_sum.copy_(counters[1])
+
+    def _body(self) -> None:
+        with _amp(self.amp):
+            logits, new = self.model(self.x, self.mems)
+            loss = lm_loss(logits, self.y)
+        loss.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+        self.correct.add_((logits.detach().argmax(-1) == self.y).sum())
+        self.loss_sum.add_(loss.detach())
+        for buf, m in zip(self.mems, new):
+            buf.copy_(m)
+
+    def load_mems(self, mems: list[torch.Tensor]) -> None:
+        for buf, m in zip(self.mems, mems):
+            buf.copy_(m)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x.copy_(x, non_blocking=True)
+        self.y.copy_(y, non_blocking=True)
+        self.graph.replay()
+
+
+class GraphedXLForward:
+    """A scoring step with memory (no gradient), captured like GraphedXLStep: reads and updates the static memory
+    buffers and adds the batch's correct top-1 predictions to `correct`."""
+
+    def __init__(self, model: torch.nn.Module, shape: tuple[int, int], mem_shape: tuple[int, int, int, int],
+                 device: torch.device, amp: bool, correct: torch.Tensor):
+        self.model, self.amp, self.correct = model, amp, correct
+        self.x = torch.zeros(shape, dtype=torch.long, device=device)
+        self.y = torch.zeros(shape, dtype=torch.long, device=device)
+        n_layers, B, M, D = mem_shape
+        self.mems = [torch.zeros(B, M, D, device=device) for _ in range(n_layers)]
+        before = correct.clone()
+        try:
+            self.graph = _capture(self._body, None, device)
+        finally:
+            correct.copy_(before)
+
+    @torch.no_grad()
+    def _body(self) -> None:
+        with _amp(self.amp):
+            logits, new = self.model(self.x, self.mems)
+        self.correct.add_((logits.argmax(-1) == self.y).sum())
+        for buf, m in zip(self.mems, new):
+            buf.copy_(m)
+
+    load_mems = GraphedXLStep.load_mems
+    step = GraphedXLStep.step
+
+
+def _amp(amp: bool):
+    """bf16 autocast without the weight-cast cache, which must be off under capture (PyTorch AMP docs, "CUDA
+    Graphs")."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if amp else contextlib.nullcontext()
+
+
+def _capture(body, opt: torch.optim.Optimizer | None, device: torch.device) -> torch.cuda.CUDAGraph:
+    """Warm `body` up on a side stream, then capture it (PyTorch CUDA semantics, "Whole-network capture")."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(WARMUP_STEPS):
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+            body()
+    torch.cuda.current_stream(device).wait_stream(side)
+    if opt is not None:
+        opt.zero_grad(set_to_none=True)  # .grad then comes from the graph's private pool
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+    return graph
