@@ -21,6 +21,7 @@ RESULTS_DIR = "results/scratch"  # new records by default: ignored by git; commi
 FORMAT = "table"  # screen output of every command (tables.FORMATS)
 IMPLS = ("reference", "fast")
 POS_KINDS = ("sinusoid", "learned")
+FLAVOURS = ("attnbench", "labml")
 
 
 def default_kv_heads(n_heads: int) -> int:
@@ -47,6 +48,10 @@ class AttnConfig:
     pos: str = "sinusoid"  # RMHA, RCMHA: "sinusoid" (Transformer-XL) or "learned" (labml tables)
     d_pos: int | None = None  # RMHA, RCMHA: sinusoid width d_R (default: head width d)
     max_rel: int = 1024  # RMHA, RCMHA with pos="learned": table of 2*max_rel distances
+    # MHA, MDHA, RMHA, RCMHA: "labml" builds the layer as the RCMHA authors' labml code does (attention.md, RCMHA):
+    # labml's biases and PyTorch's default initialisation, one convolution kernel per head channel shared by the
+    # heads and with a bias, the query convolved over the current segment only
+    flavour: str = "attnbench"
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "conv_width", "max_rel"):
@@ -64,6 +69,8 @@ class AttnConfig:
             raise AttnbenchError(f"impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
         if self.pos not in POS_KINDS:
             raise AttnbenchError(f"pos must be one of {', '.join(POS_KINDS)}, got {self.pos!r}")
+        if self.flavour not in FLAVOURS:
+            raise AttnbenchError(f"flavour must be one of {', '.join(FLAVOURS)}, got {self.flavour!r}")
         if self.d_pos is None:
             self.d_pos = self.head_dim
         if self.d_pos <= 0 or self.d_pos % 2:
@@ -125,6 +132,8 @@ class TrainConfig:
     mem_len: int = 0  # Transformer-XL memory M; > 0 switches to contiguous segment streams
     attn_impl: str = AttnConfig.impl
     pos: str = AttnConfig.pos  # AttnConfig.pos: relative positions, sinusoid | learned (labml tables)
+    max_rel: int = AttnConfig.max_rel  # AttnConfig.max_rel: learned tables of 2·max_rel distances (at least ctx+mem)
+    flavour: str = AttnConfig.flavour  # attnbench | labml: the RCMHA authors' layer, model shell and schedule
     # optimisation
     batch: int = 64
     steps: int = 5000
@@ -186,7 +195,8 @@ class TrainConfig:
         """The attention settings of this run, the same for every attention; attention dropout = model dropout;
         the learned relative tables reach as far as a query sees (segment + memory)."""
         return AttnConfig(d_model=self.d_model, n_heads=self.n_heads, kv_heads=self.kv_heads, dropout=self.dropout,
-                          impl=self.attn_impl, pos=self.pos, max_rel=max(AttnConfig.max_rel, self.ctx + self.mem_len))
+                          impl=self.attn_impl, pos=self.pos, max_rel=max(self.max_rel, self.ctx + self.mem_len),
+                          flavour=self.flavour)
 
     def model_config(self, attn: str, vocab: int) -> ModelConfig:
         return ModelConfig(vocab=vocab, attn=attn, attn_cfg=self.attn_config(), n_layers=self.n_layers,
@@ -195,18 +205,21 @@ class TrainConfig:
 
 
 # The TrainConfig fields that are attention settings: given by the user, each must be read by an attention of the run.
-ATTN_SETTINGS = {"kv_heads": "kv_heads", "pos": "pos"}  # TrainConfig field -> AttnConfig field
+ATTN_SETTINGS = {"kv_heads": "kv_heads", "pos": "pos", "max_rel": "max_rel", "flavour": "flavour"}  # TrainConfig field -> AttnConfig field
 
 PRESETS: dict[str, TrainConfig] = {
     # nanoGPT's shakespeare_char configuration (issue 4, Model and presets).
     "default": TrainConfig(),
-    # The RCMHA authors' labml Transformer-XL (attention.md, RCMHA): 6 layers, D=128, 8 heads, FFN 256, dropout 0,
-    # segment 2, memory 32, batch 32, 10 epochs, Noam warm-up 2000, clipping 1.0, plain ReLU for every attention.
-    # Noam's peak d^-0.5 * warmup^-0.5 = 128^-0.5 * 2000^-0.5 = 1.976e-3 (Vaswani et al. 2017, eq. 3, factor 1).
+    # The RCMHA authors' run, as their code runs it (attention.md, RCMHA; docs/paper.md): labml's Transformer-XL
+    # shell and layers (flavour labml, learned relative tables of 2·4096 rows), 6 layers, D=128, 8 heads, FFN 256,
+    # dropout 0, segment 2, memory 32, batch 32, 10 epochs of labml's train/validation rounds (paper_run.py), Adam
+    # with labml's Noam schedule, warm-up 2000, clipping 1.0, plain ReLU for every attention, float32.
+    # Noam: lr = d^-0.5 · min(s^-0.5, s · w^-1.5) = peak · min(s/w, sqrt(w/s)), peak = 128^-0.5 · 2000^-0.5 =
+    # 1.976e-3 (Vaswani et al. 2017, eq. 3; labml_nn optimizers/noam.py with learning_rate 1).
     "paper": TrainConfig(n_layers=6, d_model=128, n_heads=8, d_ff=256, act="relu", dropout=0.0, ctx=2,
                          mem_len=32, batch=32, epochs=10, schedule="noam", warmup=2000, lr=128 ** -0.5 * 2000 ** -0.5,
                          weight_decay=0.0, beta2=0.999, grad_clip=1.0, eval_every=5000, eval_batch=128,
-                         log_every=50),
+                         log_every=50, pos="learned", max_rel=4096, flavour="labml", amp=False),
     # A CPU smoke run of seconds.
     "tiny": TrainConfig(n_layers=2, d_model=64, n_heads=4, d_ff=128, dropout=0.0, ctx=64, batch=16, steps=120,
                         lr=3e-3, min_lr=3e-4, warmup=10, eval_every=60, eval_stride=64, eval_batch=128, log_every=10),

@@ -96,8 +96,10 @@ class CharLM(nn.Module):
                 seen = x if mem is None else torch.cat([mem, x], dim=1)  # [B, M+T, D]
                 new_mems.append(seen[:, -self.cfg.mem_len:].detach())
             x = block(x, mem)
-        logits = F.linear(self.ln_f(x), self.tok.weight)  # tied output: [B, T, V]
-        return logits, new_mems
+        return self.logits(self.ln_f(x)), new_mems
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h, self.tok.weight)  # tied output: [B, T, V]
 
 
 def lm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import pytest
 import torch
 
+from attnbench.config import PRESETS
+from attnbench.model_labml import LabmlCharLM
 from attnbench.paper_run import Streams, labml_schedule
+from paper_reference import RefModel, merge_memory
 
 
 def _labml_rounds(total: int, inner: int) -> list[tuple[int, int]]:
@@ -47,3 +53,67 @@ def test_streams_read_like_labml_sequential_loader():
     t = Streams(torch.arange(4 * 24), batch=4, ctx=2, device=torch.device("cpu"))  # per = 24: last segment short
     x, y = t.get(len(t) - 1)
     assert x.shape == (4, 1) and x[0].tolist() == [22] and y[0].tolist() == [23]
+
+
+# ------------------------------------------------------------------------------------------------ the model
+
+PAPER_FOUR = {"mha": (False, False), "mdha": (False, True), "rmha": (True, False), "rcmha": (True, True)}
+
+
+def _ours(attn: str, impl: str = "fast", **kw):
+    c = replace(PRESETS["paper"], attn_impl=impl, **kw).resolved()
+    torch.manual_seed(0)
+    return LabmlCharLM(c.model_config(attn, 65))
+
+
+def _copy_into_reference(ours: LabmlCharLM, ref: RefModel) -> None:
+    with torch.no_grad():
+        ref.embed.weight.copy_(ours.tok.weight)
+        ref.norm.load_state_dict(ours.ln_f.state_dict())
+        ref.generator.load_state_dict(ours.head.state_dict())
+        for blk, lay in zip(ours.blocks, ref.layers):
+            lay.ln_att.load_state_dict(blk.ln1.state_dict())
+            lay.ln_ff.load_state_dict(blk.ln2.state_dict())
+            lay.ff1.load_state_dict(blk.ffn.up.state_dict())
+            lay.ff2.load_state_dict(blk.ffn.down.state_dict())
+            for name in "qkvo":
+                getattr(lay.attn, name).load_state_dict(getattr(blk.attn, name).state_dict())
+            if lay.attn.convs is not None:
+                for i, name in enumerate(("q_conv", "k_conv", "v_conv")):
+                    lay.attn.convs[i].load_state_dict(getattr(blk.attn, name).state_dict())
+            if lay.attn.relative:
+                lay.attn.P.copy_(blk.attn.rel.p_table)
+                lay.attn.S.copy_(blk.attn.rel.s_table)
+                lay.attn.u.copy_(blk.attn.rel.u)
+
+
+@pytest.mark.parametrize("attn", list(PAPER_FOUR))
+def test_paper_model_has_the_authors_parameters_and_layers_start_equal(attn):
+    relative, conv = PAPER_FOUR[attn]
+    ours = _ours(attn)
+    ref = RefModel(65, 128, 8, 256, 6, relative, conv, rel_rows=4096)
+    assert ours.n_params() == sum(p.numel() for p in ref.parameters())
+    first = ours.blocks[0].state_dict()
+    assert all(torch.equal(first[k], v) for b in ours.blocks[1:] for k, v in b.state_dict().items())
+
+
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+@pytest.mark.parametrize("attn", list(PAPER_FOUR))
+def test_paper_model_computes_the_authors_model_over_segments_with_memory(attn, impl):
+    """Three segments with memory merged and cut as the authors' Configs.merge_memory does; random weights (the
+    relative tables and u too), so that every term of the score matters."""
+    relative, conv = PAPER_FOUR[attn]
+    ours = _ours(attn, impl, mem_len=3, max_rel=16).double()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    ref = RefModel(65, 128, 8, 256, 6, relative, conv, rel_rows=16).double()
+    _copy_into_reference(ours, ref)
+    g = torch.Generator().manual_seed(1)
+    mine, theirs = None, None
+    for _ in range(3):
+        idx = torch.randint(0, 65, (2, 2), generator=g)  # [B, T]
+        out, mine = ours(idx, mine)
+        ref_out, new = ref(idx.t(), theirs)
+        theirs = merge_memory(theirs, new, 3)
+        torch.testing.assert_close(out, ref_out.transpose(0, 1), rtol=1e-9, atol=1e-9)

@@ -52,7 +52,9 @@ def attend(impl: str, q, k, v, scale: float, dropout: float, training: bool):
 def fused_linear(x: torch.Tensor, layers: Sequence[nn.Linear]) -> torch.Tensor:
     """x through several nn.Linear of one input as one GEMM on their concatenated weights: [..., Σ out]."""
     w = torch.cat([m.weight for m in layers])  # [Σ out, D]
-    b = None if layers[0].bias is None else torch.cat([m.bias for m in layers])
+    b = None
+    if any(m.bias is not None for m in layers):  # zeros for a layer without one (labml: V biased, Q and K not)
+        b = torch.cat([w.new_zeros(m.out_features) if m.bias is None else m.bias for m in layers])
     return F.linear(x, w, b)
 
 
@@ -114,6 +116,43 @@ class CausalDepthwiseConv(nn.Module):
 
     def fast(self, x: torch.Tensor) -> torch.Tensor:
         return causal_conv_parts(x, self.weight)[0]
+
+
+class HeadSharedConv(nn.Module):
+    """The RCMHA authors' convolution (labml's SpatialDepthWiseConvolution, Primer EZ; attention.md, RCMHA): one
+    causal width-W kernel per channel of a head, shared by every head, with a bias, PyTorch's Conv1d initialisation:
+    y[t, h·d + j] = b[j] + Σ_k w[j, k] · x[t − (W−1) + k, h·d + j], zero before the start.
+    Kept as an nn.Conv1d (weight [d, 1, W], bias [d]) so that its parameters are the authors'."""
+
+    def __init__(self, head_dim: int, n_heads: int, width: int = 3):
+        super().__init__()
+        self.n_heads, self.width = n_heads, width
+        self.conv = nn.Conv1d(head_dim, head_dim, width, groups=head_dim)
+
+    def per_channel(self) -> torch.Tensor:
+        """The kernel in CausalDepthwiseConv's layout over all n·d channels: [C, W], column k multiplies x[t−k]."""
+        return self.conv.weight[:, 0].flip(-1).repeat(self.n_heads, 1)
+
+    def forward(self, x: torch.Tensor, impl: str = "fast") -> torch.Tensor:
+        """x [B, L, C] -> [B, L, C]."""
+        bias = self.conv.bias.repeat(self.n_heads).to(x.dtype)
+        if impl != "reference":
+            return causal_conv_parts(x, self.per_channel())[0] + bias
+        w = self.per_channel()
+        y = torch.zeros_like(x)
+        for k in range(self.width):  # the sum of shifted copies, written out
+            y = y + w[:, k].to(x.dtype) * F.pad(x, (0, 0, k, 0))[:, : x.shape[1]]
+        return y + bias
+
+    @staticmethod
+    def count(head_dim: int, width: int) -> int:
+        return head_dim * width + head_dim
+
+
+def labml_convolved_qkv(m: nn.Module, x: torch.Tensor, h: torch.Tensor, impl: str) -> tuple[torch.Tensor, ...]:
+    """The authors' Q, K, V (their RelativeMultiHeadAttention, labml's MultiDConvHeadAttention): each projection and
+    then its HeadSharedConv, the query over the current segment x only, keys and values over h = [mem; x]."""
+    return m.q_conv(m.q(x), impl), m.k_conv(m.k(h), impl), m.v_conv(m.v(h), impl)
 
 
 def causal_conv_parts(x: torch.Tensor, weight: torch.Tensor, parts: int = 1) -> tuple[torch.Tensor, ...]:

@@ -14,7 +14,7 @@ class MHA(nn.Module):
     summary = "Multi-head attention: n heads, each with its own Q/K/V projection of width d = D/n."
     has_positions = False
     has_reference = True
-    settings = ()
+    settings = ("flavour",)
     param_parts = QKVO_PARTS
     # the RCMHA paper's Tiny Shakespeare accuracy for MHA (Sugiharto et al. 2023; attention.md, RCMHA)
     paper_figures = {"acc": 0.566}
@@ -22,16 +22,22 @@ class MHA(nn.Module):
     def __init__(self, cfg: AttnConfig):
         super().__init__()
         self.cfg = cfg
-        C = cfg.n_heads * cfg.head_dim
-        self.q = nn.Linear(cfg.d_model, C, bias=cfg.bias)
-        self.k = nn.Linear(cfg.d_model, C, bias=cfg.bias)
-        self.v = nn.Linear(cfg.d_model, C, bias=cfg.bias)
-        self.o = nn.Linear(C, cfg.d_model, bias=cfg.bias)
-        init_linear(self.q, self.k, self.v, self.o)
+        C, b = cfg.n_heads * cfg.head_dim, MHA.biased(cfg)
+        self.q = nn.Linear(cfg.d_model, C, bias=b)
+        self.k = nn.Linear(cfg.d_model, C, bias=b)
+        self.v = nn.Linear(cfg.d_model, C, bias=b)
+        self.o = nn.Linear(C, cfg.d_model, bias=b)
+        if cfg.flavour != "labml":  # labml keeps PyTorch's initialisation
+            init_linear(self.q, self.k, self.v, self.o)
+
+    @staticmethod
+    def biased(cfg: AttnConfig) -> bool:
+        """labml's MultiHeadAttention gives Q, K, V and O a bias (bias=True by default)."""
+        return cfg.bias or cfg.flavour == "labml"
 
     @staticmethod
     def closed_form(cfg: AttnConfig) -> dict[str, int]:
-        D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
+        D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(MHA.biased(cfg))
         return {"qkv": 3 * (D * C + b * C), "out": C * D + b * D, "other": 0}
 
     @staticmethod

@@ -16,25 +16,28 @@ class RMHA(nn.Module):
     summary = "MHA scored with Transformer-XL relative positions (u, v, W_R and a sinusoid); no absolute positions."
     has_positions = True
     has_reference = True
-    settings = ("pos", "d_pos", "max_rel")
+    settings = ("pos", "d_pos", "max_rel", "flavour")
     param_parts = QKVO_PARTS
     paper_figures = {"acc": 0.555}  # in the RCMHA paper (Sugiharto et al. 2023; attention.md, RCMHA)
 
     def __init__(self, cfg: AttnConfig):
         super().__init__()
         self.cfg = cfg
-        C = cfg.n_heads * cfg.head_dim
+        C, labml = cfg.n_heads * cfg.head_dim, cfg.flavour == "labml"
+        # labml's RelativeMultiHeadAttention: no bias on Q and K, one on V and O; PyTorch's initialisation
         self.q = nn.Linear(cfg.d_model, C, bias=cfg.bias)
         self.k = nn.Linear(cfg.d_model, C, bias=cfg.bias)
-        self.v = nn.Linear(cfg.d_model, C, bias=cfg.bias)
-        self.o = nn.Linear(C, cfg.d_model, bias=cfg.bias)
-        init_linear(self.q, self.k, self.v, self.o)
+        self.v = nn.Linear(cfg.d_model, C, bias=cfg.bias or labml)
+        self.o = nn.Linear(C, cfg.d_model, bias=cfg.bias or labml)
+        if not labml:
+            init_linear(self.q, self.k, self.v, self.o)
         self.rel = RelativePositions(cfg)
 
     @staticmethod
     def closed_form(cfg: AttnConfig) -> dict[str, int]:
         D, C, b = cfg.d_model, cfg.n_heads * cfg.head_dim, int(cfg.bias)
-        return {"qkv": 3 * (D * C + b * C), "out": C * D + b * D, "other": RelativePositions.closed_form(cfg)}
+        vo = int(cfg.bias or cfg.flavour == "labml")
+        return {"qkv": 3 * D * C + (2 * b + vo) * C, "out": C * D + vo * D, "other": RelativePositions.closed_form(cfg)}
 
     @staticmethod
     def core_heads(cfg: AttnConfig) -> int:
