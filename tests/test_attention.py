@@ -1,7 +1,11 @@
-"""Every registered attention: causality (with and without memory), fast path == reference (outputs and
-gradients, float64), the relative shift against a naive gather, and the convolution against the future."""
+"""Every registered attention and every example in examples/ (loaded from outside, as a user's would be):
+causality (with and without memory), fast path == reference (outputs and gradients, float64), the relative shift
+against a naive gather, and the convolution against the future."""
 
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +15,19 @@ from hypothesis import strategies as st
 from attnbench.attention import build, get, names
 from attnbench.attention._common import CausalDepthwiseConv, rel_shift, sinusoid
 
-VARIANTS = [(n, "sinusoid") for n in names()] + [("rmha", "learned"), ("rcmha", "learned")]
-IDS = [f"{n}-{p}" if n in ("rmha", "rcmha") else n for n, p in VARIANTS]
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# name -> test id; the performer adapter only where its library is installed (it is no dependency of attnbench)
+EXTERNAL = {f"{EXAMPLES}/sliding_window.py:SlidingWindow": "examples/sliding_window"}
+if importlib.util.find_spec("performer_pytorch"):
+    EXTERNAL[f"{EXAMPLES}/performer.py:PerformerReLU"] = "examples/performer"
+VARIANTS = [(n, "sinusoid") for n in [*names(), *EXTERNAL]] + [("rmha", "learned"), ("rcmha", "learned")]
+IDS = [EXTERNAL.get(n) or (f"{n}-{p}" if n in ("rmha", "rcmha") else n) for n, p in VARIANTS]
+WITH_REFERENCE = [(v, i) for v, i in zip(VARIANTS, IDS) if getattr(get(v[0]), "has_reference", False)]
+
+
+def needs_reference(name, impl):
+    if impl == "reference" and not getattr(get(name), "has_reference", False):
+        pytest.skip(f"{name} declares no reference implementation")
 
 
 def make(name, pos="sinusoid", impl="reference", d_model=32, n_heads=4, seed=0, **kw):
@@ -31,6 +46,7 @@ def make(name, pos="sinusoid", impl="reference", d_model=32, n_heads=4, seed=0, 
 @given(T=st.integers(2, 12), M=st.sampled_from([0, 3]), B=st.integers(1, 2), data=st.data())
 def test_causal(name, pos, impl, T, M, B, data):
     """Changing inputs at positions > t never changes outputs at positions <= t (memory is all past)."""
+    needs_reference(name, impl)
     m = make(name, pos, impl)
     t = data.draw(st.integers(0, T - 2), label="t")
     x = torch.randn(B, T, 32, dtype=torch.float64)
@@ -44,13 +60,13 @@ def test_causal(name, pos, impl, T, M, B, data):
 
 @pytest.mark.parametrize("name,pos", VARIANTS, ids=IDS)
 def test_memory_is_used(name, pos):
-    m = make(name, pos)
+    m = make(name, pos, "reference" if getattr(get(name), "has_reference", False) else "fast")
     x = torch.randn(2, 5, 32, dtype=torch.float64)
     mem = torch.randn(2, 4, 32, dtype=torch.float64)
     assert not torch.allclose(m(x, mem), m(x, mem + 1.0)), "the memory must change the output"
 
 
-@pytest.mark.parametrize("name,pos", VARIANTS, ids=IDS)
+@pytest.mark.parametrize("name,pos", [v for v, _ in WITH_REFERENCE], ids=[i for _, i in WITH_REFERENCE])
 @pytest.mark.parametrize("T,M", [(1, 0), (7, 0), (9, 4), (16, 16)])
 def test_fast_equals_reference(name, pos, T, M):
     """Outputs and every parameter's and input's gradient agree in float64."""
@@ -66,10 +82,10 @@ def test_fast_equals_reference(name, pos, T, M):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10, msg=lambda s: f"gradient of {n}: {s}")
 
 
-@pytest.mark.parametrize("name", names())
+@pytest.mark.parametrize("name", [*names(), *EXTERNAL], ids=[*names(), *EXTERNAL.values()])
 def test_shapes_and_registry_attributes(name):
     cls = get(name)
-    assert cls.paper and cls.summary and isinstance(cls.has_positions, bool)
+    assert cls.paper and cls.summary and isinstance(getattr(cls, "has_positions", False), bool)
     m = build(name, d_model=48, n_heads=6)
     assert m(torch.randn(3, 5, 48)).shape == (3, 5, 48)
     assert m(torch.randn(3, 5, 48), torch.randn(3, 2, 48)).shape == (3, 5, 48)

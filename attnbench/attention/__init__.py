@@ -6,6 +6,7 @@ or `package.module:Class`.
     parse_names(spec)         'mha,my/attn.py:Local' -> ['mha', 'my/attn.py:Local'], each one resolvable
     get(name)                 the class; one from outside is checked first (contract.check: shape, causality)
     build(name, **cfg)        an nn.Module: forward(x [B,T,D], mem [B,M,D] | None) -> [B,T,D], causal
+    describe(spec)            rows for `attnbench list`: name, paper, description, what the class declares
     unused_settings(cls, kw)  the given AttnConfig settings that the class does not read
 """
 
@@ -20,6 +21,9 @@ from attnbench.errors import AttnbenchError
 
 ENTRY_POINT_GROUP = "attnbench.attentions"
 COMMON_SETTINGS = ("d_model", "n_heads", "dropout", "bias", "impl")  # read by every attention
+# The optional members a command needs (docs/contract.md); one left out gives n/a cells, never a guessed figure.
+MEMBERS = ("has_reference", "closed_form", "param_parts", "core_heads", "activation_estimate", "settings",
+           "paper_figures")
 
 # name -> "module:Class"; modules are imported on demand so that `attnbench --help` stays instant.
 _REGISTRY: dict[str, str] = {}
@@ -111,6 +115,18 @@ def build(name: str, **config: Any):
     if cfg.impl == "reference" and not getattr(cls, "has_reference", False):
         raise AttnbenchError(f"{name} has no reference implementation (it does not declare has_reference)")
     return cls(cfg)
+
+
+def describe(spec: str | None = None) -> list[dict[str, Any]]:
+    """One row per attention of `spec` (every registered one by default): its name, paper, one-line description,
+    and the optional members it declares."""
+    rows = []
+    for name in parse_names(spec):
+        cls = get(name)
+        declared = [m for m in MEMBERS if getattr(cls, m, None) not in (None, False)]
+        rows.append({"name": name, "paper": getattr(cls, "paper", "n/a"), "description": getattr(cls, "summary", "n/a"),
+                     "declares": ", ".join(declared) or "-"})
+    return rows
 
 
 def unused_settings(cls: Any, given: dict[str, Any]) -> list[str]:
