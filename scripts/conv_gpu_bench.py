@@ -123,11 +123,13 @@ def attention_section(B, D, nh):
     # correctness: fast bf16 against the written-out reference in float32, same parameters
     T = 256
     print(f"  error of the fast bf16 path vs the reference path in float32, T={T} (max|err| / max|ref|):")
+    ok = True
     for name in ("mdha", "rcmha"):
         try:
-            _check_attention(name, B, T, D, nh)
+            ok &= _check_attention(name, B, T, D, nh)
         except Exception as e:  # noqa: BLE001  (rcmha's relative part is another kernel's; report, go on)
             print(f"  {name:>6}: FAILED {type(e).__name__}: {e}", flush=True)
+            ok = False
     print(f"  {'T':>6} {'mha ms':>8} {'mdha ms':>8} {'mdha/mha':>8}")
     for T in (1024, 4096, 16384):
         times = {}
@@ -139,6 +141,7 @@ def attention_section(B, D, nh):
             times[name] = bench(lambda: torch.autograd.grad(mod(x), [x, *params], g))
             del mod, x, g, params
         print(f"  {T:>6} {times['mha']:>8.3f} {times['mdha']:>8.3f} {times['mdha'] / times['mha']:>7.2f}x", flush=True)
+    return ok
 
 
 def _check_attention(name, B, T, D, nh):
@@ -159,13 +162,15 @@ def _check_attention(name, B, T, D, nh):
     worst = max(range(len(errs)), key=errs.__getitem__)
     print(f"  {name:>6}: y {errs[0]:.1e}, dx {errs[1]:.1e}, worst gradient {names[worst]} {errs[worst]:.1e}: "
           f"{'OK' if errs[worst] < 3e-2 else 'TOO LARGE'}", flush=True)
+    return errs[worst] < 3e-2
 
 
 def main():
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     conv_section(B=4, Cp=1024, parts=3, W=3)
-    attention_section(B=4, D=1024, nh=16)
+    ok = attention_section(B=4, D=1024, nh=16)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

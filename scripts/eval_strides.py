@@ -16,9 +16,11 @@ from dataclasses import fields, replace
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from attnbench import checkpoints  # noqa: E402
+from attnbench.config import TrainConfig  # noqa: E402
 from attnbench.data import load_corpus  # noqa: E402
-from attnbench.model import build_model  # noqa: E402
-from attnbench.train import TrainConfig, evaluate, load_checkpoint  # noqa: E402
+from attnbench.evaluation import evaluate  # noqa: E402
+from attnbench.model import CharLM  # noqa: E402
 
 
 def main() -> None:
@@ -27,19 +29,14 @@ def main() -> None:
     ap.add_argument("--strides", default="128,32,8,1")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    ck = load_checkpoint(args.checkpoint)
+    ck = checkpoints.load(args.checkpoint)
     known = {f.name for f in fields(TrainConfig)}
     c = TrainConfig(**{k: v for k, v in ck["cfg"].items() if k in known})
     corpus = load_corpus()
     device = torch.device(args.device)
-    settings = {"impl": c.attn_impl}
-    if ck["attn"] in ("rmha", "rcmha"):
-        settings.update(pos=c.pos, max_rel=max(1024, c.ctx + c.mem_len))
-    model = build_model(ck["attn"], corpus.vocab_size, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
-                        d_ff=c.d_ff, ctx=c.ctx, dropout=c.dropout, act=c.act, mem_len=c.mem_len,
-                        **settings).to(device)
-    model.load_state_dict(ck["best_state"] or ck["model"])
-    print(f"{ck['attn']} seed {ck['seed']} step {ck['step']} (best-validation weights), ctx {c.ctx}")
+    model = CharLM(c.model_config(ck["attn"], corpus.vocab_size)).to(device)
+    model.load_state_dict(ck["state"]["best_state"] or ck["model"])
+    print(f"{ck['attn']} seed {ck['seed']} step {ck['state']['step']} (best-validation weights), ctx {c.ctx}")
     print("| stride | min left context | val loss | val acc | test loss | test acc | seconds |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for s in (int(v) for v in args.strides.split(",")):

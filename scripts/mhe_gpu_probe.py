@@ -95,6 +95,7 @@ def check():
                     print(f"{name:9} {path:12} {M:>4} {str(bias):>5} {err:>12.2e} {worst:>9}  {verdict}",
                           flush=True)
     print("all paths correct" if ok else "SOME PATH FAILED: do not pick it", flush=True)
+    return ok
 
 
 def time_module(name, batch, T):
@@ -132,12 +133,14 @@ def speed(batch, Ts, title):
 def main():
     print(torch.__version__, torch.cuda.get_device_name(), flush=True)
     print(f"current defaults: mhe_add.FAST_PATH={mhe_add.FAST_PATH!r}, mhe_mul.FAST_PATH={mhe_mul.FAST_PATH!r}")
-    check()
+    ok = check()
     speed(B, TS, f"2. speed: fwd+bwd, B={B} heads={NH} D={D} bf16, causal, impl=fast; median ms and ratio to mha")
     speed(1, (128,), "3. launch-bound floor: B=1, T=128 (per-kernel CPU overhead only)")
     print("\npick, per module, the path with the lowest ratio in section 2 (<= 1.0 at every T is the goal) and set "
           "FAST_PATH in attnbench/attention/mhe_add.py / mhe_mul.py; 'broadcast' is the path measured before "
           "(1.27x mha at T=1024 for mhe-add, 1.21x at T=4096 for mhe-mul)")
+    return 0 if ok else 1  # a path that computes the wrong thing fails the script, whatever its speed
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

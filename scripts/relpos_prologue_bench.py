@@ -193,7 +193,8 @@ def main():
     if out:
         with open(os.path.join(out, "relpos_prologue_bench.json"), "w") as f:
             json.dump(record, f, indent=1)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
