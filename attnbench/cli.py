@@ -238,125 +238,130 @@ def _train(
                      weight_decay=weight_decay, beta1=beta1, beta2=beta2, grad_clip=grad_clip, eval_every=eval_every,
                      eval_stride=eval_stride, eval_batch=eval_batch, log_every=log_every, seed=seed, device=device,
                      amp=amp, compile=compile, cuda_graph=cuda_graph)
-    _train_command(job, overrides, resume, fmt, given=_typed(context))
+    _train_command(job, overrides, resume, fmt, _typed(context))
 
 
-def _typed(context: typer.Context) -> set[str]:
-    """The options typed on the command line (not defaults), by parameter name."""
-    from click.core import ParameterSource
-
-    return {name for name in context.params if context.get_parameter_source(name) is ParameterSource.COMMANDLINE}
-
-
-def _train_command(job, overrides, resume, fmt, given):
-    _train_run(job.attn, job.preset, job.seeds, job.sample, job.data, resume, job.results_dir, job.checkpoints_dir, fmt, overrides)
+def _typed(context: typer.Context) -> dict:
+    """The options typed on the command line (not defaults): parameter name -> value. (By the source's name: typer
+    may carry its own copy of click's ParameterSource.)"""
+    return {k: v for k, v in context.params.items()
+            if getattr(context.get_parameter_source(k), "name", None) == "COMMANDLINE"}
 
 
-def _train_run(*args) -> None:
-    """Under torchrun only rank 0 speaks: the other ranks exit with the same code but print no error line (a peer's
-    failure reaches rank 0 as a failed collective, which it reports as one line)."""
-    from attnbench import distributed
-    from attnbench.errors import RunFailed
-
-    proc = distributed.from_env()
-    try:
-        _train_body(*args)
-    except Exception as e:
-        if not (proc.world > 1 and distributed.is_collective_failure(e)):
-            raise
-        raise RunFailed(f"another process stopped ({type(e).__name__}); torchrun's summary names its rank") \
-            from None
-    finally:
-        distributed.cleanup()
-
-
-def _world_note(proc, specs) -> list[str]:
-    if proc.world == 1:
-        return []
-    b = specs[0].cfg.batch
-    return [f"{proc.world} processes (DistributedDataParallel): global batch {b} = {proc.world} × {b // proc.world}; "
-            f"tok/s counts every process"]
-
-
-def _train_body(attn, preset, seeds, sample, data, resume, results_dir, ckpt_dir, fmt, overrides) -> None:
-    import contextlib
-    from pathlib import Path
-
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: str, typed: dict) -> None:
+    """Under torchrun every process runs this; only rank 0 shows progress and writes files."""
     from attnbench import distributed, results, train
-    from attnbench.attention import parse_names
     from attnbench.data import load_corpus
+    from attnbench.device import resolve_device
     from attnbench.errors import AttnbenchError
-    from attnbench.tables import check_format, render_rows
+    from attnbench.plan import new_plan, resume_plan
+    from attnbench.tables import check_format
 
     check_format(fmt)
-    ck = None
-    if resume:
-        ck = train.load_checkpoint(resume)
-        specs = [train.RunSpec(ck["attn"], ck["seed"], train.TrainConfig(**ck["cfg"]))]
-    else:
-        cfg = train.make_config(preset, **overrides)
-        specs = train.plan_runs(parse_names(attn), cfg, seeds)
-    corpus = load_corpus(data)
-    if ck is not None and ck.get("vocab") != corpus.chars:
-        raise AttnbenchError("the corpus differs from the one the checkpoint was trained on; pass the same --data")
-    proc = distributed.init_from_env(train.pick_device(specs[0].cfg.device).type)
-    path = distributed.broadcast(results.new_run_path("train", results_dir) if proc.is_main else None)
-    err = Console(stderr=True, highlight=False)
-    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tok_s]} tok/s"),
-            TimeElapsedColumn(), TimeRemainingColumn())
-    bar_or_not = Progress(*cols, console=err, transient=False) if proc.is_main else contextlib.nullcontext()
-    with distributed.interrupts_once(), bar_or_not as bar:
-        task = {}
+    plan = resume_plan(resume, typed) if resume else new_plan(job, overrides)
+    corpus = load_corpus(plan.job.data)
+    if plan.data_sha256 and corpus.sha256 != plan.data_sha256:
+        raise AttnbenchError("the corpus differs from the one this run was trained on; pass the same --data")
+    with distributed.session(resolve_device(plan.cfg.device).type) as proc:
+        if proc.is_main:
+            plan.start(corpus.sha256)
+        plan.run_dir, plan.records = distributed.broadcast((plan.run_dir, plan.records))
+        with _TrainProgress(proc, plan.record_path) as progress:
+            recs = train.run_plan(plan, corpus, command=results.command_line(), on=progress, proc=proc)
+    if proc.is_main:
+        _show_train(recs, plan, corpus, fmt, proc.world, progress.written)
 
-        def on(event, **d):
-            if not proc.is_main:
-                return
-            if event == "start":
-                task["id"] = bar.add_task(f"{d['attn']} seed {d['seed']}", total=d["total"], completed=d["step"],
-                                          loss="-", tok_s="-")
-                ranks = f", {proc.world} processes" if proc.world > 1 else ""
-                bar.console.print(f"{d['attn']} (seed {d['seed']}): {d['params']:,} parameters, {d['total']} steps"
-                                  f"{ranks}")
-            elif event == "step":
-                bar.update(task["id"], completed=d["step"], loss=f"{d['loss']:.3f}", tok_s=f"{d['tok_s']:,.0f}")
-            elif event == "eval":
-                v = d["val"]
-                bar.console.print(f"  step {d['step']}: val loss {v['loss']:.4f}  bpc {v['bpc']:.4f}  "
-                                  f"acc {v['acc']:.4f}")
-            elif event == "done":
-                r = d["record"]
-                if r["status"] != "ok":
-                    bar.console.print(f"  [red]{r['attn']}: {r['reason']}[/] (measured so far kept in {path})")
 
-        recs = train.run_many(specs, corpus, record_path=path, ckpt_dir=Path(ckpt_dir),
-                              command=results.command_line(), on=on, sample=sample, resume=ck, rank=proc.rank,
-                              world=proc.world)
-    failed = [f"{r['attn']}: {r['reason']}" for r in recs if r["status"] != "ok"]
-    if not proc.is_main:
-        if failed:
-            raise AttnbenchError("; ".join(failed))
-        return
-    rows, notes = train.summarize(recs)
-    labels = {"attn": "attn", "runs": "runs", "test_acc": "test acc", "heldout_acc": "val+test acc",
-              "test_bpc": "test bpc",
-              "val_loss_best": "best val loss", "params": "params", "tokens_per_s": "tok/s", "wall_s": "wall s",
-              "alloc_peak_mib": "alloc peak MiB", "nvml_avg_mib": "NVML avg MiB", "nvml_peak_mib": "NVML peak MiB",
-              "cpu_peak_rss_mib": "RSS peak MiB", "status": "status"}
-    shown = [{labels[k]: v for k, v in r.items() if k in labels} for r in rows]
-    cols_shown = [v for k, v in labels.items() if k != "status" or any("status" in r for r in rows)]
+class _TrainProgress:
+    """The progress bar of `train` (rank 0, on stderr): the `on` callback of train.run_plan."""
+
+    def __init__(self, proc, record_path):
+        self.proc, self.record_path, self.bar, self.task = proc, record_path, None, None
+        self.written: set = set()  # where records went (a fallback folder when record_path failed)
+
+    def __enter__(self):
+        if self.proc.is_main:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tok_s]} tok/s"),
+                    TimeElapsedColumn(), TimeRemainingColumn())
+            self.bar = Progress(*cols, console=Console(stderr=True, highlight=False))
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, event: str, **d) -> None:
+        if self.bar is not None:
+            getattr(self, f"_{event}")(**d)
+
+    def _start(self, attn, seed, total, step, params) -> None:
+        self.task = self.bar.add_task(f"{attn} seed {seed}", total=total, completed=step, loss="-", tok_s="-")
+        ranks = f", {self.proc.world} processes" if self.proc.world > 1 else ""
+        self.bar.console.print(f"{attn} (seed {seed}): {params:,} parameters, {total} steps{ranks}")
+
+    def _step(self, step, total, loss, tok_s) -> None:
+        self.bar.update(self.task, completed=step, loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}")
+
+    def _eval(self, step, val) -> None:
+        self.bar.console.print(f"  step {step}: val loss {val['loss']:.4f}  bpc {val['bpc']:.4f}  acc {val['acc']:.4f}")
+
+    def _done(self, record, written, earlier=False) -> None:
+        if earlier:
+            self.bar.console.print(f"{record['attn']} (seed {record['config'].get('seed')}): finished earlier, "
+                                   f"kept as it was")
+            return
+        if written is not None:
+            self.written.add(written)
+            if written != self.record_path:
+                self.bar.console.print(f"  [yellow]could not write {self.record_path}; the record went to "
+                                       f"{written}[/]", markup=True)
+        if record["status"] != "ok":
+            self.bar.console.print(f"  [red]{record['attn']}: {record['reason']}[/] (measured so far kept in "
+                                   f"{written or self.record_path})", markup=True)
+
+
+_TRAIN_COLUMNS = {"attn": "attn", "runs": "runs", "test_acc": "test acc", "heldout_acc": "val+test acc",
+                  "test_bpc": "test bpc", "val_loss_best": "best val loss", "params": "params",
+                  "tokens_per_s": "tok/s", "wall_s": "wall s", "alloc_peak_mib": "alloc peak MiB",
+                  "nvml_avg_mib": "NVML avg MiB", "nvml_peak_mib": "NVML peak MiB", "cpu_peak_rss_mib": "RSS peak MiB",
+                  "status": "status"}
+
+
+def _show_train(recs: list[dict], plan, corpus, fmt: str, world: int, written: set) -> None:
+    """The summary table and samples; then one line (exit 1) for runs that failed or records that went elsewhere."""
+    from rich.console import Console
+
+    from attnbench.errors import RunFailed
+    from attnbench.summary import summarize
+    from attnbench.tables import render_rows
+
+    rows, notes = summarize(recs)
+    shown = [{_TRAIN_COLUMNS[k]: v for k, v in r.items() if k in _TRAIN_COLUMNS} for r in rows]
+    columns = [v for k, v in _TRAIN_COLUMNS.items() if k != "status" or any("status" in r for r in rows)]
+    if world > 1:
+        b = plan.cfg.batch
+        notes.append(f"{world} processes (DistributedDataParallel): global batch {b} = {world} × {b // world}; "
+                     f"tok/s counts every process")
+    where = ", ".join(sorted(map(str, written))) or str(plan.record_path)
     render_rows(shown, fmt, title=f"Tiny Shakespeare, held-out test split, full pass ({corpus.source})",
-                columns=cols_shown, notes=[*notes, *_world_note(proc, specs), f"records: {path}"])
+                columns=columns, notes=[*notes, f"records: {where}"])
+    err = Console(stderr=True, highlight=False)
     for r in recs:
         if r.get("sample"):
-            err.print(f"\n[bold]sample from {r['attn']} (seed {r['config']['seed']}):[/]")
+            err.print(f"\n[bold]sample from {r['attn']} (seed {r['config']['seed']}):[/]", markup=True)
             print(r["sample"])
+    failed = [f"{r['attn']}: {r['reason']}" for r in recs if r["status"] != "ok"]
+    moved = sorted(str(w) for w in written if w != plan.record_path)
+    if moved:
+        failed.append(f"{plan.record_path} could not be written; the records are in {', '.join(moved)}")
     if failed:
-        raise AttnbenchError("; ".join(failed) + f" (records kept in {path})")
-# (issue 4) END train block
+        raise RunFailed("; ".join(failed) + f" (records kept in {where})")
+
 
 # --------------------------------------------------------------------------------------------------- report / env
 # --------------------------------------------------------------------------------------------------- report / env
@@ -407,6 +412,7 @@ def _compare(compare: tuple[str, str], out: str, fmt: str) -> None:
     a, b = [compare[0]], [compare[1]]
     res = report.compare(a, b)
     _problems(res.problems)
+    Path(out).mkdir(parents=True, exist_ok=True)
     md = Path(out) / "compare.md"
     md.write_text(report.compare_markdown(res, a, b), encoding="utf-8")
     render_rows(res.rows, fmt, title=f"A: {a[0]}  vs  B: {b[0]}", columns=report.COMPARE_COLUMNS,

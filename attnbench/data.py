@@ -1,4 +1,5 @@
-"""Tiny Shakespeare: find it, verify it, encode it per character, split it 90/5/5 (issue 4, Data).
+"""Tiny Shakespeare: find it, verify it, encode it per character, split it 90/5/5 (issue 4, Data); and the order in
+which training reads it (Batches).
 
 Lookup order: --data PATH, the ATTNBENCH_DATA environment variable, the user cache
 ($XDG_CACHE_HOME or ~/.cache)/attnbench/tinyshakespeare/input.txt, else a download from the canonical address with
@@ -150,3 +151,52 @@ def load_corpus(data: str | os.PathLike | None = None, env: Mapping[str, str] | 
     except UnicodeDecodeError as e:
         raise AttnbenchError(f"{path} is not UTF-8 text (byte {e.start})") from None
     return corpus_from_text(text, source=f"{path} ({where})", sha=sha256_of(raw))
+
+
+# ---------------------------------------------------------------------------------------------- data order
+class Batches:
+    """Training batches as a pure function of (seed, rank, step), so that every attention sees the same data in
+    the same order and a resumed run continues the same sequence.
+
+    `batch` is the GLOBAL batch b. Step s draws b rows from a generator seeded by (seed, s) alone; rank r of a world
+    of W processes takes rows [r·b/W, (r+1)·b/W). So the ranks' batches differ, their union is exactly the
+    one-process batch of that step, and a checkpoint resumes under any world size that divides b.
+
+    mem_len == 0: random windows of ctx + 1 tokens. mem_len > 0: `batch` contiguous streams over the training text
+    (Transformer-XL, Dai et al. 2019, §3.2), read segment by segment; `new_epoch(step)` says when memories restart."""
+
+    def __init__(self, data: torch.Tensor, batch: int, ctx: int, mem_len: int, seed: int, rank: int = 0,
+                 world: int = 1):
+        if batch % world:
+            raise AttnbenchError(f"batch {batch} (the global batch) is not divisible by the {world} processes; "
+                                 f"use a multiple of {world}")
+        self.data, self.batch, self.ctx, self.seed = data, batch, ctx, seed
+        self.rows = slice(rank * batch // world, (rank + 1) * batch // world)  # this rank's share
+        self.streams = mem_len > 0
+        if len(data) < ctx + 2:
+            raise AttnbenchError(f"training text ({len(data)} tokens) is shorter than ctx + 2 ({ctx + 2})")
+        if self.streams:
+            per = len(data) // batch
+            self.n_seg = (per - 1) // ctx
+            if self.n_seg < 1:
+                raise AttnbenchError(f"training text too short for {batch} streams of ctx {ctx}")
+            self.stream = data[: per * batch].view(batch, per)[self.rows]  # [b/W, per]
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self.streams:
+            return self.n_seg
+        return max(1, (len(self.data) - 1) // (self.batch * self.ctx))
+
+    def new_epoch(self, step: int) -> bool:
+        return self.streams and step % self.n_seg == 0
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of [b/W, ctx]: this rank's inputs and next-token targets."""
+        if self.streams:
+            off = (step % self.n_seg) * self.ctx
+            return self.stream[:, off:off + self.ctx], self.stream[:, off + 1:off + self.ctx + 1]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        ix = torch.randint(0, len(self.data) - self.ctx - 1, (self.batch,), generator=g)[self.rows]
+        w = torch.stack([self.data[i:i + self.ctx + 1] for i in ix.tolist()])  # [B, ctx+1]
+        return w[:, :-1], w[:, 1:]

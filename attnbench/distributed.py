@@ -150,3 +150,21 @@ def interrupts_once():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def session(device_type: str):
+    """A command's time in the process group of a torchrun launch (nothing to join for one process): joined, the
+    first Ctrl-C taken once, a peer's failure turned into one line (exit 1), the group left at the end."""
+    from attnbench.errors import RunFailed
+
+    proc = init_from_env(device_type)
+    try:
+        with interrupts_once():
+            yield proc
+    except Exception as e:
+        if not (proc.world > 1 and is_collective_failure(e)):
+            raise
+        raise RunFailed(f"another process stopped ({type(e).__name__}); torchrun's summary names its rank") from None
+    finally:
+        cleanup()

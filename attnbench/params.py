@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from attnbench.config import AttnConfig
+from attnbench.config import RESULTS_DIR, AttnConfig
 
 
 PARTS = ("qkv", "out", "other")
@@ -97,14 +97,21 @@ def _build_for_counting(cls, config: dict[str, Any]):
     outside that cannot be built there."""
     import torch
 
+    from attnbench.errors import AttnbenchError
+
     try:
         with torch.device("meta"):
             return cls(AttnConfig.from_kwargs(**config))
+    except RuntimeError as e:
+        if "overflow" in str(e):  # a weight of more than 2^63 bytes: not even the meta device describes it
+            raise AttnbenchError(f"d-model {config.get('d_model')}: too large to build {cls.__name__} (a weight "
+                                 f"would exceed 2^63 bytes)") from None
     except Exception:
-        return cls(AttnConfig.from_kwargs(**config))
+        pass
+    return cls(AttnConfig.from_kwargs(**config))
 
 
-def save_records(table: ParamTable, results_dir: str = "results"):
+def save_records(table: ParamTable, results_dir: str = RESULTS_DIR):
     """One 'params' record per row, in a new JSON Lines file under results_dir; returns its path."""
     from attnbench import results
 

@@ -639,7 +639,7 @@ def build_report(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     records, problems = read(files)
     if not records:
         raise AttnbenchError(f"no attnbench records in {', '.join(map(str, files))}"
-                             + (f" ({len(problems)} malformed line(s) skipped)" if problems else ""))
+                             + (f" ({len(problems)} line(s) skipped; first: {problems[0]})" if problems else ""))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []

@@ -128,19 +128,20 @@ def command_line() -> str:
 
 
 def check_writable_dir(folder: str | os.PathLike, option: str) -> Path:
-    """`folder`, created if missing, when this process can write into it; else one line naming `option` (exit 2).
-    Checked before anything is measured, so that no run is lost to a folder it cannot write."""
+    """`folder` if this process can write into it, or create it (its nearest existing parent is a writable folder);
+    else one line naming `option` (exit 2). Checked before anything is measured, so that no run is lost to a folder
+    it cannot write; nothing is created here."""
     d = Path(folder)
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise AttnbenchError(f"{option} {d}: is a file, not a folder") from None
-    except OSError as e:
-        raise AttnbenchError(f"{option} {d}: cannot create the folder ({e.strerror})") from None
-    if not d.is_dir():
+    probe = d
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe == d and not d.is_dir():
         raise AttnbenchError(f"{option} {d}: is a file, not a folder")
-    if not os.access(d, os.W_OK | os.X_OK):
-        raise AttnbenchError(f"{option} {d}: the folder is not writable")
+    if not probe.is_dir():
+        raise AttnbenchError(f"{option} {d}: cannot create the folder ({probe} is a file)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "the folder is not writable" if probe == d else f"cannot create the folder ({probe} is not writable)"
+        raise AttnbenchError(f"{option} {d}: {what}")
     return d
 
 
@@ -148,6 +149,10 @@ def new_run_path(kind: str, results_dir: str | os.PathLike = RESULTS_DIR) -> Pat
     """A fresh JSON Lines file for one run: <results_dir>/<kind>-<UTC stamp>-<pid>.jsonl, created empty now (so
     that a folder that cannot be written is found before anything is measured); never an existing file."""
     d = check_writable_dir(results_dir, "--results-dir")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AttnbenchError(f"--results-dir {d}: cannot create the folder ({e.strerror})") from None
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     base = f"{kind}-{stamp}-{os.getpid()}"
     path, n = d / f"{base}.jsonl", 1
@@ -168,6 +173,26 @@ def append(path: str | os.PathLike, record: dict[str, Any]) -> None:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def fallback_dir() -> Path:
+    """Where a record goes when its own folder cannot be written any more: the system's temporary folder."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "attnbench-records"
+
+
+def append_or_fallback(path: str | os.PathLike, record: dict[str, Any]) -> Path:
+    """append(), or, when that fails, append to the same file name in fallback_dir(): a finished measurement is
+    never lost to a folder that stopped being writable. Returns the file written."""
+    try:
+        append(path, record)
+        return Path(path)
+    except OSError:
+        other = fallback_dir() / Path(path).name
+        other.parent.mkdir(parents=True, exist_ok=True)
+        append(other, record)
+        return other
 
 
 def read(paths: Iterable[str | os.PathLike]) -> tuple[list[dict[str, Any]], list[str]]:

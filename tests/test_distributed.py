@@ -18,7 +18,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from attnbench import cli, distributed, train
+from attnbench import checkpoints, cli, distributed, train
 from attnbench.data import corpus_from_text, load_corpus
 from attnbench.errors import AttnbenchError
 from attnbench.model import build_model
@@ -131,8 +131,8 @@ def test_two_process_evaluation_equals_one_process_evaluation(two_procs):
     tmp, p = two_procs
     assert p.returncode == 0, p.stderr[-3000:]
     r = _records(tmp / "results")[0]
-    ck = train.load_checkpoint(next((tmp / "ck").rglob("*.pt")))
-    assert ck["world_size"] == 2 and ck["step"] == K
+    ck = checkpoints.load(next((tmp / "ck").rglob("*.pt")))
+    assert ck["world_size"] == 2 and ck["state"]["step"] == K
     c = train.TrainConfig(**ck["cfg"])
     corpus = load_corpus(CORPUS)
     model = build_model("mha", corpus.vocab_size, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
@@ -143,7 +143,7 @@ def test_two_process_evaluation_equals_one_process_evaluation(two_procs):
     last = r["curves"][-1]
     assert last["val_loss"] == pytest.approx(val["loss"], rel=1e-6, abs=1e-9)
     assert abs(last["val_acc"] - val["acc"]) <= 1 / val["n"]
-    model.load_state_dict(ck["best_state"])  # the test split is scored on the best-validation weights
+    model.load_state_dict(ck["state"]["best_state"])  # the test split is scored on the best-validation weights
     test = train.evaluate(model, corpus.test, c, cpu)
     m = r["metrics"]
     assert m["test_n"] == test["n"] and m["test_loss"] == pytest.approx(test["loss"], rel=1e-6, abs=1e-9)
@@ -193,15 +193,18 @@ def test_ctrl_c_stops_every_rank_and_the_checkpoint_resumes_in_one_process(tmp_p
     assert len(recs) == 1 and recs[0]["status"] == "error" and recs[0]["config"]["world_size"] == 2
     ck_path = next((tmp_path / "ck").rglob("*.pt"))
     ck = torch.load(ck_path, weights_only=False)
-    assert ck["world_size"] == 2 and ck["step"] >= 20
-    # Let the resumed run end 6 steps later so that the test stays quick (the checkpoint asked for 100000).
-    ck["cfg"]["steps"] = ck["step"] + 6
-    torch.save(ck, ck_path)
+    step = ck["state"]["step"]
+    assert ck["world_size"] == 2 and step >= 20
+    # Let the resumed run end 6 steps later so that the test stays quick (the plan asked for 100000).
+    plan_file = ck_path.parent / "plan.json"
+    plan = json.loads(plan_file.read_text())
+    plan["cfg"]["steps"] = plan["overrides"]["steps"] = step + 6
+    plan_file.write_text(json.dumps(plan))
     r = CliRunner().invoke(cli.app, ["train", "--resume", str(ck_path), "--format", "json", "--results-dir",
-                                     str(tmp_path / "r1"), "--checkpoints-dir", str(tmp_path / "ck1")],
+                                     str(tmp_path / "r1")],
                            env={"ATTNBENCH_DATA": str(CORPUS), "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert r.exit_code == 0, r.output
     (rec,) = _records(tmp_path / "r1")
     assert rec["status"] == "ok" and rec["config"]["world_size"] == 1 and rec["config"]["global_batch"] == 4
     assert rec["config"]["resumed_world_size"] == 2
-    assert rec["config"]["resumed_from_step"] == ck["step"] and rec["metrics"]["steps"] == ck["step"] + 6
+    assert rec["config"]["resumed_from_step"] == step and rec["metrics"]["steps"] == step + 6

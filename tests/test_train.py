@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from attnbench import cli, train
+from attnbench import cli, evaluation, train
+from attnbench.config import TrainJob
 from attnbench.data import corpus_from_text
-from attnbench.errors import AttnbenchError
-from attnbench.model import build_model
+from attnbench.errors import AttnbenchError, Interrupted
+from attnbench.model import CharLM, build_model
+from attnbench.plan import new_plan, resume_plan
+from attnbench.summary import summarize
 
 from testdata import CORPUS
 needs_corpus = pytest.mark.skipif(not CORPUS.is_file(), reason=f"corpus not at {CORPUS}")
@@ -95,7 +100,7 @@ def test_memory_batches_are_contiguous_streams():
 def test_window_plan_scores_every_prediction_once(n, ctx, stride):
     L = min(ctx, n - 1)
     seen = []
-    for start, first in train.window_plan(n, ctx, stride):
+    for start, first in evaluation.window_plan(n, ctx, stride):
         assert 0 <= start and start + L <= n - 1 and 0 <= first < L
         preds = list(range(start + first, start + L))
         seen += preds
@@ -124,7 +129,7 @@ def test_evaluation_equals_brute_force(attn, stride):
     data = torch.randint(0, V, (41,))
     c = replace(train.PRESETS["tiny"], ctx=ctx, eval_stride=stride, eval_batch=4, mem_len=0)
     got = train.evaluate(model, data, c, torch.device("cpu"))
-    plan = train.window_plan(len(data), ctx, stride)
+    plan = evaluation.window_plan(len(data), ctx, stride)
     start_of = {}
     for s, f in plan:
         for p in range(s + f, s + min(ctx, len(data) - 1)):
@@ -138,7 +143,7 @@ def test_evaluation_equals_brute_force(attn, stride):
 
 
 def test_memory_evaluation_scores_every_prediction_once():
-    plan = train.stream_plan(101, 4, burn=6)
+    plan = evaluation.stream_plan(101, 4, burn=6)
     covered = [p for _, a, b in plan for p in range(a, b)]
     assert covered == list(range(100))
     assert all(r == max(0, a - 6) for r, a, _ in plan)
@@ -161,15 +166,30 @@ def test_memory_evaluation_scores_every_prediction_once():
 
 
 # ---------------------------------------------------------------------------------------------- robustness
+SMALL = dict(n_layers=1, d_model=32, n_heads=2, d_ff=32, ctx=16, batch=4, steps=12, eval_every=6, log_every=2,
+             eval_stride=16)
+
+
 def _small_corpus():
     text = (CORPUS.read_text(encoding="utf-8")[:40_000] if CORPUS.is_file() else "abcdefgh\n" * 4000)
     return corpus_from_text(text, source="first 40k characters")
 
 
 def _spec(**kw):
-    c = replace(train.PRESETS["tiny"], n_layers=1, d_model=32, n_heads=2, d_ff=32, ctx=16, batch=4, steps=12,
-                eval_every=6, log_every=2, eval_stride=16, **kw)
+    c = replace(train.PRESETS["tiny"], **{**SMALL, **kw})
     return train.RunSpec("mha", 0, c.resolved())
+
+
+def _plan(tmp_path, attn="mha", seeds=1, **kw):
+    job = TrainJob(attn=attn, preset="tiny", seeds=seeds, results_dir=str(tmp_path / "results"),
+                   checkpoints_dir=str(tmp_path / "ck"))
+    p = new_plan(job, {**SMALL, **kw})
+    p.start(data_sha256="")
+    return p
+
+
+def _lines(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))]
@@ -179,12 +199,10 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 def test_nan_loss_stops_and_keeps_what_was_measured(tmp_path, monkeypatch, device):
     """A weight turned NaN in place before step 9: on CUDA the step is a replayed CUDA graph (it reads the weights
     in place and never calls train_step), so the NaN is put into the model, not into train_step's result."""
-    import attnbench.model
+    models, real_get = [], train.Batches.get
 
-    models, real_build, real_get = [], attnbench.model.build_model, train.Batches.get
-
-    def build(*a, **k):
-        models.append(real_build(*a, **k))
+    def capture(*a, **k):
+        models.append(CharLM(*a, **k))
         return models[-1]
 
     def poison_before_step_9(self, step):
@@ -193,51 +211,119 @@ def test_nan_loss_stops_and_keeps_what_was_measured(tmp_path, monkeypatch, devic
                 next(models[0].parameters()).fill_(float("nan"))
         return real_get(self, step)
 
-    monkeypatch.setattr(attnbench.model, "build_model", build)
+    monkeypatch.setattr(train, "CharLM", capture)
     monkeypatch.setattr(train.Batches, "get", poison_before_step_9)
-    spec = _spec(device=device)
-    rec = train.run_one(spec, _small_corpus(), record_path=tmp_path / "r.jsonl", ckpt_path=tmp_path / "c.pt",
-                        command="test")
+    rec = train.run_one(_spec(device=device), _small_corpus(), record_path=tmp_path / "r.jsonl",
+                        ckpt_path=tmp_path / "c.pt", command="test")
     assert rec["config"]["cuda_graph"] == ("on" if device == "cuda" else "off")
     assert rec["status"] == "error" and rec["reason"] == "non-finite training loss at step 9"
     assert [r["step"] for r in rec["curves"]] == [6]  # the evaluation before the NaN is kept
     saved = json.loads((tmp_path / "r.jsonl").read_text())
-    assert saved["status"] == "error" and saved["curves"] == rec["curves"]
+    assert saved["status"] == "error" and saved["curves"] == rec["curves"] and not saved.get("partial")
 
 
-def test_ctrl_c_saves_checkpoint_and_record_then_resume_finishes(tmp_path, monkeypatch):
-    corpus, spec = _small_corpus(), _spec()
-    real = train.Batches.get
+def test_ctrl_c_mid_plan_then_resume_continues_every_attention_and_seed(tmp_path, monkeypatch):
+    """Two attentions × two seeds; Ctrl-C at step 8 of the second run. The finished run's record stays, the
+    interrupted one gets a partial record and a checkpoint, and resuming the plan runs what is left of all four."""
+    corpus, p = _small_corpus(), _plan(tmp_path, attn="mha,sha", seeds=2)
+    real, starts = train.Batches.get, []
 
-    def interrupt(self, step):
-        if step == 8:
+    def interrupt_second_run_at_step_8(self, step):
+        starts.extend([1] if step == 0 else [])
+        if len(starts) == 2 and step == 8:
             raise KeyboardInterrupt
         return real(self, step)
 
-    monkeypatch.setattr(train.Batches, "get", interrupt)
-    ck = tmp_path / "ck" / "mha-seed0.pt"
-    with pytest.raises(AttnbenchError, match="--resume") as e:
-        train.run_one(spec, corpus, record_path=tmp_path / "r.jsonl", ckpt_path=ck, command="test")
-    assert "\n" not in str(e.value) and e.value.exit_code == 130
-    part = json.loads((tmp_path / "r.jsonl").read_text())
-    assert part["status"] == "error" and part["reason"] == "interrupted at step 8"
-    assert not list(ck.parent.glob("*.part"))  # atomic write left no temporary file
+    monkeypatch.setattr(train.Batches, "get", interrupt_second_run_at_step_8)
+    with pytest.raises(Interrupted) as e:
+        train.run_plan(p, corpus, command="test")
+    assert e.value.exit_code == 130 and "\n" not in str(e.value)
+    assert str(e.value).startswith("sha (seed 0): interrupted at step 8; checkpoint and partial record saved")
+    assert str(e.value).endswith(p.resume_command())
+    first = _lines(p.record_path)
+    assert [(r["attn"], r["status"], r.get("partial")) for r in first] == [("mha", "ok", None), ("sha", "error", True)]
+    assert not list(Path(p.run_dir).glob("*.part"))  # atomic writes left no temporary file
     monkeypatch.setattr(train.Batches, "get", real)
-    state = train.load_checkpoint(ck)
-    assert state["step"] == 8
-    spec2 = train.RunSpec(state["attn"], state["seed"], train.TrainConfig(**state["cfg"]))
-    rec = train.run_one(spec2, corpus, record_path=tmp_path / "r2.jsonl", ckpt_path=ck, command="test",
-                        resume=state)
-    assert rec["status"] == "ok" and rec["metrics"]["steps"] == 12 and rec["config"]["resumed_from_step"] == 8
-    assert [r["step"] for r in rec["curves"]] == [6, 12]
+
+    again = resume_plan(p.run_dir, {})
+    recs = train.run_plan(again, corpus, command="test")
+    assert [(r["attn"], r["config"]["seed"], r["status"]) for r in recs] == \
+        [("mha", 0, "ok"), ("sha", 0, "ok"), ("mha", 1, "ok"), ("sha", 1, "ok")]
+    assert recs[0] == {**first[0], "_source": recs[0]["_source"]}  # kept as it was, not trained again
+    assert recs[1]["config"]["resumed_from_step"] == 8 and [c["step"] for c in recs[1]["curves"]] == [6, 12]
+    assert recs[1]["metrics"]["steps"] == 12 and recs[1]["metrics"]["tokens"] == 12 * 4 * 16
+    assert len(_lines(p.record_path)) == 5  # the same file: 2 from the first session, 3 from the second
+
+
+def test_ctrl_c_during_the_test_pass_keeps_a_record_and_resume_only_tests(tmp_path, monkeypatch):
+    corpus, p = _small_corpus(), _plan(tmp_path)
+    real_test = train.test_pass
+
+    def interrupted(*a):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "test_pass", interrupted)
+    with pytest.raises(Interrupted, match="interrupted during the test pass; checkpoint and partial record saved"):
+        train.run_plan(p, corpus, command="test")
+    (part,) = _lines(p.record_path)
+    assert part["partial"] and part["metrics"]["steps"] == 12 and "test_acc" not in part["metrics"]
+    assert [c["step"] for c in part["curves"]] == [6, 12]  # every validation pass is in the record
+
+    def no_training(self, step):
+        raise AssertionError("a finished run trained again")
+
+    monkeypatch.setattr(train, "test_pass", real_test)
+    monkeypatch.setattr(train.Batches, "get", no_training)
+    (rec,) = train.run_plan(resume_plan(p.run_dir, {}), corpus, command="test")
+    assert rec["status"] == "ok" and rec["config"]["resumed_from_step"] == 12 and 0 < rec["metrics"]["test_acc"] < 1
+    assert [c["step"] for c in rec["curves"]] == [6, 12]
+
+
+def test_ctrl_c_while_a_run_starts_names_the_resume_command(tmp_path, monkeypatch):
+    p = _plan(tmp_path)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "start", interrupted)
+    with pytest.raises(Interrupted, match="interrupted before its first step") as e:
+        train.run_plan(p, _small_corpus(), command="test")
+    assert p.resume_command() in str(e.value)
+
+
+def test_resume_command_repeats_where_files_go(tmp_path):
+    job = TrainJob(attn="mha", preset="tiny", data="my text.txt", results_dir=str(tmp_path / "r"),
+                   checkpoints_dir=str(tmp_path / "c"))
+    p = new_plan(job, {})
+    p.start(data_sha256="abc")
+    cmd = shlex.split(p.resume_command())
+    assert cmd[:4] == ["attnbench", "train", "--resume", p.run_dir]
+    assert cmd[4:] == ["--data", "my text.txt", "--results-dir", str(tmp_path / "r"), "--checkpoints-dir",
+                       str(tmp_path / "c")]
+    assert p.resume_command(world=2).startswith("torchrun --nproc-per-node 2 -m attnbench train --resume")
+    assert shlex.split(new_plan(TrainJob(), {}).resume_command(), posix=True)[2:3] == ["--resume"]
+
+
+def test_resume_honours_data_and_results_dir_and_refuses_the_rest(tmp_path):
+    p = _plan(tmp_path, attn="mha,sha", seeds=2)
+    again = resume_plan(p.run_dir, {"results_dir": str(tmp_path / "elsewhere"), "data": "x.txt", "steps": 12,
+                                    "attn": "mha, sha", "checkpoints_dir": str(tmp_path / "ck")})
+    assert again.job.results_dir == str(tmp_path / "elsewhere") and again.job.data == "x.txt"
+    again.start(data_sha256="")
+    assert again.record_path.parent == tmp_path / "elsewhere" and again.records[0] == p.records[0]
+    for typed, match in [({"steps": 13}, "--steps 13"), ({"attn": "mha"}, "--attn mha"), ({"seeds": 1}, "--seeds"),
+                         ({"preset": "default"}, "--preset"), ({"checkpoints_dir": str(tmp_path)}, "--checkpoints-dir"),
+                         ({"lr": 0.5}, "--lr 0.5"), ({"device": "cpu"}, "--device cpu")]:
+        with pytest.raises(AttnbenchError, match=f"{match}.*--resume continues the run as planned"):
+            resume_plan(p.run_dir, typed)
 
 
 def test_summary_says_which_differences_exceed_the_spread():
     def rec(attn, acc):
         return {"attn": attn, "status": "ok", "metrics": {"test_acc": acc, "test_bpc": 2.0 - acc, "params": 10}}
 
-    rows, notes = train.summarize([rec("mha", 0.50), rec("mha", 0.52), rec("rcmha", 0.60), rec("rcmha", 0.62),
-                                   rec("mdha", 0.51), rec("mdha", 0.53)])
+    rows, notes = summarize([rec("mha", 0.50), rec("mha", 0.52), rec("rcmha", 0.60), rec("rcmha", 0.62),
+                             rec("mdha", 0.51), rec("mdha", 0.53)])
     assert rows[0]["params"] == 10 and "±" in rows[0]["test_acc"]
     text = "\n".join(notes)
     assert "test_acc: mha − rcmha = -0.1000, which exceeds" in text
@@ -300,14 +386,76 @@ def test_a_crashing_attention_is_recorded_and_the_others_still_run(tmp_path, mon
         return real(spec, *a, **k)
 
     monkeypatch.setattr(train, "run_one", crash_mdha)
-    base = _spec()
-    specs = [train.RunSpec(a, 0, base.cfg) for a in ("mdha", "mha")]
-    events = []
-    recs = train.run_many(specs, _small_corpus(), record_path=tmp_path / "r.jsonl", ckpt_dir=tmp_path / "ck",
-                          command="test", on=lambda ev, **d: events.append((ev, d.get("record", {}).get("attn"))))
+    p, events = _plan(tmp_path, attn="mdha,mha"), []
+    recs = train.run_plan(p, _small_corpus(), command="test",
+                          on=lambda ev, **d: events.append((ev, d.get("record", {}).get("attn"))))
     assert [r["status"] for r in recs] == ["error", "ok"]
     assert recs[0]["reason"] == "crashed: RuntimeError: expected mat1 and mat2 to have the same dtype"
     assert "crash_mdha" in recs[0]["traceback"]
-    saved = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
-    assert [(r["attn"], r["status"]) for r in saved] == [("mdha", "error"), ("mha", "ok")]
+    assert [(r["attn"], r["status"]) for r in _lines(p.record_path)] == [("mdha", "error"), ("mha", "ok")]
     assert ("done", "mdha") in events
+
+
+def test_an_out_of_memory_crash_is_recorded_as_oom(tmp_path, monkeypatch):
+    def cpu_oom(*a, **k):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 123 bytes")
+
+    monkeypatch.setattr(train, "run_one", cpu_oom)
+    (rec,) = train.run_plan(_plan(tmp_path), _small_corpus(), command="test")
+    assert rec["status"] == "oom" and "can't allocate memory" in rec["reason"]
+
+
+# ---------------------------------------------------------------------------------------------- nothing lost
+TINY_CLI = ["--preset", "tiny", "--device", "cpu", "--layers", "1", "--d-model", "32", "--heads", "2", "--d-ff", "32",
+            "--ctx", "16", "--batch", "4", "--steps", "4", "--eval-every", "2", "--eval-stride", "16"]
+
+
+def _text_file(tmp_path) -> Path:
+    f = tmp_path / "text.txt"
+    f.write_text(CORPUS.read_text(encoding="utf-8")[:40_000] if CORPUS.is_file() else "abcdefgh\n" * 4000)
+    return f
+
+
+def test_a_results_dir_that_cannot_be_written_is_refused_before_training(tmp_path, monkeypatch):
+    import os
+
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "ro" else real(p, mode))
+    monkeypatch.setattr(train, "run_plan", lambda *a, **k: pytest.fail("trained before checking the folder"))
+    r = runner.invoke(cli.app, ["train", *TINY_CLI, "--data", str(_text_file(tmp_path)), "--results-dir",
+                                str(tmp_path / "ro"), "--checkpoints-dir", str(tmp_path / "ck")])
+    assert r.exit_code == 2 and r.output.strip() == f"error: --results-dir {tmp_path / 'ro'}: the folder is not writable"
+    assert not (tmp_path / "ck").exists() or not list((tmp_path / "ck").iterdir())
+
+
+def test_a_record_that_cannot_be_written_goes_to_the_fallback_folder(tmp_path, monkeypatch):
+    """The results folder stops being writable during the run: the metrics are still shown, the record goes to
+    the fallback folder, which is named, and the exit code says something went wrong."""
+    from attnbench import results
+
+    real = results.append
+
+    def broken_disk(path, record):
+        if Path(path).parent == tmp_path / "results":
+            raise OSError(30, "Read-only file system")
+        real(path, record)
+
+    monkeypatch.setattr(results, "append", broken_disk)
+    monkeypatch.setattr(results, "fallback_dir", lambda: tmp_path / "fallback")
+    r = runner.invoke(cli.app, ["train", *TINY_CLI, "--data", str(_text_file(tmp_path)), "--format", "csv",
+                                "--results-dir", str(tmp_path / "results"), "--checkpoints-dir", str(tmp_path / "ck")])
+    assert r.exit_code == 1, r.output
+    (moved,) = (tmp_path / "fallback").glob("train-*.jsonl")
+    (rec,) = _lines(moved)
+    assert rec["status"] == "ok" and rec["metrics"]["steps"] == 4
+    assert f"mha,1/1,{rec['metrics']['test_acc']}" in r.stdout  # the metrics are on screen
+    assert f"could not be written; the records are in {moved}" in r.output
+
+
+def test_cli_resume_with_a_changed_flag_is_refused_in_one_line(tmp_path):
+    p = _plan(tmp_path, attn="mha,sha")
+    r = runner.invoke(cli.app, ["train", "--resume", p.run_dir, "--steps", "50"])
+    assert r.exit_code == 2
+    assert r.output.strip() == "error: --steps 50: --resume continues the run as planned (12); start a new run to " \
+                               "change it"

@@ -85,6 +85,8 @@ def parse_names(spec: str | None) -> list[str]:
     if spec is None or spec.strip() in ("", "all"):
         return names()
     out = [check_name(s.strip()) for s in spec.split(",") if s.strip()]
+    if not out:
+        raise AttnbenchError(f"--attn {spec!r} names no attention; valid: {', '.join(names())}, or all")
     out = list(dict.fromkeys(out))
     for name in out:
         if name not in _REGISTRY:
