@@ -420,6 +420,7 @@ def _text_file(tmp_path) -> Path:
 def test_a_results_dir_that_cannot_be_written_is_refused_before_training(tmp_path, monkeypatch):
     import os
 
+    (tmp_path / "ro").mkdir()
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "ro" else real(p, mode))
     monkeypatch.setattr(train, "run_plan", lambda *a, **k: pytest.fail("trained before checking the folder"))
