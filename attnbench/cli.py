@@ -207,6 +207,10 @@ def _train(
     mem_len: _T[Optional[int], _o("--mem-len", "Transformer-XL memory (0: off).")] = None,
     attn_impl: _T[Optional[str], _o("--impl", "Attention path: fast|reference.")] = None,
     pos: _T[Optional[str], _o("--pos", "Relative positions (attentions that have them): sinusoid|learned.")] = None,
+    max_rel: _T[Optional[int], _o("--max-rel", "Learned relative tables: 2·max-rel distances (at least ctx + mem-len).")]
+    = None,
+    flavour: _T[Optional[str], _o("--flavour", "attnbench | labml: the layer as the RCMHA authors' code builds it.")]
+    = None,
     batch: _T[Optional[int], _o("--batch", "Batch size.")] = None,
     steps: _T[Optional[int], _o("--steps", "Optimiser steps.")] = None,
     epochs: _T[Optional[float], _o("--epochs", "Epochs (> 0 overrides --steps).")] = None,
@@ -233,11 +237,11 @@ def _train(
     job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, data=data, results_dir=results_dir,
                    checkpoints_dir=checkpoints_dir)
     overrides = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, kv_heads=kv_heads, d_ff=d_ff, act=act,
-                     dropout=dropout, ctx=ctx, mem_len=mem_len, attn_impl=attn_impl, pos=pos, batch=batch,
-                     steps=steps, epochs=epochs, lr=lr, min_lr=min_lr, schedule=schedule, warmup=warmup,
-                     weight_decay=weight_decay, beta1=beta1, beta2=beta2, grad_clip=grad_clip, eval_every=eval_every,
-                     eval_stride=eval_stride, eval_batch=eval_batch, log_every=log_every, seed=seed, device=device,
-                     amp=amp, compile=compile, cuda_graph=cuda_graph)
+                     dropout=dropout, ctx=ctx, mem_len=mem_len, attn_impl=attn_impl, pos=pos, max_rel=max_rel,
+                     flavour=flavour, batch=batch, steps=steps, epochs=epochs, lr=lr, min_lr=min_lr,
+                     schedule=schedule, warmup=warmup, weight_decay=weight_decay, beta1=beta1, beta2=beta2,
+                     grad_clip=grad_clip, eval_every=eval_every, eval_stride=eval_stride, eval_batch=eval_batch,
+                     log_every=log_every, seed=seed, device=device, amp=amp, compile=compile, cuda_graph=cuda_graph)
     _train_command(job, overrides, resume, fmt, _typed(context))
 
 

@@ -136,12 +136,11 @@ def interrupts_once():
     if not active() or threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired = False
+    fired = threading.Event()
 
     def handler(signum, frame):
-        nonlocal fired
-        if not fired:
-            fired = True
+        if not fired.is_set():
+            fired.set()
             raise KeyboardInterrupt
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

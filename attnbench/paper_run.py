@@ -323,7 +323,7 @@ def _interrupt_flag():
 
 # ------------------------------------------------------------------------------------------------ checkpoints
 def save_group(path: Path, runs: list[Run], c, pos: Position, plan: list[tuple[str, int]]) -> None:
-    from attnbench.train import atomic_save
+    from attnbench.checkpoints import atomic_save
 
     atomic_save({"kind": "paper-group", "cfg": asdict(c), "plan": plan, "pos": asdict(pos),
                  "runs": [run_state(r) for r in runs]}, path)

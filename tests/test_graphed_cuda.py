@@ -10,7 +10,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 from attnbench.graphed import GraphedStep  # noqa: E402
 from attnbench.model import build_model  # noqa: E402
-from attnbench.train import TrainConfig, make_optimizer, train_step  # noqa: E402
+from attnbench.config import TrainConfig  # noqa: E402
+from attnbench.optim import make_optimizer, train_step  # noqa: E402
 import contextlib  # noqa: E402
 
 ATTNS = ["mha", "mdha", "rcmha", "mhe-mul", "gqa"]
