@@ -7,12 +7,14 @@ or `package.module:Class`.
     get(name)                 the class; one from outside is checked first (contract.check: shape, causality)
     build(name, **cfg)        an nn.Module: forward(x [B,T,D], mem [B,M,D] | None) -> [B,T,D], causal
     describe(spec)            rows for `attnbench list`: name, paper, description, what the class declares
+    file_safe(name)           the name as one file-name component (checkpoints of 'path/to/file.py:Class')
     unused_settings(cls, kw)  the given AttnConfig settings that the class does not read
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import fields
 from typing import Any
 
@@ -129,6 +131,12 @@ def describe(spec: str | None = None) -> list[dict[str, Any]]:
         rows.append({"name": name, "paper": getattr(cls, "paper", "n/a"), "description": getattr(cls, "summary", "n/a"),
                      "declares": ", ".join(declared) or "-"})
     return rows
+
+
+def file_safe(name: str) -> str:
+    """`name` as one file-name component: '/home/me/attn.py:Local' -> 'home_me_attn.py_Local' (a name from outside
+    holds slashes, which would put a file elsewhere than in the folder it is joined to)."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_.") or "attention"
 
 
 def unused_settings(cls: Any, given: dict[str, Any]) -> list[str]:
