@@ -317,7 +317,7 @@ def test_a_model_of_a_class_that_declares_no_has_positions(tmp_path):
                        dropout=0.0, act="gelu", mem_len=0))
 
 
-@pytest.mark.xfail(strict=True, reason="train.py names checkpoints f'{spec.attn}-seed{seed}.pt': an absolute "
+@pytest.mark.xfail(strict=True, reason="plan.py's Plan.checkpoint is f'{spec.attn}-seed{seed}.pt': an absolute "
                                        "file.py:Class name escapes --checkpoints-dir; attention.file_safe(name) fixes it")
 def test_checkpoints_of_an_attention_named_by_its_path_stay_in_the_checkpoints_folder(outside, tmp_path):
     r = cli("train", "--attn", f"{outside}/my_attn.py:Causal", "--preset", "tiny", "--steps", 2, "--device", "cpu",
