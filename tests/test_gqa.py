@@ -11,10 +11,9 @@ from typer.testing import CliRunner
 
 from attnbench import cli
 from attnbench.attention import get
-from attnbench.config import AttnConfig, default_kv_heads
-from attnbench.model import build_model
+from attnbench.config import PRESETS, AttnConfig, default_kv_heads
+from attnbench.model import CharLM
 from attnbench.params import param_table
-from attnbench.config import PRESETS
 
 
 def test_default_kv_heads_examples():
@@ -46,12 +45,10 @@ def test_degenerate_names_mqa_and_mha():
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_every_training_preset_trains_a_real_gqa(preset):
-    """The model a preset builds for gqa has more parameters than mqa's: 2·D·(g−1)·d more per layer."""
+    """The model a preset trains for gqa (train.py's path) has 2·D·(g−1)·d more parameters per layer than mqa's."""
     c = PRESETS[preset].resolved()
-    kw = dict(n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads, d_ff=c.d_ff, ctx=c.ctx, dropout=c.dropout,
-              act=c.act, mem_len=c.mem_len, **({} if c.kv_heads is None else {"kv_heads": c.kv_heads}))
     with torch.device("meta"):
-        gqa, mqa = build_model("gqa", 65, **kw), build_model("mqa", 65, **kw)
+        gqa, mqa = CharLM(c.model_config("gqa", 65)), CharLM(c.model_config("mqa", 65))
     g = gqa.cfg.attn_cfg.kv_heads
     assert 1 < g < c.n_heads
     d = c.d_model // c.n_heads
