@@ -76,9 +76,12 @@ def render_rows(rows: Sequence[dict[str, Any]], fmt: str = "table", title: str |
         for r in rows:
             t.add_row(*(cell(r.get(c)) for c in columns))
         con = Console()
+        if not con.is_terminal:  # piped or redirected: the table at its own width, not squeezed to 80 columns
+            natural = Console(width=10**5).measure(t).maximum  # measured without the 80-column limit
+            con = Console(width=max(con.width, natural))
         con.print(t)
         for n in notes:
-            con.print(n, highlight=False)
+            con.print(n, highlight=False, soft_wrap=not con.is_terminal)
         return
     for n in notes:
         print(n, file=sys.stderr)
