@@ -9,6 +9,7 @@ row ("sdpa", attn=None) is timed by the same code as the baseline MHA is compare
 from __future__ import annotations
 
 import gc
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -65,6 +66,8 @@ def validate(s: BenchSettings, kind: str) -> None:
     check_finite(s)
     if s.max_time_s <= 0:
         raise AttnbenchError(f"--max-time must be positive, got {s.max_time_s}", 2)
+    if s.threads is not None and s.threads <= 0:
+        raise AttnbenchError(f"--threads must be positive, got {s.threads}", 2)
     if not s.seq_lens or any(t <= 0 for t in s.seq_lens):
         raise AttnbenchError("--seq-len must be positive", 2)
     if s.cuda_graph and kind == "speed":
@@ -148,6 +151,33 @@ class SweepResult:
     columns: list[str]
 
 
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def busy_warning(load: float | None, n_cores: int, threads: int | None = None) -> str | None:
+    """One line when the machine looks busy (1-minute load average above its cores): CPU timings then measure the
+    contention (a tiny MHA took 38 ms with torch's default threads on a loaded two-core machine, 0.54 ms with one)."""
+    if load is None or load <= n_cores:
+        return None
+    hint = ", or with fewer threads (--threads 1)" if threads != 1 else ""
+    return (f"the machine looks busy (load average {load:.1f} on {n_cores} cores): CPU timings will be slow and "
+            f"noisy; measure when it is idle{hint}")
+
+
+def _quiet(event: str, **data: Any) -> None:
+    pass
+
+
 # ----------------------------------------------------------------------------------------------- the cells
 def measure_speed(w: Workload, s: BenchSettings, device: str, seq_len: int) -> dict[str, Any]:
     """Time one workload; metrics and the samples."""
@@ -175,8 +205,10 @@ def measure_speed(w: Workload, s: BenchSettings, device: str, seq_len: int) -> d
              first_call_ms=t.first_call_ms, warmup_calls=t.warmup_calls)
     if s.compile:
         m["compile_s"] = max(0.0, t.first_call_ms - t.median_ms) / 1e3
-    return {"metrics": m, "samples_ms": t.samples_ms,
-            "timing": {"timer": t.timer, "flush_l2": t.flush_l2, "stable": t.stable, "noisy": t.noisy}}
+    timing = {"timer": t.timer, "flush_l2": t.flush_l2, "stable": t.stable, "noisy": t.noisy}
+    if device == "cpu":
+        timing["load_avg_1m"] = load_average()  # what else ran: compare with env.threads and the cores
+    return {"metrics": m, "samples_ms": t.samples_ms, "timing": timing}
 
 
 def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dtype) -> dict[str, Any]:
@@ -189,7 +221,7 @@ def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dty
     else:
         spec = {"name": w.name, "impl": w.impl, "batch": s.batch, "seq_len": seq_len, "d_model": s.d_model,
                 "heads": s.heads, "kv_heads": s.kv_heads, "d_pos": s.d_pos, "dtype": str(dtype).replace("torch.", ""),
-                "backward": backward}
+                "backward": backward, "threads": s.threads}
         m = memory.cpu_peak_rss(spec)
         status = m.pop("status", "ok")
         if status != "ok":
@@ -200,32 +232,59 @@ def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dty
 
 
 # ----------------------------------------------------------------------------------------------- the sweep
-def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = None) -> SweepResult:
-    """The sweep for kind 'speed' or 'memory'. Each record is appended to disk as soon as it exists."""
-    import torch
+def run(kind: str, s: BenchSettings, on: Callable[..., None] = _quiet) -> SweepResult:
+    """The sweep for kind 'speed' or 'memory'. Each record is appended to disk as soon as it exists.
 
-    from attnbench.attention import parse_names
+    Progress goes to `on(event, **data)` (library code prints nothing): 'start' (total cells), 'warning' (text, before
+    any CPU timing), 'measure' (what is measured now, done, total) and 'done' (record, done, total) per cell.
+    `s.threads`: torch's CPU threads while the sweep runs (restored after), in the records' env.threads."""
+    import torch
 
     from attnbench.device import select
 
     validate(s, kind)
     device = select(s.device)
-    for flag, on in (("--cuda-graph", kind == "speed" and s.cuda_graph), ("--flush-l2", s.flush_l2),
-                     ("--compile", s.compile)):
-        if on and device != "cuda":
+    for flag, given in (("--cuda-graph", kind == "speed" and s.cuda_graph), ("--flush-l2", s.flush_l2),
+                        ("--compile", s.compile)):
+        if given and device != "cuda":
             raise AttnbenchError(f"{flag} needs a CUDA GPU (device is {device})")
+    if s.threads is not None and device != "cpu":
+        raise AttnbenchError(f"--threads sets the threads of CPU measurements (device is {device}); "
+                             f"add --device cpu")
+    before = torch.get_num_threads()
+    if s.threads is not None:
+        torch.set_num_threads(s.threads)
+    try:
+        return _sweep(kind, s, device, on)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None]) -> SweepResult:
+    import torch
+
+    from attnbench.attention import parse_names
+
     dtype = resolve_dtype(s.dtype, device)
     dtype_name = str(dtype).replace("torch.", "")
     names = _order(parse_names(s.attn), s.baseline)
     impls = ["fast", "reference"] if s.impl == "both" else [s.impl]
+    total = len(s.seq_lens) * sum(1 if name in BASELINES else len(impls) for name in names)
     env = results.environment(device)
     command = results.command_line()
     path = results.new_run_path(kind, s.results_dir)
     notes: list[str] = []
+    on("start", kind=kind, total=total, device=device)
+    if kind == "speed" and device == "cpu":
+        busy = busy_warning(load_average(), cores(), s.threads)
+        if busy:
+            on("warning", text=busy)
+            notes.append(f"warning: {busy}")
     ceiling: dict[str, Any] = {}
     if kind == "speed":
         from attnbench.measure.flops import CONVENTION, matmul_ceiling
 
+        on("measure", what="matmul ceiling", done=0, total=total)
         try:
             from attnbench.measure.timing import TimingPolicy
 
@@ -251,6 +310,9 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
                           "mode": s.mode, "compile": s.compile, "flush_l2": s.flush_l2, "causal": True}
                 if kind == "speed" and s.cuda_graph:
                     config["cuda_graph"] = True
+                if s.threads is not None:
+                    config["threads"] = s.threads
+                on("measure", what=f"{name} ({impl}) T={T}", done=len(records), total=total)
                 status, reason, extra, metrics = "ok", None, {}, {}
                 w = None
                 try:
@@ -290,8 +352,7 @@ def run(kind: str, s: BenchSettings, on_record: Callable[[dict], None] | None = 
                                           env, status=status, reason=reason, **extra)
                 results.append(path, rec)
                 records.append(rec)
-                if on_record is not None:
-                    on_record(rec)
+                on("done", record=rec, done=len(records), total=total)
     rows, columns, more = (speed_rows if kind == "speed" else memory_rows)(records, device)
     notes += more
     if kind == "memory":

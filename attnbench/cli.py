@@ -120,14 +120,17 @@ BaselineOpt = Annotated[bool, typer.Option("--baseline/--no-baseline",
                                            help="Add the baselines 'sdpa' (bare scaled_dot_product_attention) and 'sdpa+proj'.")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per measurement, seconds.")]
 DPosOpt = Annotated[Optional[int], typer.Option("--d-pos", help="rmha/rcmha sinusoid width d_R (default: head width).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU measurements: torch's threads "
+                                                                "(default: torch's own, about one per core).")]
 
 
 def _sweep(kind: str, settings: BenchSettings, fmt: str) -> None:
     from attnbench.bench import run
-    from attnbench.tables import check_format, render_rows
+    from attnbench.tables import SweepProgress, check_format, render_rows
 
     check_format(fmt)
-    res = run(kind, settings)
+    with SweepProgress() as progress:  # on stderr, and only when it is a terminal
+        res = run(kind, settings, on=progress.on)
     title = f"{'Speed' if kind == 'speed' else 'Memory'} ({settings.mode}, B={settings.batch}, " \
             f"heads={settings.heads}, d_model={settings.d_model})"
     render_rows(res.rows, fmt, title=title, columns=res.columns, notes=res.notes)
@@ -141,15 +144,16 @@ def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_len
                    impl: ImplOpt = _Bench.impl, compile: CompileOpt = _Bench.compile,
                    cuda_graph: GraphOpt = _Bench.cuda_graph,
                    flush_l2: FlushOpt = _Bench.flush_l2, baseline: BaselineOpt = _Bench.baseline,
-                   max_time: MaxTimeOpt = _Bench.max_time_s, fmt: FormatOpt = FORMAT,
-                   results_dir: ResultsOpt = _Bench.results_dir) -> None:
+                   max_time: MaxTimeOpt = _Bench.max_time_s, threads: ThreadsOpt = _Bench.threads,
+                   fmt: FormatOpt = FORMAT, results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Time every attention: median and IQR, tokens/s, TFLOP/s, ratio to MHA and to a measured matmul ceiling."""
     from attnbench.bench import parse_seq_lens
 
     _sweep("speed", BenchSettings(attn=attn, seq_lens=parse_seq_lens(seq_len), batch=batch, heads=heads,
                                   d_model=d_model, kv_heads=kv_heads, d_pos=d_pos, dtype=dtype, device=device,
                                   mode=mode, impl=impl, compile=compile, cuda_graph=cuda_graph, flush_l2=flush_l2,
-                                  baseline=baseline, max_time_s=max_time, results_dir=results_dir), fmt)
+                                  baseline=baseline, max_time_s=max_time, threads=threads,
+                                  results_dir=results_dir), fmt)
 
 
 def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
@@ -157,14 +161,16 @@ def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_le
                     d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, d_pos: DPosOpt = None,
                     dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
                     mode: Annotated[str, typer.Option("--mode", help="fwd|fwd+bwd.")] = _Bench.mode,
-                    impl: ImplOpt = _Bench.impl, baseline: BaselineOpt = _Bench.baseline, fmt: FormatOpt = FORMAT,
+                    impl: ImplOpt = _Bench.impl, baseline: BaselineOpt = _Bench.baseline,
+                    threads: ThreadsOpt = _Bench.threads, fmt: FormatOpt = FORMAT,
                     results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Memory of every attention: allocator (activations, peak, reserved), NVML device-wide, CPU peak RSS, estimate."""
     from attnbench.bench import parse_seq_lens
 
     _sweep("memory", BenchSettings(attn=attn, seq_lens=parse_seq_lens(seq_len), batch=batch, heads=heads,
                                    d_model=d_model, kv_heads=kv_heads, d_pos=d_pos, dtype=dtype, device=device,
-                                   mode=mode, impl=impl, baseline=baseline, results_dir=results_dir), fmt)
+                                   mode=mode, impl=impl, baseline=baseline, threads=threads,
+                                   results_dir=results_dir), fmt)
 
 
 app.command("profile-speed")(_profile_speed)

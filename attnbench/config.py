@@ -277,6 +277,7 @@ class BenchSettings:
     baseline: bool = True  # the bare SDPA row
     check_seq_len: int = 64  # size of the fast-vs-reference check
     max_time_s: float = 2.0  # time cap per measurement
+    threads: int | None = None  # CPU measurements: torch's intra-op threads (None: torch's default)
     results_dir: str = RESULTS_DIR
 
 

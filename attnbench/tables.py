@@ -103,3 +103,48 @@ def render_params(table, fmt: str = "table") -> None:
     if not table.identities and c["bias"]:
         notes.append("MHE identities are stated for projections without biases: not evaluated with --bias.")
     render_rows(rows, fmt, title=title, notes=notes)
+
+
+def _last_result(rec: dict[str, Any]) -> str:
+    """One finished cell of a sweep, as the progress line shows it."""
+    c, m = rec["config"], rec.get("metrics") or {}
+    head = f"{c['name']} ({c['impl']}) T={c['seq_len']}: "
+    if rec["status"] != "ok":
+        return head + ("OOM" if rec["status"] == "oom" else rec["status"])
+    if rec["kind"] == "speed":
+        return head + f"{m['median_ms']:.4g} ms"
+    peak = m.get("peak_alloc_mib") or m.get("peak_fwd_mib") or m.get("cpu_peak_rss_mib")
+    return head + (f"peak {peak:.4g} MiB" if peak is not None else "ok")
+
+
+class SweepProgress:
+    """Progress of the speed and memory sweeps on stderr: a rich bar with the cell being measured, cells done of
+    all, the elapsed time and the last cell's result; no bar when stderr is not a terminal (a pipe, a log file).
+    Warnings are one line either way. A context manager; `on` is the sweep's callback (bench.run)."""
+
+    def __init__(self, console=None):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console or Console(stderr=True, highlight=False)
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[last]}"), console=self.console,
+                            disable=not self.console.is_terminal)
+        self.task = None
+
+    def __enter__(self) -> "SweepProgress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def on(self, event: str, **d: Any) -> None:
+        if event == "start":
+            self.task = self.bar.add_task(d["kind"], total=d["total"], last="")
+        elif event == "warning":
+            self.console.print(f"[yellow]warning:[/] {d['text']}", soft_wrap=True)
+        elif event == "measure" and self.task is not None:
+            self.bar.update(self.task, description=d["what"], completed=d["done"], refresh=True)
+        elif event == "done" and self.task is not None:
+            self.bar.update(self.task, completed=d["done"], last=_last_result(d["record"]), refresh=True)

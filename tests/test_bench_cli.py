@@ -178,6 +178,7 @@ BAD = [
     (["--format", "xml"], "unknown format"),
     (["--batch", "0"], "batch must be positive"),
     (["--heads", "3"], "must divide"),
+    (["--threads", "0"], "--threads must be positive"),
 ]
 
 
@@ -209,3 +210,158 @@ def test_cli_cuda_graph_misuse_one_line(args, msg, tmp_path):
     text = out.output.strip()
     assert msg in text and "Traceback" not in text and len(text.splitlines()) == 1, text
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- progress, threads
+def test_sweep_reports_progress_cell_by_cell(tmp_path):
+    events = []
+    res = bench.run("speed", tiny(tmp_path), on=lambda ev, **d: events.append((ev, d)))
+    assert events[0] == ("start", {"kind": "speed", "total": 6, "device": "cpu"})
+    measured = [d for ev, d in events if ev == "measure"]
+    done = [d for ev, d in events if ev == "done"]
+    assert measured[0]["what"] == "matmul ceiling"
+    assert [d["what"] for d in measured[1:]] == [f"{n} (fast) T={t}" for t in (16, 32) for n in ("mha", "sdpa",
+                                                                                                 "sdpa+proj")]
+    assert [d["done"] for d in measured[1:]] == list(range(6)) and [d["done"] for d in done] == list(range(1, 7))
+    assert [d["record"] for d in done] == res.records and all(d["total"] == 6 for d in measured + done)
+
+
+def _record(kind="speed", status="ok", **metrics):
+    return {"kind": kind, "status": status, "config": {"name": "mha", "impl": "fast", "seq_len": 16},
+            "metrics": metrics}
+
+
+def _feed(progress):
+    with progress as p:
+        p.on("start", kind="speed", total=2, device="cpu")
+        p.on("measure", what="mha (fast) T=16", done=0, total=2)
+        p.on("done", record=_record(median_ms=0.5), done=1, total=2)
+        p.on("warning", text="the machine looks busy")
+        p.on("done", record=_record(status="oom"), done=2, total=2)
+
+
+def test_progress_bar_on_a_terminal_and_nothing_but_warnings_elsewhere():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from attnbench.tables import SweepProgress
+
+    tty, pipe = io.StringIO(), io.StringIO()
+    _feed(SweepProgress(Console(file=tty, force_terminal=True, width=120)))
+    _feed(SweepProgress(Console(file=pipe, force_terminal=False, width=120)))
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", tty.getvalue())
+    assert "mha (fast) T=16" in shown and "2/2" in shown and "T=16: OOM" in shown and "0.5 ms" in shown
+    assert pipe.getvalue() == "warning: the machine looks busy\n"
+
+
+def test_cli_sweep_piped_prints_no_bar(tmp_path):
+    out = runner.invoke(cli.app, ["speed", "--attn", "mha", "--seq-len", "16", *TINY, "--no-baseline",
+                                  "--results-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "━" not in out.stderr and "0/1" not in out.stderr
+
+
+def test_threads_apply_to_the_sweep_and_are_recorded(tmp_path):
+    before = torch.get_num_threads()
+    res = bench.run("speed", tiny(tmp_path, seq_lens=(16,), baseline=False, threads=2))
+    (rec,) = res.records
+    assert rec["config"]["threads"] == 2 and rec["env"]["threads"] == 2
+    assert torch.get_num_threads() == before  # restored after the sweep
+    assert rec["timing"]["load_avg_1m"] is None or rec["timing"]["load_avg_1m"] >= 0
+    res = bench.run("speed", tiny(tmp_path, seq_lens=(16,), baseline=False))
+    assert "threads" not in res.records[0]["config"]  # not given: settings groups of older records stay the same
+
+
+def test_memory_worker_runs_with_the_threads_asked(tmp_path):
+    res = bench.run("memory", tiny(tmp_path, seq_lens=(16,), baseline=False, threads=2))
+    (rec,) = res.records
+    assert rec["status"] == "ok" and rec["metrics"]["cpu_threads"] == 2 and rec["config"]["threads"] == 2
+
+
+def test_threads_on_a_gpu_is_refused(tmp_path, monkeypatch):
+    import attnbench.device
+
+    monkeypatch.setattr(attnbench.device, "select", lambda spec: "cuda")
+    with pytest.raises(AttnbenchError, match="--threads sets the threads of CPU measurements"):
+        bench.run("speed", tiny(tmp_path, threads=1))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("load,cores,threads,warned", [(None, 2, None, False), (2.0, 2, None, False),
+                                                       (9.7, 2, None, True), (9.7, 2, 1, True), (3.0, 16, None, False)])
+def test_busy_warning_when_load_exceeds_the_cores(load, cores, threads, warned):
+    text = bench.busy_warning(load, cores, threads)
+    assert (text is not None) == warned
+    if warned:
+        assert f"load average {load:.1f} on {cores} cores" in text and "\n" not in text
+        assert ("--threads 1" in text) == (threads != 1)
+
+
+def test_cli_speed_on_a_busy_machine_warns_once_before_timing(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "load_average", lambda: 99.0)
+    monkeypatch.setattr(bench, "cores", lambda: 2)
+    out = runner.invoke(cli.app, ["speed", "--attn", "mha", "--seq-len", "16", *TINY, "--no-baseline",
+                                  "--results-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    warned = [line for line in out.stderr.splitlines() if "looks busy" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: the machine looks busy (load average 99.0 on 2 cores)")
+
+
+# ---------------------------------------------------------------------------------------------- CPU out of memory
+def _cpu_allocation_error() -> RuntimeError:
+    """The error torch's CPU allocator raises when memory runs out, for real: a 1 TiB tensor under an address-space
+    limit (fails alike under every overcommit setting, and touches nothing)."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    size_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:"))
+    cap = size_kib * 1024 + 2**30
+    if hard != resource.RLIM_INFINITY and cap > hard:
+        pytest.skip("address-space limit already lower than needed")
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        torch.empty(2**40, dtype=torch.uint8)
+    except RuntimeError as e:
+        return e
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    pytest.fail("a 1 TiB tensor was allocated under a limit 1 GiB above this process's size")
+
+
+def test_cpu_out_of_memory_is_oom():
+    from attnbench.errors import classify
+
+    e = _cpu_allocation_error()
+    assert "can't allocate memory" in str(e)
+    status, reason = classify(e)
+    assert status == "oom" and "DefaultCPUAllocator" in reason
+
+
+def test_cpu_out_of_memory_in_the_sweep_is_an_oom_cell(tmp_path, monkeypatch):
+    err = _cpu_allocation_error()
+
+    def out_of_memory(w, s, device, seq_len):
+        raise err
+
+    monkeypatch.setattr(bench, "measure_speed", out_of_memory)
+    out = runner.invoke(cli.app, ["speed", "--attn", "mha", "--seq-len", "16", *TINY, "--no-baseline", "--format",
+                                  "json", "--results-dir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert [r["median ms"] for r in json.loads(out.stdout)] == ["OOM"]
+    (rec,) = results.read([tmp_path])[0]
+    assert rec["status"] == "oom" and "can't allocate memory" in rec["reason"]
+
+
+def test_cpu_out_of_memory_in_the_memory_worker_is_oom(monkeypatch, capsys):
+    from attnbench.measure import memory
+
+    err = _cpu_allocation_error()
+
+    def worker(spec):
+        raise err
+
+    monkeypatch.setattr(memory, "_worker", worker)
+    assert memory.main(["memory", json.dumps({"name": "mha"})]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["status"] == "oom" and "can't allocate memory" in res["reason"]

@@ -120,6 +120,8 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     from attnbench.workload import build_workload
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])  # the sweep's --threads (each thread keeps its own buffers)
     torch.manual_seed(0)
     w = build_workload(spec["name"], spec["impl"], spec["batch"], spec["seq_len"], spec["d_model"], spec["heads"],
                        spec["kv_heads"], "cpu", getattr(torch, spec["dtype"]), d_pos=spec.get("d_pos"))
@@ -143,7 +145,8 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     return {"status": "ok", "cpu_peak_rss_mib": peak_kib / 1024,
             "cpu_rss_before_mib": base_kib / 1024, "cpu_peak_rss_delta_mib": max(0, peak_kib - base_kib) / 1024,
             "cpu_rss_method": "VmHWM after clear_refs" if reset else "ru_maxrss (high-water mark since start)",
-            "inputs_mib": tensor_mib(w.inputs), "weights_mib": tensor_mib(w.params)}
+            "inputs_mib": tensor_mib(w.inputs), "weights_mib": tensor_mib(w.params),
+            "cpu_threads": torch.get_num_threads()}
 
 
 def cpu_peak_rss(spec: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
