@@ -196,6 +196,8 @@ def _train(
     preset: _T[str, typer.Option("--preset", help="default | paper | tiny.")] = _J.preset,
     seeds: _T[int, typer.Option("--seeds", help="Seeds per attention (mean ± std when > 1).")] = _J.seeds,
     sample: _T[int, typer.Option("--sample", help="Print N generated characters after training.")] = _J.sample,
+    parallel: _T[int, typer.Option("--parallel", help="--preset paper: runs trained at once in lockstep, each "
+                                                      "on its own CUDA stream.")] = _J.parallel,
     data: _T[Optional[str], typer.Option("--data", help="Corpus file (any UTF-8 text; no checksum check).")] = _J.data,
     resume: _T[Optional[str], typer.Option("--resume", help="Continue an interrupted run: its checkpoint folder "
                                                             "(or a .pt in it), as printed when it stopped.")] = None,
@@ -240,7 +242,8 @@ def _train(
                                       "Replay the training step as a CUDA graph (GPU, mem-len 0, one process).")] = None,
 ) -> None:
     """Train character-level language models on Tiny Shakespeare, one per attention, and compare them."""
-    job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, data=data, results_dir=results_dir,
+    job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, parallel=parallel, data=data,
+                   results_dir=results_dir,
                    checkpoints_dir=checkpoints_dir)
     overrides = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, kv_heads=kv_heads, d_ff=d_ff, act=act,
                      dropout=dropout, ctx=ctx, mem_len=mem_len, attn_impl=attn_impl, pos=pos, max_rel=max_rel,

@@ -199,12 +199,18 @@ def reset_memory(runs: list[Run], split: str) -> None:
         run.mems[split], run.in_graph[split] = None, False
 
 
-def check_losses(runs: list[Run], train_steps: int) -> None:
-    """One host sync per chunk: a run whose summed training loss is not finite stops (status error)."""
+def check_losses(runs: list[Run], train_steps: int, n_steps: int) -> float:
+    """One host sync per chunk: a run whose summed training loss is not finite stops (status error). Returns the
+    mean training loss of the chunk's `n_steps` steps over the runs still going (NaN when none is)."""
+    losses = []
     for run in runs:
-        if run.status == "ok" and not math.isfinite(float(run.loss_sum)):
+        loss = float(run.loss_sum) / max(1, n_steps)
+        if run.status == "ok" and not math.isfinite(loss):
             run.status, run.reason = "error", f"non-finite training loss before step {train_steps}"
+        elif run.status == "ok":
+            losses.append(loss)
         run.loss_sum.zero_()
+    return sum(losses) / len(losses) if losses else float("nan")
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -269,7 +275,8 @@ def run_schedule(runs: list[Run], c, schedule: list[Chunk], loaders: dict[str, S
     the position is saved there, then KeyboardInterrupt is raised."""
     graphs = bool(runs[0].graphs)
     t0 = last_save = time.perf_counter()
-    base = pos.seconds
+    base, start_steps = pos.seconds, pos.train_steps
+    total = sum(ch.stop - ch.start for ch in schedule if ch.split == "train")
     with _interrupt_flag() as stop:
         while pos.chunk < len(schedule):
             ch = schedule[pos.chunk]
@@ -294,8 +301,10 @@ def run_schedule(runs: list[Run], c, schedule: list[Chunk], loaders: dict[str, S
             pos.chunk, pos.batch = pos.chunk + 1, None
             pos.seconds = base + time.perf_counter() - t0
             if ch.split == "train":
-                check_losses(runs, pos.train_steps)
-                on("step", step=pos.train_steps)
+                loss = check_losses(runs, pos.train_steps, ch.stop - first)
+                tokens = (pos.train_steps - start_steps) * c.batch * c.ctx * len(runs)
+                on("step", step=pos.train_steps, total=total, loss=loss,
+                   tok_s=tokens / max(1e-9, time.perf_counter() - t0))
                 if all(r.status != "ok" for r in runs):
                     break
             if time.perf_counter() - last_save > ckpt_every_s:
@@ -336,3 +345,138 @@ def total_epochs(c, n_train: int) -> tuple[int, int | None]:
             raise AttnbenchError(f"the paper schedule takes whole epochs, got {c.epochs}")
         return int(c.epochs), None
     return max(1, math.ceil(c.steps / n_train)), c.steps
+
+
+# ------------------------------------------------------------------------------------------------ a whole group
+def check_attention(attn: str, c) -> None:
+    """The paper preset builds the authors' layer, which only an attention reading `flavour` (and, for relative
+    ones, the learned tables) has: any other is refused in one line rather than trained as something else."""
+    from attnbench.attention import get, unused_settings
+
+    ignored = unused_settings(get(attn), {"flavour": c.flavour})
+    if ignored:
+        raise AttnbenchError(f"--preset paper builds the RCMHA authors' labml layer; attention {attn!r} has no such "
+                             f"flavour (it reads no {', '.join(ignored)} setting)")
+
+
+def build_model(attn: str, c, vocab: int) -> torch.nn.Module:
+    from attnbench.model_labml import LabmlCharLM
+
+    return LabmlCharLM(c.model_config(attn, vocab))
+
+
+def train_group(pairs: list[tuple[str, int]], corpus, c, device: torch.device, *, record_path: Path, ckpt_path: Path,
+                command: str, on: Callable = lambda event, **d: None, resume: dict | None = None) -> list[dict]:
+    """Train the (attention, seed) runs of `pairs` in lockstep under the paper schedule, score each on the
+    validation text at its final weights, write one record per run (also when a run fails); returns the records.
+    Ctrl-C: the group's checkpoint is saved at the batch reached and Interrupted names --resume."""
+    from attnbench import results
+    from attnbench.evaluation import evaluate
+    from attnbench.optim import autocast
+    from attnbench.train import cpu_peak_rss_mib, nvml_sampler
+
+    for attn, _ in pairs:
+        check_attention(attn, c)
+    train, valid = labml_split(corpus)
+    loaders = {"train": Streams(train, c.batch, c.ctx, device), "valid": Streams(valid, c.batch, c.ctx, device)}
+    epochs, max_steps = total_epochs(c, len(loaders["train"]))
+    schedule = labml_schedule(len(loaders["train"]), len(loaders["valid"]), epochs, INNER_ITERATIONS, max_steps)
+    runs = [make_run(a, s, c, corpus.vocab_size, device, build_model) for a, s in pairs]
+    pos = Position()
+    if resume is not None:
+        for run, st in zip(runs, resume["runs"]):
+            load_run_state(run, st, device)
+        pos = Position(**resume["pos"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_setup = time.perf_counter()
+    graph_note = capture_graphs(runs, c, c.n_layers, c.d_model, device)
+    setup_s = time.perf_counter() - t_setup
+    total = sum(ch.stop - ch.start for ch in schedule if ch.split == "train")
+    on("start", attn=", ".join(a for a, _ in pairs), seed=", ".join(str(s) for _, s in pairs), total=total,
+       step=pos.train_steps, params=max(r.model.n_params() for r in runs))
+    lr_at = _noam(c)
+    save = lambda p: save_group(ckpt_path, runs, c, p, pairs)  # noqa: E731
+    sampler = nvml_sampler(device)
+    status, reason = "ok", None
+    with sampler if sampler is not None else contextlib.nullcontext():
+        try:
+            run_schedule(runs, c, schedule, loaders, pos, lr_at, autocast(device, c.amp), on, save)
+            save(pos)
+        except KeyboardInterrupt:
+            status, reason = "error", f"interrupted at training step {pos.train_steps}"
+    metrics_common = {"steps": pos.train_steps, "tokens": pos.train_steps * c.batch * c.ctx, "setup_s": setup_s,
+                      "wall_s": pos.seconds + setup_s, "runs_in_group": len(runs)}
+    metrics_common.update(_memory_metrics(device, sampler))
+    metrics_common["cpu_peak_rss_mib"] = cpu_peak_rss_mib()
+    records = []
+    for run in runs:
+        m = {**metrics_common, "params": run.model.n_params(), "paper_acc": int(run.correct) / max(1, run.scored),
+             "paper_scored": run.scored}
+        st, why = (status, reason) if run.status == "ok" else (run.status, run.reason)
+        if st == "ok":
+            test = evaluate(run.model, valid, c, device)  # the last 10 %, at the final weights
+            m.update({"test_loss": test["loss"], "test_bpc": test["bpc"], "test_ppl": test["ppl"],
+                      "test_acc": test["acc"], "test_n": test["n"]})
+        config = {"preset": "paper", "preset_fields": asdict(c), "attn": run.attn, "seed": run.seed,
+                  "group": [list(p) for p in pairs], "runs_in_group": len(runs), "total_steps": total,
+                  "schedule": {"epochs": epochs, "inner_iterations": INNER_ITERATIONS,
+                               "train_batches": len(loaders["train"]), "valid_batches": len(loaders["valid"])},
+                  "data": corpus.source, "data_sha256": corpus.sha256, "vocab": corpus.vocab_size,
+                  "split_tokens": [len(train), len(valid)], "device": str(device),
+                  "amp": "bf16" if (c.amp and device.type == "cuda") else "fp32", "cuda_graph": graph_note,
+                  "resumed_from_step": None if resume is None else resume["pos"]["train_steps"]}
+        rec = results.make_record("train", run.attn, command, config, m, results.environment(str(device)),
+                                  status=st, reason=why, checkpoint=str(ckpt_path), partial=status != "ok")
+        on("done", record=rec, written=results.append_or_fallback(record_path, rec))
+        records.append(rec)
+    if status != "ok":
+        from attnbench.errors import Interrupted
+
+        raise Interrupted(f"{reason}; checkpoint {ckpt_path} and partial records saved")
+    return records
+
+
+def _noam(c) -> Callable[[int], float]:
+    """labml's Noam: lr(t) = factor · d^-0.5 · min(t^-0.5, t · w^-1.5), t = step + 1 (labml_nn optimizers/noam.py;
+    Vaswani et al. 2017, eq. 3), written as peak · min(t/w, sqrt(w/t)) with the preset's peak c.lr."""
+    w = max(1, c.warmup)
+    return lambda step: c.lr * min((step + 1) / w, math.sqrt(w / (step + 1)))
+
+
+def _memory_metrics(device: torch.device, sampler) -> dict[str, Any]:
+    out: dict[str, Any] = {"alloc_peak_mib": None, "reserved_peak_mib": None}
+    if device.type == "cuda":
+        out["alloc_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        out["reserved_peak_mib"] = torch.cuda.max_memory_reserved(device) / 2**20
+    if sampler is not None:
+        out.update({k: v for k, v in sampler.result().items() if k.startswith("nvml_") and k != "nvml_scope"})
+    return out
+
+
+def run_plan(plan, corpus, *, command: str, on: Callable, proc) -> list[dict]:
+    """`attnbench train` with the paper preset: the plan's (attention, seed) runs in groups of `--parallel`, each
+    group in lockstep; finished runs of earlier sessions are kept, an interrupted group continues from its
+    checkpoint. One process (the lockstep group is this preset's way of using a GPU fully)."""
+    from attnbench.device import resolve_device
+    from attnbench.errors import Interrupted
+    from attnbench.train import finished_records
+
+    if proc.world > 1:
+        raise AttnbenchError("--preset paper runs in one process: use --parallel N for several runs on one GPU")
+    done = finished_records(plan)
+    todo = [(s.attn, s.seed) for s in plan.specs() if (s.attn, s.seed) not in done]
+    out = [done[(s.attn, s.seed)] for s in plan.specs() if (s.attn, s.seed) in done]
+    for rec in out:
+        on("done", record=rec, written=None, earlier=True)
+    device = resolve_device(plan.cfg.device)
+    n = plan.job.parallel
+    for pairs in (todo[i:i + n] for i in range(0, len(todo), n)):
+        ckpt = Path(plan.run_dir) / ("group-" + "_".join(f"{a}-seed{s}" for a, s in pairs) + ".pt")
+        resume = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.is_file() else None
+        try:
+            out += train_group(pairs, corpus, plan.cfg, device, record_path=plan.record_path, ckpt_path=ckpt,
+                               command=command, on=on, resume=resume)
+        except Interrupted as e:
+            raise Interrupted(f"{e}; continue with: {plan.resume_command()}") from None
+    return out

@@ -100,6 +100,16 @@ def new_plan(job: TrainJob, overrides: dict[str, Any]) -> Plan:
         raise AttnbenchError(f"seeds must be positive, got {job.seeds}")
     if job.sample < 0:
         raise AttnbenchError(f"sample must be >= 0, got {job.sample}")
+    if cfg.flavour == "labml":
+        from attnbench.paper_run import check_attention
+
+        for a in attns:
+            check_attention(a, cfg)
+        if job.sample:
+            raise AttnbenchError("--sample is not available with --preset paper (the authors' run samples nothing)")
+    if job.parallel < 1 or (job.parallel > 1 and cfg.flavour != "labml"):
+        raise AttnbenchError(f"--parallel {job.parallel}: runs train in lockstep under --preset paper only "
+                             f"(a positive count)")
     _refuse_unread_settings(attns, overrides)
     _refuse_gpu_only_on_cpu(cfg, overrides)
     _check_folders(job)

@@ -117,3 +117,55 @@ def test_paper_model_computes_the_authors_model_over_segments_with_memory(attn, 
         ref_out, new = ref(idx.t(), theirs)
         theirs = merge_memory(theirs, new, 3)
         torch.testing.assert_close(out, ref_out.transpose(0, 1), rtol=1e-9, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def _corpus():
+    from attnbench.data import corpus_from_text
+    from testdata import CORPUS
+
+    text = CORPUS.read_text(encoding="utf-8")[:30000] if CORPUS.is_file() else \
+        "".join(chr(97 + (i * 7919) % 26) for i in range(30000))
+    return corpus_from_text(text, source="test")
+
+
+def _group(tmp_path, pairs, steps=30, resume=None, on=lambda event, **d: None, name="g"):
+    from attnbench.paper_run import train_group
+
+    c = replace(PRESETS["paper"], steps=steps, epochs=0.0, device="cpu").resolved()
+    return train_group(pairs, _corpus(), c, torch.device("cpu"), record_path=tmp_path / f"{name}.jsonl",
+                       ckpt_path=tmp_path / f"{name}.pt", command="test", on=on, resume=resume)
+
+
+def test_paper_run_records_the_authors_metric_and_lockstep_equals_solo(tmp_path):
+    both = _group(tmp_path, [("mha", 0), ("rcmha", 1)], name="both")
+    solo = _group(tmp_path, [("rcmha", 1)], name="solo")
+    rec = both[1]
+    assert rec["attn"] == "rcmha" and rec["status"] == "ok"
+    m = rec["metrics"]
+    # 30 training batches and, in the rounds they fall in, 3 validation batches, each of 32 streams x 2 tokens
+    assert m["steps"] == 30 and m["paper_scored"] == (30 + 3) * 32 * 2
+    assert 0 < m["paper_acc"] < 1 and 0 < m["test_acc"] < 1 and m["test_bpc"] > 0
+    for k in ("paper_acc", "test_loss", "test_acc"):
+        assert m[k] == solo[0]["metrics"][k], k  # a run's result does not depend on the runs beside it
+
+
+def test_paper_run_interrupted_then_resumed_gives_the_same_result(tmp_path):
+    import os
+    import signal
+
+    from attnbench.errors import Interrupted
+
+    whole = _group(tmp_path, [("rmha", 0)], name="whole")
+
+    def interrupt(event, **d):
+        if event == "step" and d["step"] >= 16:
+            os.kill(os.getpid(), signal.SIGINT)  # taken at the next batch boundary
+
+    with pytest.raises(Interrupted):
+        _group(tmp_path, [("rmha", 0)], on=interrupt, name="cut")
+    ck = torch.load(tmp_path / "cut.pt", weights_only=False)
+    assert 16 < ck["pos"]["train_steps"] < 30
+    resumed = _group(tmp_path, [("rmha", 0)], resume=ck, name="cut")
+    for k in ("paper_acc", "test_loss", "test_acc"):
+        assert resumed[0]["metrics"][k] == pytest.approx(whole[0]["metrics"][k], rel=1e-6), k
