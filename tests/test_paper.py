@@ -124,15 +124,16 @@ def _corpus():
     from attnbench.data import corpus_from_text
     from testdata import CORPUS
 
-    text = CORPUS.read_text(encoding="utf-8")[:30000] if CORPUS.is_file() else \
-        "".join(chr(97 + (i * 7919) % 26) for i in range(30000))
+    text = CORPUS.read_text(encoding="utf-8")[:12000] if CORPUS.is_file() else \
+        "".join(chr(97 + (i * 7919) % 26) for i in range(12000))
     return corpus_from_text(text, source="test")
 
 
 def _group(tmp_path, pairs, steps=30, resume=None, on=lambda event, **d: None, name="g"):
+    """The paper schedule and runner on a small text and a 2-layer model with small tables (CI-sized)."""
     from attnbench.paper_run import train_group
 
-    c = replace(PRESETS["paper"], steps=steps, epochs=0.0, device="cpu").resolved()
+    c = replace(PRESETS["paper"], steps=steps, epochs=0.0, device="cpu", n_layers=2, max_rel=64).resolved()
     return train_group(pairs, _corpus(), c, torch.device("cpu"), record_path=tmp_path / f"{name}.jsonl",
                        ckpt_path=tmp_path / f"{name}.pt", command="test", on=on, resume=resume)
 
@@ -143,7 +144,8 @@ def test_paper_run_records_the_authors_metric_and_lockstep_equals_solo(tmp_path)
     rec = both[1]
     assert rec["attn"] == "rcmha" and rec["status"] == "ok"
     m = rec["metrics"]
-    # 30 training batches and, in the rounds they fall in, 3 validation batches, each of 32 streams x 2 tokens
+    # 30 training batches (rounds of 6 or 7 of the 168) and, after each round, 0 or 1 of the 18 validation
+    # batches (3 in all), each batch of 32 streams x 2 tokens
     assert m["steps"] == 30 and m["paper_scored"] == (30 + 3) * 32 * 2
     assert 0 < m["paper_acc"] < 1 and 0 < m["test_acc"] < 1 and m["test_bpc"] > 0
     for k in ("paper_acc", "test_loss", "test_acc"):
@@ -159,13 +161,14 @@ def test_paper_run_interrupted_then_resumed_gives_the_same_result(tmp_path):
     whole = _group(tmp_path, [("rmha", 0)], name="whole")
 
     def interrupt(event, **d):
-        if event == "step" and d["step"] >= 16:
+        if event == "step" and d["step"] >= 12:
             os.kill(os.getpid(), signal.SIGINT)  # taken at the next batch boundary
 
     with pytest.raises(Interrupted):
         _group(tmp_path, [("rmha", 0)], on=interrupt, name="cut")
     ck = torch.load(tmp_path / "cut.pt", weights_only=False)
-    assert 16 < ck["pos"]["train_steps"] < 30
+    # two rounds of training batches done, stopped at the next batch boundary
+    assert 12 <= ck["pos"]["train_steps"] < 30 and ck["pos"]["batch"] is not None
     resumed = _group(tmp_path, [("rmha", 0)], resume=ck, name="cut")
     for k in ("paper_acc", "test_loss", "test_acc"):
         assert resumed[0]["metrics"][k] == pytest.approx(whole[0]["metrics"][k], rel=1e-6), k
