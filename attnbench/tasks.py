@@ -197,10 +197,13 @@ class SyntheticTask:
 
     def examples(self, split: str, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x, y (int32) of the given example numbers of a split."""
-        blocks, inverse = torch.unique(ids // BLOCK, return_inverse=True)
-        parts = [self._block(split, int(b)) for b in blocks]
-        local = inverse * BLOCK + ids % BLOCK
-        return torch.cat([p[0] for p in parts])[local], torch.cat([p[1] for p in parts])[local]
+        x = torch.empty(len(ids), self.seq_len, dtype=torch.int32)
+        y = torch.empty_like(x)
+        for b in torch.unique(ids // BLOCK).tolist():
+            here = ids // BLOCK == b
+            bx, by = self._block(split, b)
+            x[here], y[here] = bx[ids[here] % BLOCK], by[ids[here] % BLOCK]
+        return x, y
 
     def _train_pool(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._pool is None:

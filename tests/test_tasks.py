@@ -74,9 +74,9 @@ def test_batches_are_a_pure_function_of_seed_split_index(name):
 @pytest.mark.parametrize("name", SYNTHETIC)
 def test_an_example_does_not_depend_on_the_batch_size(name):
     t = make_task(name, **SMALL[name])
-    whole = t.batch("val", 0, BLOCK + 6)[0]  # crosses a block boundary
-    parts = torch.cat([t.batch("val", i, 7)[0] for i in range((BLOCK + 6) // 7)])
-    assert torch.equal(whole[:len(parts)], parts)
+    whole = t.batch("val", 0, BLOCK + 90)[0]  # crosses a block boundary
+    parts = torch.cat([t.batch("val", i, 109)[0] for i in range(10)])  # examples 0 … 1089
+    assert len(parts) > BLOCK and torch.equal(whole[:len(parts)], parts)
     test = torch.cat([x for x, _, _ in t.test_batches(batch_size=16)])
     assert len(test) == 40 and torch.equal(test, torch.cat([x for x, _, _ in t.test_batches(batch_size=40)]))
     assert [len(x) for x, _, _ in t.test_batches(batch_size=16)] == [16, 16, 8]
