@@ -54,7 +54,9 @@ echo "$header"
 echo "command: ${cmd[*]}"
 "${cmd[@]}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-summary=$(grep -E '^=+ .*( in [0-9.]+s| no tests ran).* =+$' "$log" | tail -1 | sed -E 's/^=+ //; s/ =+$//')
+# pytest's summary line: decorated with '=' by default, bare under -q
+summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|error).*( in [0-9.]+s.*|no tests ran)( =+)?$' "$log" | tail -1 |
+          sed -E 's/^=+ //; s/ =+$//')
 [ -n "$summary" ] || summary="no summary line (pytest exit code $rc)"
 
 if [ -n "${OUT:-}" ]; then

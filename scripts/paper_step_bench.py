@@ -67,6 +67,7 @@ def main() -> int:
         full_s = (TRAIN_STEPS * graph + VALID_STEPS * valid) / 1e3
         rows.append({"what": f"{attn}, one run", "eager_ms": eager, "graph_ms": graph, "valid_graph_ms": valid,
                      "graph_speedup": eager / graph, "full_run_s": full_s, "cuda_graph": note})
+        print(rows[-1], flush=True)
     for n in [int(v) for v in a.groups.split(",")]:
         runs = [make_run(FOUR[i % 4], i, c, 65, dev, build_model) for i in range(n)]
         capture_graphs(runs, c, c.n_layers, c.d_model, dev)
@@ -76,6 +77,7 @@ def main() -> int:
         rows.append({"what": f"lockstep group of {n} ({', '.join(FOUR[i % 4] for i in range(n))})",
                      "graph_ms": graph, "valid_graph_ms": valid, "full_run_s": full_s,
                      "runs_per_hour": n * 3600 / full_s, "mem_alloc_peak_gib": torch.cuda.max_memory_allocated() / 2**30})
+        print(rows[-1], flush=True)
         del runs
         torch.cuda.empty_cache()
     out = Path(a.out)
