@@ -11,8 +11,9 @@ is that running figure at the end of the run. The clean figures beside it come f
 validation text (the authors' last 10 %) at the final weights, which nothing selected on.
 
 Several runs (attentions × seeds) advance in lockstep in one process: the data order has no seed, so each batch is
-sliced once and every run takes its step; on a GPU each run replays its own captured step (attnbench.graphed) on
-its own CUDA stream, and the streams overlap on the device. Steps whose memory is still filling (the first
+sliced once and every run takes its step; on a GPU each run replays its own captured step (attnbench.graphed).
+step_all can give each run a CUDA stream of its own so that the replays overlap, but make_run does not yet (a group
+of two hung in replay on an H200): today the replays of a group run one after another on one stream. Steps whose memory is still filling (the first
 mem_len / ctx segments of an epoch) or whose segment is short run eagerly, with the same weights and optimizer.
 """
 
@@ -122,8 +123,9 @@ def make_run(attn: str, seed: int, c, vocab: int, device: torch.device, build: C
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(c.beta1, c.beta2), eps=1e-8,
                            fused=device.type == "cuda", capturable=device.type == "cuda")
     zero = torch.zeros((), device=device)
-    return Run(attn, seed, model, opt, lr, zero.long(), zero.clone().float(),
-               stream=torch.cuda.Stream(device) if device.type == "cuda" else None)
+    # One stream for every run: with a CUDA stream per run the lockstep group hung in graph replay on an H200
+    # (torch 2.11, two runs; one run was fine), so the runs' replays are queued one after another for now.
+    return Run(attn, seed, model, opt, lr, zero.long(), zero.clone().float(), stream=None)
 
 
 def _set_lr(run: Run, lr: float) -> None:
