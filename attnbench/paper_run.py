@@ -191,8 +191,8 @@ def step_all(runs: list[Run], split: str, x, y, graphed: bool, grad_clip: float,
                 else:
                     eager_valid_step(run, x, y, amp_ctx)
         run.scored += y.numel()
-    if cur is not None:
-        for run in runs:
+    for run in runs:
+        if run.stream is not None:
             cur.wait_stream(run.stream)  # the next batch overwrites what these steps read
 
 
@@ -462,7 +462,7 @@ def run_plan(plan, corpus, *, command: str, on: Callable, proc) -> list[dict]:
     checkpoint. One process (the lockstep group is this preset's way of using a GPU fully)."""
     from attnbench.device import resolve_device
     from attnbench.errors import Interrupted
-    from attnbench.train import finished_records
+    from attnbench.train import crash_record, finished_records
 
     if proc.world > 1:
         raise AttnbenchError("--preset paper runs in one process: use --parallel N for several runs on one GPU")
@@ -481,4 +481,11 @@ def run_plan(plan, corpus, *, command: str, on: Callable, proc) -> list[dict]:
                                command=command, on=on, resume=resume)
         except Interrupted as e:
             raise Interrupted(f"{e}; continue with: {plan.resume_command()}") from None
+        except AttnbenchError:
+            raise
+        except Exception as e:  # a bug: an error record (with its traceback) per run of the group, then the others
+            for spec in (s for s in plan.specs() if (s.attn, s.seed) in pairs):
+                rec, written = crash_record(spec, e, plan.record_path, command)
+                on("done", record=rec, written=written)
+                out.append(rec)
     return out
