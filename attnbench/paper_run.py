@@ -261,7 +261,8 @@ def capture_graphs(runs: list[Run], c, n_layers: int, d_model: int, device: torc
                 run.graphs["train"] = GraphedXLStep(run.model, run.opt, shape, mem_shape, device, c.grad_clip, c.amp,
                                                     run.correct, run.loss_sum)
                 run.graphs["valid"] = GraphedXLForward(run.model, shape, mem_shape, device, c.amp, run.correct)
-            torch.cuda.current_stream(device).wait_stream(run.stream)
+            if run.stream is not None:
+                torch.cuda.current_stream(device).wait_stream(run.stream)
     except Exception as e:  # the eager steps compute the same function
         for run in runs:
             run.graphs.clear()
