@@ -68,13 +68,13 @@ ResultsOpt = Annotated[str, typer.Option("--results-dir", help="Where run record
 
 # --------------------------------------------------------------------------------------------------- list
 @app.command("list")
-def list_cmd(fmt: FormatOpt = FORMAT) -> None:
-    """Every registered attention, with its paper and a one-line description."""
+def list_cmd(attn: AttnOpt = None, fmt: FormatOpt = FORMAT) -> None:
+    """Every registered attention (or those of --attn, from outside too): its paper, a one-line description and the
+    optional members of the contract it declares."""
+    from attnbench.attention import describe
     from attnbench.tables import render_rows
-    from attnbench.attention import get, names
 
-    rows = [{"name": n, "paper": get(n).paper, "description": get(n).summary} for n in names()]
-    render_rows(rows, fmt, title="Registered attentions")
+    render_rows(describe(attn), fmt, title="Attentions")
 
 
 # --------------------------------------------------------------------------------------------------- params

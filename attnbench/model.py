@@ -64,7 +64,8 @@ class CharLM(nn.Module):
         self.cfg = cfg
         D = cfg.attn_cfg.d_model
         self.tok = nn.Embedding(cfg.vocab, D)
-        self.pos = None if get(cfg.attn).has_positions else nn.Embedding(cfg.ctx, D)
+        # optional in the contract (docs/contract.md): an attention that declares nothing has no positions
+        self.pos = None if getattr(get(cfg.attn), "has_positions", False) else nn.Embedding(cfg.ctx, D)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(D)

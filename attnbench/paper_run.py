@@ -461,6 +461,7 @@ def run_plan(plan, corpus, *, command: str, on: Callable, proc) -> list[dict]:
     """`attnbench train` with the paper preset: the plan's (attention, seed) runs in groups of `--parallel`, each
     group in lockstep; finished runs of earlier sessions are kept, an interrupted group continues from its
     checkpoint. One process (the lockstep group is this preset's way of using a GPU fully)."""
+    from attnbench.attention import file_safe
     from attnbench.device import resolve_device
     from attnbench.errors import Interrupted
     from attnbench.train import crash_record, finished_records
@@ -475,7 +476,7 @@ def run_plan(plan, corpus, *, command: str, on: Callable, proc) -> list[dict]:
     device = resolve_device(plan.cfg.device)
     n = plan.job.parallel
     for pairs in (todo[i:i + n] for i in range(0, len(todo), n)):
-        ckpt = Path(plan.run_dir) / ("group-" + "_".join(f"{a}-seed{s}" for a, s in pairs) + ".pt")
+        ckpt = Path(plan.run_dir) / ("group-" + "_".join(f"{file_safe(a)}-seed{s}" for a, s in pairs) + ".pt")
         resume = torch.load(ckpt, map_location="cpu", weights_only=False) if ckpt.is_file() else None
         try:
             out += train_group(pairs, corpus, plan.cfg, device, record_path=plan.record_path, ckpt_path=ckpt,

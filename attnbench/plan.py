@@ -47,7 +47,9 @@ class Plan:
         return [RunSpec(a, self.cfg.seed + k, self.cfg) for k in range(self.job.seeds) for a in self.attns]
 
     def checkpoint(self, spec: RunSpec) -> Path:
-        return Path(self.run_dir) / f"{spec.attn}-seed{spec.seed}.pt"
+        from attnbench.attention import file_safe
+
+        return Path(self.run_dir) / f"{file_safe(spec.attn)}-seed{spec.seed}.pt"
 
     @property
     def record_path(self) -> Path:

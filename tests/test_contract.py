@@ -243,8 +243,6 @@ def test_a_class_in_a_file_outside_the_repository_runs_through_every_command(out
     (row,) = json.loads(r.stdout)
     assert row["attn"] == name and row["estimate MiB"] == "n/a" and row["peak RSS MiB"] > 0
     r = cli("list", "--attn", name, "--format", "json")
-    if r.exit_code == 2 and "No such option" in r.output:
-        pytest.skip("`attnbench list` has no --attn yet: cli.py's list should render attention.describe(attn)")
     assert r.exit_code == 0 and json.loads(r.stdout)[0]["name"] == name, r.output
 
 
@@ -305,8 +303,6 @@ def test_an_entry_point_may_not_take_a_built_in_name(tmp_path, monkeypatch):
         names()
 
 
-@pytest.mark.xfail(strict=True, reason="model.py reads get(attn).has_positions directly; the contract makes it "
-                                       "optional (default False): model.py should use getattr(cls, 'has_positions', False)")
 def test_a_model_of_a_class_that_declares_no_has_positions(tmp_path):
     from attnbench.config import ModelConfig
     from attnbench.model import CharLM
@@ -317,8 +313,6 @@ def test_a_model_of_a_class_that_declares_no_has_positions(tmp_path):
                        dropout=0.0, act="gelu", mem_len=0))
 
 
-@pytest.mark.xfail(strict=True, reason="plan.py's Plan.checkpoint is f'{spec.attn}-seed{seed}.pt': an absolute "
-                                       "file.py:Class name escapes --checkpoints-dir; attention.file_safe(name) fixes it")
 def test_checkpoints_of_an_attention_named_by_its_path_stay_in_the_checkpoints_folder(outside, tmp_path):
     r = cli("train", "--attn", f"{outside}/my_attn.py:Causal", "--preset", "tiny", "--steps", 2, "--device", "cpu",
             "--data", outside / "corpus.txt", "--results-dir", tmp_path / "train", "--checkpoints-dir", tmp_path / "ck",
