@@ -261,20 +261,43 @@ def run(kind: str, s: BenchSettings, on: Callable[..., None] = _quiet) -> SweepR
 
 
 def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None]) -> SweepResult:
-    import torch
-
+    """Every cell in order (seq_len, then attention, then implementation), each record appended as it is made."""
     from attnbench.attention import parse_names
 
     dtype = resolve_dtype(s.dtype, device)
-    dtype_name = str(dtype).replace("torch.", "")
     names = _order(parse_names(s.attn), s.baseline)
     impls = ["fast", "reference"] if s.impl == "both" else [s.impl]
     total = len(s.seq_lens) * sum(1 if name in BASELINES else len(impls) for name in names)
     env = results.environment(device)
     command = results.command_line()
     path = results.new_run_path(kind, s.results_dir)
-    notes: list[str] = []
     on("start", kind=kind, total=total, device=device)
+    ceiling, notes = _opening(kind, s, device, dtype, total, on)
+    checks: dict[str, dict] = {}
+    records: list[dict] = []
+    mha_ms: dict[tuple, float] = {}
+    for T in s.seq_lens:
+        for name in names:
+            for impl in (["fast"] if name in BASELINES else impls):
+                config = _cell_config(kind, s, name, impl, T, dtype, device)
+                on("measure", what=f"{name} ({impl}) T={T}", done=len(records), total=total)
+                status, reason, extra, metrics = _measure_cell(kind, s, name, impl, T, device, dtype, config, checks)
+                if kind == "speed" and status == "ok":
+                    _compare(metrics, name, impl, T, mha_ms, ceiling)
+                rec = results.make_record(kind, None if name in BASELINES else name, command, config, metrics,
+                                          env, status=status, reason=reason, **extra)
+                results.append(path, rec)
+                records.append(rec)
+                on("done", record=rec, done=len(records), total=total)
+    return _finish(kind, records, device, path, notes)
+
+
+def _opening(kind: str, s: BenchSettings, device: str, dtype, total: int,
+             on: Callable[..., None]) -> tuple[dict[str, Any], list[str]]:
+    """Before the cells: the busy-machine warning and, for speed, the matmul ceiling; (ceiling, notes)."""
+    import torch
+
+    notes: list[str] = []
     if kind == "speed" and device == "cpu":
         busy = busy_warning(load_average(), cores(), s.threads)
         if busy:
@@ -299,60 +322,71 @@ def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None]) ->
         if s.cuda_graph:
             notes.append("timed as replays of each call captured as a CUDA graph: the GPU's work, without the "
                          "host's (Python, autograd, kernel launches)")
-    checks: dict[str, dict] = {}
-    records: list[dict] = []
-    mha_ms: dict[tuple, float] = {}
-    for T in s.seq_lens:
-        for name in names:
-            for impl in (["fast"] if name in BASELINES else impls):
-                config = {"name": name, "impl": impl, "seq_len": T, "batch": s.batch, "heads": s.heads,
-                          "d_model": s.d_model, "kv_heads": s.kv_heads, "dtype": dtype_name, "device": device,
-                          "mode": s.mode, "compile": s.compile, "flush_l2": s.flush_l2, "causal": True}
-                if kind == "speed" and s.cuda_graph:
-                    config["cuda_graph"] = True
-                if s.threads is not None:
-                    config["threads"] = s.threads
-                on("measure", what=f"{name} ({impl}) T={T}", done=len(records), total=total)
-                status, reason, extra, metrics = "ok", None, {}, {}
-                w = None
-                try:
-                    if impl == "fast" and name not in checks:
-                        checks[name] = check_fast(name, s, device, dtype)
-                    if impl == "fast":
-                        extra["check"] = checks[name]
-                        if checks[name]["ok"] is False:
-                            raise RuntimeError(f"fast path differs from reference (max rel err "
-                                               f"{checks[name]['max_rel_err']:.2g} > {checks[name]['tol']:.0e})")
-                    torch.manual_seed(0)
-                    w = build_workload(name, impl, s.batch, T, s.d_model, s.heads, s.kv_heads, device, dtype,
-                                       compile=s.compile, d_pos=s.d_pos)
-                    config["attn_config"] = w.config
-                    out = measure_speed(w, s, device, T) if kind == "speed" else \
-                        measure_memory(w, s, device, T, dtype)
-                    metrics = out.pop("metrics")
-                    status = out.pop("status", "ok")
-                    reason = out.pop("reason", None)
-                    extra.update(out)
-                except (Exception, MemoryError) as e:
-                    status, reason = classify(e)
-                    if isinstance(e, AttnbenchError) and "unknown attention" in str(e):
-                        raise
-                finally:
-                    del w
-                    _free(device)
-                if kind == "speed" and status == "ok":
-                    if name == "mha":
-                        mha_ms[(T, impl)] = metrics["median_ms"]
-                    ref = mha_ms.get((T, impl), mha_ms.get((T, "fast")))
-                    metrics["ratio_to_mha"] = metrics["median_ms"] / ref if ref else None
-                    if ceiling and metrics["module_tflops"] is not None:
-                        metrics["ceiling_tflops"] = ceiling["ceiling_tflops"]
-                        metrics["pct_of_ceiling"] = 100 * metrics["module_tflops"] / ceiling["ceiling_tflops"]
-                rec = results.make_record(kind, None if name in BASELINES else name, command, config, metrics,
-                                          env, status=status, reason=reason, **extra)
-                results.append(path, rec)
-                records.append(rec)
-                on("done", record=rec, done=len(records), total=total)
+    return ceiling, notes
+
+
+def _cell_config(kind: str, s: BenchSettings, name: str, impl: str, T: int, dtype, device: str) -> dict[str, Any]:
+    """The record's config for one cell (attn_config is added once the workload exists)."""
+    config = {"name": name, "impl": impl, "seq_len": T, "batch": s.batch, "heads": s.heads,
+              "d_model": s.d_model, "kv_heads": s.kv_heads, "dtype": str(dtype).replace("torch.", ""),
+              "device": device, "mode": s.mode, "compile": s.compile, "flush_l2": s.flush_l2, "causal": True}
+    if kind == "speed" and s.cuda_graph:
+        config["cuda_graph"] = True
+    if s.threads is not None:
+        config["threads"] = s.threads
+    return config
+
+
+def _measure_cell(kind: str, s: BenchSettings, name: str, impl: str, T: int, device: str, dtype,
+                  config: dict[str, Any], checks: dict[str, dict]) -> tuple[str, Any, dict, dict]:
+    """Check (fast path, once per attention), build and measure one cell; (status, reason, extra, metrics).
+
+    A failure becomes the cell's status; only an unknown attention stops the sweep."""
+    import torch
+
+    status, reason, extra, metrics = "ok", None, {}, {}
+    w = None
+    try:
+        if impl == "fast" and name not in checks:
+            checks[name] = check_fast(name, s, device, dtype)
+        if impl == "fast":
+            extra["check"] = checks[name]
+            if checks[name]["ok"] is False:
+                raise RuntimeError(f"fast path differs from reference (max rel err "
+                                   f"{checks[name]['max_rel_err']:.2g} > {checks[name]['tol']:.0e})")
+        torch.manual_seed(0)
+        w = build_workload(name, impl, s.batch, T, s.d_model, s.heads, s.kv_heads, device, dtype,
+                           compile=s.compile, d_pos=s.d_pos)
+        config["attn_config"] = w.config
+        out = measure_speed(w, s, device, T) if kind == "speed" else measure_memory(w, s, device, T, dtype)
+        metrics = out.pop("metrics")
+        status = out.pop("status", "ok")
+        reason = out.pop("reason", None)
+        extra.update(out)
+    except (Exception, MemoryError) as e:
+        status, reason = classify(e)
+        if isinstance(e, AttnbenchError) and "unknown attention" in str(e):
+            raise
+    finally:
+        del w
+        _free(device)
+    return status, reason, extra, metrics
+
+
+def _compare(metrics: dict[str, Any], name: str, impl: str, T: int, mha_ms: dict[tuple, float],
+             ceiling: dict[str, Any]) -> None:
+    """Add a speed cell's ratio to MHA (same T and impl, else MHA fast) and its share of the matmul ceiling."""
+    if name == "mha":
+        mha_ms[(T, impl)] = metrics["median_ms"]
+    ref = mha_ms.get((T, impl), mha_ms.get((T, "fast")))
+    metrics["ratio_to_mha"] = metrics["median_ms"] / ref if ref else None
+    if ceiling and metrics["module_tflops"] is not None:
+        metrics["ceiling_tflops"] = ceiling["ceiling_tflops"]
+        metrics["pct_of_ceiling"] = 100 * metrics["module_tflops"] / ceiling["ceiling_tflops"]
+
+
+def _finish(kind: str, records: list[dict], device: str, path: Any, notes: list[str]) -> SweepResult:
+    """The table rows and the closing notes."""
     rows, columns, more = (speed_rows if kind == "speed" else memory_rows)(records, device)
     notes += more
     if kind == "memory":
