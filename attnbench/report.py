@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from attnbench import __version__, stats
+from attnbench import __version__, report_paper, stats
 from attnbench.config import ReportSettings
 from attnbench.errors import AttnbenchError
+from attnbench.record_groups import (DEVICE_KEY, PRESET, SEED, TRAIN_FIELDS, TRAIN_IGNORE, _freeze, _num, _ok,
+                                     env_key, env_label, train_settings)
 from attnbench.results import read, utc_now
 from attnbench.tables import cell, to_markdown
 
@@ -61,12 +63,10 @@ RATIO = f"x {BASELINE.upper()}"
 RATIO_BOOT, RATIO_DELTA = f"{RATIO} CI (bootstrap)", f"{RATIO} CI (delta)"
 
 # Config keys (bench.py, train.py) that place a record on an axis or say where it ran, not which series it is in.
-SEQ_LEN, DEVICE_KEY, SEED, PRESET, NAME = "seq_len", "device", "seed", "preset", "name"
+# DEVICE_KEY, SEED, PRESET, TRAIN_FIELDS and TRAIN_IGNORE (train records) live in record_groups.py.
+SEQ_LEN, NAME = "seq_len", "name"
 PLOT_KEYS = ("mode", "dtype", "batch", "d_model", "heads")  # one plot per device group and these settings
 BENCH_IGNORE = (SEQ_LEN, DEVICE_KEY, NAME, "attn_config", "causal")  # attn_config is absent from failed cells
-TRAIN_FIELDS = "preset_fields"  # train config: every TrainConfig field of the run
-# Train settings that do not change what is learned: a run with other values still matches its preset.
-TRAIN_IGNORE = (SEED, DEVICE_KEY, "amp", "compile", "eval_batch", "log_every", "eval_every")
 
 # The RCMHA paper's (Sugiharto et al. 2023, arXiv 2308.03429) Tiny Shakespeare accuracies are each attention's
 # `paper_figures["acc"]` (docs/contract.md); attention.md, "RCMHA".
@@ -83,40 +83,12 @@ MEMORY_TOLERANCE = 0.02  # memory has no sample spread: flag changes beyond 2 % 
 
 
 # ---------------------------------------------------------------------------------------------- grouping
-def env_key(rec: dict[str, Any]) -> tuple:
-    """The device and environment a record was measured in; records of different keys are never mixed."""
-    e = rec.get("env") or {}
-    return (e.get("device_name") or "unknown device", e.get("device") or "?", e.get("driver"), e.get("cuda"),
-            e.get("torch"))
-
-
-def env_label(key: tuple) -> str:
-    name, dev, driver, cuda, torch = key
-    parts = [f"{name} ({dev})"]
-    if driver:
-        parts.append(f"driver {driver}")
-    parts.append(f"CUDA {cuda}" if cuda else "no CUDA")
-    parts.append(f"torch {torch}")
-    return " · ".join(parts)
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower() or "x"
 
 
 def _latest(recs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(recs, key=lambda r: (r.get("time_utc") or "", r.get("_source") or ""))
-
-
-def _num(v: Any) -> float | int | None:
-    """A finite number (ints stay ints, so that counts print exactly), else None."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return v
-
-
-def _freeze(d: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, repr(v)) for k, v in d.items()))
 
 
 @dataclass
@@ -134,17 +106,6 @@ def bench_settings(r: dict[str, Any], keep_seq: bool = False) -> tuple[str, dict
     cfg = r.get("config") or {}
     drop = BENCH_IGNORE if not keep_seq else tuple(k for k in BENCH_IGNORE if k != SEQ_LEN)
     return r.get("attn") or cfg.get(NAME) or "-", {k: v for k, v in cfg.items() if k not in drop}
-
-
-def train_settings(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(attention, settings) of a train record: its TrainConfig fields and data, without seed and runtime knobs."""
-    cfg = r.get("config") or {}
-    fields = cfg.get(TRAIN_FIELDS) if isinstance(cfg.get(TRAIN_FIELDS), dict) else {}
-    settings = {k: v for k, v in fields.items() if k not in TRAIN_IGNORE}
-    settings.update({k: v for k, v in cfg.items() if k in (PRESET, "data_sha256")})
-    if not fields:  # a record without preset_fields: its flat config
-        settings.update({k: v for k, v in cfg.items() if k not in (SEED, DEVICE_KEY, "attn")})
-    return r.get("attn") or cfg.get("attn") or "-", settings
 
 
 def train_preset(r: dict[str, Any]) -> str:
@@ -199,10 +160,6 @@ def _by_seq(s: Series) -> dict[int, dict[str, Any]]:
 def _run(r: dict[str, Any]) -> str:
     """The file a record was read from: one run of one command."""
     return (r.get("_source") or "").rsplit(":", 1)[0]
-
-
-def _ok(r: dict[str, Any]) -> bool:
-    return r.get("status", "ok") == "ok"
 
 
 def _first_metric(r: dict[str, Any], names: Sequence[str]) -> tuple[str | None, float | None]:
@@ -667,9 +624,7 @@ def build_report(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
         _params_section(doc, kinds["params"])
     if kinds["train"]:
         _train_section(doc, kinds["train"], out, plt, plot_list)
-        from attnbench.report_paper import section  # imports this module, so not at the top
-
-        paper = section(kinds["train"])
+        paper = report_paper.section(kinds["train"])
         if paper:
             doc.add(*paper)
     md = out / "report.md"

@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from attnbench import stats
-from attnbench.report import TRAIN_IGNORE, _freeze, _num, _ok, env_key, env_label, train_settings
+from attnbench.record_groups import TRAIN_IGNORE, _freeze, _num, _ok, env_key, env_label, train_settings
 from attnbench.tables import cell, to_markdown
 
 PRESET = "paper"  # config.preset of the records this section reads
