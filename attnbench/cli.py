@@ -263,7 +263,7 @@ def _typed(context: typer.Context) -> dict:
 
 def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: str, typed: dict) -> None:
     """Under torchrun every process runs this; only rank 0 shows progress and writes files."""
-    from attnbench import distributed, results, train
+    from attnbench import distributed, paper_run, results, train
     from attnbench.data import load_corpus
     from attnbench.device import resolve_device
     from attnbench.errors import AttnbenchError
@@ -280,7 +280,9 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
             plan.start(corpus.sha256)
         plan.run_dir, plan.records = distributed.broadcast((plan.run_dir, plan.records))
         with _TrainProgress(proc, plan.record_path) as progress:
-            recs = train.run_plan(plan, corpus, command=results.command_line(), on=progress, proc=proc)
+            # the paper preset (flavour labml) runs the RCMHA authors' schedule, in lockstep groups
+            runner = paper_run.run_plan if plan.cfg.flavour == "labml" else train.run_plan
+            recs = runner(plan, corpus, command=results.command_line(), on=progress, proc=proc)
     if proc.is_main:
         _show_train(recs, plan, corpus, fmt, proc.world, progress.written)
 
@@ -338,7 +340,7 @@ class _TrainProgress:
                                    f"{written or self.record_path})", markup=True)
 
 
-_TRAIN_COLUMNS = {"attn": "attn", "runs": "runs", "test_acc": "test acc", "heldout_acc": "val+test acc",
+_TRAIN_COLUMNS = {"attn": "attn", "runs": "runs", "paper_acc": "paper acc", "test_acc": "test acc", "heldout_acc": "val+test acc",
                   "test_bpc": "test bpc", "val_loss_best": "best val loss", "params": "params",
                   "tokens_per_s": "tok/s", "wall_s": "wall s", "alloc_peak_mib": "alloc peak MiB",
                   "nvml_avg_mib": "NVML avg MiB", "nvml_peak_mib": "NVML peak MiB", "cpu_peak_rss_mib": "RSS peak MiB",
@@ -355,7 +357,8 @@ def _show_train(recs: list[dict], plan, corpus, fmt: str, world: int, written: s
 
     rows, notes = summarize(recs)
     shown = [{_TRAIN_COLUMNS[k]: v for k, v in r.items() if k in _TRAIN_COLUMNS} for r in rows]
-    columns = [v for k, v in _TRAIN_COLUMNS.items() if k != "status" or any("status" in r for r in rows)]
+    optional = ("status", "paper_acc")  # shown only when some row has one (paper_acc: the paper preset's runs)
+    columns = [v for k, v in _TRAIN_COLUMNS.items() if k not in optional or any(r.get(k) is not None for r in rows)]
     if world > 1:
         b = plan.cfg.batch
         notes.append(f"{world} processes (DistributedDataParallel): global batch {b} = {world} × {b // world}; "

@@ -351,17 +351,6 @@ def total_epochs(c, n_train: int) -> tuple[int, int | None]:
 
 
 # ------------------------------------------------------------------------------------------------ a whole group
-def check_attention(attn: str, c) -> None:
-    """The paper preset builds the authors' layer, which only an attention reading `flavour` (and, for relative
-    ones, the learned tables) has: any other is refused in one line rather than trained as something else."""
-    from attnbench.attention import get, unused_settings
-
-    ignored = unused_settings(get(attn), {"flavour": c.flavour})
-    if ignored:
-        raise AttnbenchError(f"--preset paper builds the RCMHA authors' labml layer; attention {attn!r} has no such "
-                             f"flavour (it reads no {', '.join(ignored)} setting)")
-
-
 def build_model(attn: str, c, vocab: int) -> torch.nn.Module:
     from attnbench.model_labml import LabmlCharLM
 
@@ -378,8 +367,10 @@ def train_group(pairs: list[tuple[str, int]], corpus, c, device: torch.device, *
     from attnbench.optim import autocast
     from attnbench.train import cpu_peak_rss_mib, nvml_sampler
 
+    from attnbench.plan import check_flavour
+
     for attn, _ in pairs:
-        check_attention(attn, c)
+        check_flavour(attn, c)
     train, valid = labml_split(corpus)
     loaders = {"train": Streams(train, c.batch, c.ctx, device), "valid": Streams(valid, c.batch, c.ctx, device)}
     epochs, max_steps = total_epochs(c, len(loaders["train"]))

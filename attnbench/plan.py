@@ -103,10 +103,8 @@ def new_plan(job: TrainJob, overrides: dict[str, Any]) -> Plan:
     if job.sample < 0:
         raise AttnbenchError(f"sample must be >= 0, got {job.sample}")
     if cfg.flavour == "labml":
-        from attnbench.paper_run import check_attention
-
         for a in attns:
-            check_attention(a, cfg)
+            check_flavour(a, cfg)
         if job.sample:
             raise AttnbenchError("--sample is not available with --preset paper (the authors' run samples nothing)")
     if job.parallel < 1 or (job.parallel > 1 and cfg.flavour != "labml"):
@@ -210,3 +208,14 @@ def _refuse_changes(plan: Plan, typed: dict[str, Any]) -> None:
         if not same:
             raise AttnbenchError(f"--{flag(name)} {value}: --resume continues the run as planned ({planned}); "
                                  f"start a new run to change it")
+
+
+def check_flavour(attn: str, c) -> None:
+    """The paper preset builds the authors' layer, which only an attention reading `flavour` (and, for relative
+    ones, the learned tables) has: any other is refused in one line rather than trained as something else."""
+    from attnbench.attention import get, unused_settings
+
+    ignored = unused_settings(get(attn), {"flavour": c.flavour})
+    if ignored:
+        raise AttnbenchError(f"--preset paper builds the RCMHA authors' labml layer; attention {attn!r} has no such "
+                             f"flavour (it reads no {', '.join(ignored)} setting)")

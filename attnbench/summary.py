@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-SUMMARY_METRICS = ("test_acc", "heldout_acc", "test_bpc", "test_loss", "val_loss_best", "tokens_per_s", "wall_s", "params",
+SUMMARY_METRICS = ("paper_acc", "test_acc", "heldout_acc", "test_bpc", "test_loss", "val_loss_best", "tokens_per_s", "wall_s", "params",
                    "alloc_peak_mib", "nvml_avg_mib", "nvml_peak_mib", "cpu_peak_rss_mib")
 
 

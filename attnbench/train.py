@@ -358,10 +358,6 @@ def run_plan(plan: Plan, corpus: Corpus, *, command: str, on: Callback = _quiet,
     """Every (attention, seed) of the plan in order: finished runs of earlier sessions are kept as they are, an
     interrupted one continues from its checkpoint, the others start. A run that crashes is recorded and the others
     go on (one process); Ctrl-C or a failed peer stops here with the command that continues."""
-    if plan.cfg.flavour == "labml":  # the RCMHA authors' run: their schedule, lockstep groups
-        from attnbench import paper_run
-
-        return paper_run.run_plan(plan, corpus, command=command, on=on, proc=proc)
     done, out = finished_records(plan), []
     for spec in plan.specs():
         if (spec.attn, spec.seed) in done:
