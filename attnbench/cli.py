@@ -60,7 +60,9 @@ app = typer.Typer(
 AttnOpt = Annotated[Optional[str], typer.Option("--attn", help="Attention(s), comma-separated, or 'all'.")]
 DModelOpt = Annotated[int, typer.Option("--d-model", help="Model width D.")]
 HeadsOpt = Annotated[int, typer.Option("--heads", help="Number of heads n.")]
-KVHeadsOpt = Annotated[Optional[int], typer.Option("--kv-heads", help="K/V heads for gqa (default: the divisor 1 < g < heads with group size nearest 4; 1 when there is none).")]
+KVHeadsOpt = Annotated[Optional[int], typer.Option("--kv-heads", help="K/V heads for gqa (default: the divisor "
+                                                                     "1 < g < heads with group size nearest 4; 1 "
+                                                                     "when there is none).")]
 FormatOpt = Annotated[str, typer.Option("--format", help="Screen output: table|markdown|csv|json.")]
 ResultsOpt = Annotated[str, typer.Option("--results-dir", help="Where run records (JSON Lines) are written "
                                                                "(default: the git-ignored results/scratch).")]
