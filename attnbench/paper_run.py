@@ -364,7 +364,7 @@ def train_group(pairs: list[tuple[str, int]], corpus, c, device: torch.device, *
     Ctrl-C: the group's checkpoint is saved at the batch reached and Interrupted names --resume."""
     from attnbench import results
     from attnbench.evaluation import evaluate
-    from attnbench.optim import autocast
+    from attnbench.optim import autocast, lr_at
     from attnbench.train import cpu_peak_rss_mib, nvml_sampler
 
     from attnbench.plan import check_flavour
@@ -389,13 +389,13 @@ def train_group(pairs: list[tuple[str, int]], corpus, c, device: torch.device, *
     total = sum(ch.stop - ch.start for ch in schedule if ch.split == "train")
     on("start", attn=", ".join(a for a, _ in pairs), seed=", ".join(str(s) for _, s in pairs), total=total,
        step=pos.train_steps, params=max(r.model.n_params() for r in runs))
-    lr_at = _noam(c)
+    lr_of = lambda step: lr_at(step, c, total)  # noqa: E731  (the preset's schedule: labml's Noam)
     save = lambda p: save_group(ckpt_path, runs, c, p, pairs)  # noqa: E731
     sampler = nvml_sampler(device)
     status, reason = "ok", None
     with sampler if sampler is not None else contextlib.nullcontext():
         try:
-            run_schedule(runs, c, schedule, loaders, pos, lr_at, autocast(device, c.amp), on, save)
+            run_schedule(runs, c, schedule, loaders, pos, lr_of, autocast(device, c.amp), on, save)
             save(pos)
         except KeyboardInterrupt:
             status, reason = "error", f"interrupted at training step {pos.train_steps}"
@@ -429,13 +429,6 @@ def train_group(pairs: list[tuple[str, int]], corpus, c, device: torch.device, *
 
         raise Interrupted(f"{reason}; checkpoint {ckpt_path} and partial records saved")
     return records
-
-
-def _noam(c) -> Callable[[int], float]:
-    """labml's Noam: lr(t) = factor · d^-0.5 · min(t^-0.5, t · w^-1.5), t = step + 1 (labml_nn optimizers/noam.py;
-    Vaswani et al. 2017, eq. 3), written as peak · min(t/w, sqrt(w/t)) with the preset's peak c.lr."""
-    w = max(1, c.warmup)
-    return lambda step: c.lr * min((step + 1) / w, math.sqrt(w / (step + 1)))
 
 
 def _memory_metrics(device: torch.device, sampler) -> dict[str, Any]:
