@@ -8,13 +8,20 @@ change what is learned (not by seed or runtime knobs).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 # Config keys (train.py) that say which run or where it ran, not which series it is in.
 DEVICE_KEY, SEED, PRESET = "device", "seed", "preset"
 TRAIN_FIELDS = "preset_fields"  # train config: every TrainConfig field of the run
 # Train settings that do not change what is learned: a run with other values still matches its preset.
-TRAIN_IGNORE = (SEED, DEVICE_KEY, "amp", "compile", "eval_batch", "log_every", "eval_every")
+TRAIN_IGNORE = (SEED, DEVICE_KEY, "amp", "compile", "eval_batch", "log_every", "eval_every", "eval_ctx")
+# The task a run learned: config["task"] = {"task": name, **options} (tasks.SyntheticTask.config); the preset fields
+# hold the same as the command line gave it (TASK, TASK_OPTS). A record without either predates tasks (issue 13), when
+# the character corpus was the only task.
+TASK, TASK_OPTS, TASK_BEFORE_TASKS = "task", "task_opts", "shakespeare"
+ATTN_CONFIG = "attn_config"  # train config: the resolved AttnConfig of the run (records since issue 13)
+KV_HEADS = "kv_heads"
 
 
 def env_key(rec: dict[str, Any]) -> tuple:
@@ -35,14 +42,77 @@ def env_label(key: tuple) -> str:
 
 
 def train_settings(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(attention, settings) of a train record: its TrainConfig fields and data, without seed and runtime knobs."""
+    """(attention, settings) of a train record: its TrainConfig fields and data, without seed and runtime knobs; the
+    task as task_label() names it (old records: Shakespeare); kv_heads resolved (attn_config) for an attention that
+    declares it among its settings, so that a run at the default g is told from one at another."""
     cfg = r.get("config") or {}
     fields = cfg.get(TRAIN_FIELDS) if isinstance(cfg.get(TRAIN_FIELDS), dict) else {}
-    settings = {k: v for k, v in fields.items() if k not in TRAIN_IGNORE}
+    settings = {k: v for k, v in fields.items() if k not in TRAIN_IGNORE and k != TASK_OPTS}
     settings.update({k: v for k, v in cfg.items() if k in (PRESET, "data_sha256")})
     if not fields:  # a record without preset_fields: its flat config
-        settings.update({k: v for k, v in cfg.items() if k not in (SEED, DEVICE_KEY, "attn")})
-    return r.get("attn") or cfg.get("attn") or "-", settings
+        settings.update({k: v for k, v in cfg.items()
+                         if k not in (SEED, DEVICE_KEY, "attn", TASK, ATTN_CONFIG) and k not in TRAIN_IGNORE})
+    attn = r.get("attn") or cfg.get("attn") or "-"
+    settings[TASK] = task_label(r)
+    acfg = attn_config(r)
+    if acfg and KV_HEADS in _declared_settings(attn):
+        settings[KV_HEADS] = acfg.get(KV_HEADS)
+    return attn, settings
+
+
+def task_of(r: dict[str, Any]) -> dict[str, Any]:
+    """{"task": name, **options} of a train record (options only where the record has them)."""
+    cfg = r.get("config") or {}
+    if isinstance(cfg.get(TASK), dict) and cfg[TASK].get(TASK):
+        return dict(cfg[TASK])
+    fields = cfg.get(TRAIN_FIELDS) if isinstance(cfg.get(TRAIN_FIELDS), dict) else {}
+    name = fields.get(TASK) or (cfg.get(TASK) if isinstance(cfg.get(TASK), str) else None) or TASK_BEFORE_TASKS
+    opts = dict(item.split("=", 1) for item in str(fields.get(TASK_OPTS) or "").split(",") if "=" in item)
+    return {TASK: name, **{k.strip(): v.strip() for k, v in opts.items()}}
+
+
+def task_label(r: dict[str, Any]) -> str:
+    """The task's name and, compactly, its options that differ from the task's defaults ("mqar (num_kv_pairs=8,
+    seq_len=128)"); the data seed is left out, as the run's seed is."""
+    t = task_of(r)
+    name = str(t.pop(TASK))
+    defaults = _task_defaults(name)
+    shown = [f"{k}={v}" for k, v in t.items() if k != SEED and (k not in defaults or str(defaults[k]) != str(v))]
+    return f"{name} ({', '.join(shown)})" if shown else name
+
+
+def _task_defaults(name: str) -> dict[str, Any]:
+    """The default options of a synthetic task (tasks.py); {} for the corpus and for a task this version lacks."""
+    try:
+        from attnbench.tasks import TASKS
+    except ImportError:
+        return {}
+    entry = TASKS.get(name)
+    return asdict(entry[1]()) if entry else {}
+
+
+def attn_config(r: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved AttnConfig of a train run as a dict: config.attn_config, else rebuilt from the preset fields.
+    Records written before attn_config existed ran at kv_heads = max(1, n_heads // 4) when kv_heads was unset (the
+    default of config.AttnConfig up to issue 13, e.g. at commit 1561c63: 6 heads -> 1, i.e. MQA); that rule is
+    applied here to them, and to nothing else."""
+    cfg = r.get("config") or {}
+    if isinstance(cfg.get(ATTN_CONFIG), dict):
+        return cfg[ATTN_CONFIG]
+    fields = cfg.get(TRAIN_FIELDS) if isinstance(cfg.get(TRAIN_FIELDS), dict) else {}
+    n = fields.get("n_heads")
+    if not isinstance(n, int) or n <= 0:
+        return None
+    g = fields.get(KV_HEADS)
+    return {"d_model": fields.get("d_model"), "n_heads": n, KV_HEADS: g if g is not None else max(1, n // 4)}
+
+
+def _declared_settings(attn: str) -> tuple[str, ...]:
+    """The AttnConfig settings a registered attention declares it reads (its class's `settings`), () otherwise: a
+    report never imports a file a record names."""
+    from attnbench.attention import get, names
+
+    return tuple(getattr(get(attn), "settings", ()) or ()) if attn in names() else ()
 
 
 def _num(v: Any) -> float | int | None:

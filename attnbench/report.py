@@ -21,15 +21,15 @@ import os
 import re
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from attnbench import __version__, report_paper, stats
 from attnbench.config import ReportSettings
 from attnbench.errors import AttnbenchError
-from attnbench.record_groups import (DEVICE_KEY, PRESET, SEED, TRAIN_FIELDS, TRAIN_IGNORE, _freeze, _num, _ok,
-                                     env_key, env_label, train_settings)
+from attnbench.record_groups import (DEVICE_KEY, PRESET, SEED, TASK, TASK_OPTS, TRAIN_FIELDS, TRAIN_IGNORE, _freeze,
+                                     _num, _ok, attn_config, env_key, env_label, task_of, train_settings)
 from attnbench.results import read, utc_now
 from attnbench.tables import cell, to_markdown
 
@@ -48,7 +48,7 @@ MEMORY_PEAKS = ("peak_alloc_mib", "peak_fwd_mib", "cpu_peak_rss_delta_mib")
 MEMORY_COLUMNS = ("peak_alloc_mib", "peak_fwd_mib", "activations_mib", "reserved_mib", "nvml_peak_mib",
                   "nvml_avg_mib", "cpu_peak_rss_mib", "cpu_peak_rss_delta_mib", "estimate_mib", "inputs_mib",
                   "weights_mib")
-TRAIN_COLUMNS = ("test_acc", "test_loss", "test_bpc", "val_loss_best", "val_acc_best", "params", "steps",
+TRAIN_COLUMNS = ("test_acc", "test_exact", "test_loss", "test_bpc", "val_loss_best", "val_acc_best", "params", "steps",
                  "tokens_per_s", "wall_s", "alloc_peak_mib", "nvml_avg_mib")
 TRAIN_ACC = "test_acc"
 CURVES = "curves"  # extra key of a train record: [{step, seconds, train_loss, val_loss, val_acc}, ...]
@@ -56,11 +56,14 @@ CURVE_X = (("step", "step"), ("seconds", "wall-clock seconds"))
 CURVE_Y = (("val_loss", "validation loss"), ("val_acc", "validation accuracy"))
 PARAMS_COLUMNS = None  # params records: every metric they carry is shown
 # Seed statistics (stats.py) of multi-seed train runs: metric and whether higher is better.
-STATS_METRICS = (("test_acc", True), ("test_bpc", False))
+STATS_METRICS = (("test_acc", True), ("test_exact", True), ("test_bpc", False))
 ATTN_PARAMS = "attn_params"  # attention-only parameter count, shown beside the retention ratio where records carry it
 BASELINE = "mha"  # retention ratios are an attention's score over this one's (MHE paper)
 RATIO = f"x {BASELINE.upper()}"
 RATIO_BOOT, RATIO_DELTA = f"{RATIO} CI (bootstrap)", f"{RATIO} CI (delta)"
+# Length extrapolation (train --eval-ctx): metrics[EVAL_CTX] = [{ctx, loss, bpc, acc, n} | {ctx, status, reason}]
+EVAL_CTX, EVAL_CTX_ACC, EVAL_CTX_LOSS = "eval_ctx", "acc", "loss"
+WIDTH = "d_model"  # a width sweep (Zoology, arXiv 2312.04927, Figure 2): series differing in this setting only
 
 # Config keys (bench.py, train.py) that place a record on an axis or say where it ran, not which series it is in.
 # DEVICE_KEY, SEED, PRESET, TRAIN_FIELDS and TRAIN_IGNORE (train records) live in record_groups.py.
@@ -69,12 +72,9 @@ PLOT_KEYS = ("mode", "dtype", "batch", "d_model", "heads")  # one plot per devic
 BENCH_IGNORE = (SEQ_LEN, DEVICE_KEY, NAME, "attn_config", "causal")  # attn_config is absent from failed cells
 
 # The RCMHA paper's (Sugiharto et al. 2023, arXiv 2308.03429) Tiny Shakespeare accuracies are each attention's
-# `paper_figures["acc"]` (docs/contract.md); attention.md, "RCMHA".
+# `paper_figures["acc"]` (docs/contract.md); attention.md, "RCMHA". report_paper.py sets them beside our runs of
+# the paper's preset, with the paper's own metric.
 PAPER_FIGURE = "acc"
-PAPER_NOTE = ("The paper's accuracy is a running next-character accuracy mixing training and validation batches; "
-              "ours is a clean held-out accuracy (attention.md, RCMHA). Compare trends, not digits.")
-# Training presets that reproduce the paper's setting (config.py presets); others get no paper column.
-PAPER_PRESETS = ("paper",)
 
 # --compare: a change is flagged when it exceeds the measured spread.
 COMPARE_METRICS = {"speed": (SPEED_TIME,), "memory": MEMORY_PEAKS,
@@ -88,7 +88,12 @@ def slug(text: str) -> str:
 
 
 def _latest(recs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(recs, key=lambda r: (r.get("time_utc") or "", r.get("_source") or ""))
+    """Oldest first: by time, then file, then line number (results.read's `_source` is "file:line")."""
+    def key(r: dict[str, Any]) -> tuple:
+        path, _, line = (r.get("_source") or "").rpartition(":")
+        return (r.get("time_utc") or "", path, int(line) if line.isdigit() else -1)
+
+    return sorted(recs, key=key)
 
 
 @dataclass
@@ -127,7 +132,8 @@ def train_preset(r: dict[str, Any]) -> str:
             ref = asdict(preset.resolved())
         except AttnbenchError:
             continue
-        if all(fields.get(k) == v for k, v in ref.items() if k not in TRAIN_IGNORE):
+        # the task is a section key of its own: a preset's model and schedule on mqar is still that preset
+        if all(fields.get(k) == v for k, v in ref.items() if k not in (*TRAIN_IGNORE, TASK, TASK_OPTS)):
             return name
     return "custom"
 
@@ -432,57 +438,82 @@ def _seed_band(recs: Sequence[dict[str, Any]], x: str, y: str):
 
 def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
     doc.add("## Training", "Validation loss and accuracy against step and wall-clock seconds; mean over seeds, the "
-            "band is ± one standard deviation across seeds. Final figures are on the held-out test split.")
+            "band is ± one standard deviation across seeds. Final figures are on the held-out test split. One "
+            "section per device, preset and task: runs of different tasks are never set side by side.")
     by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in recs:
-        by[(env_key(r), train_preset(r))].append(r)
-    for (group, preset), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
-        title = f"{group[0]} ({group[1]}) · preset {preset}"
+        by[(env_key(r), train_preset(r), train_settings(r)[1][TASK])].append(r)
+    for (group, preset, task), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
+        title = f"{group[0]} ({group[1]}) · preset {preset} · task {task}"
         doc.add(f"### {title}", f"Environment: {env_label(group)}")
         series = _series(rs, train_settings)
+        for s in series:
+            note = degenerate_note(s.attn, attn_config(s.records[0]))
+            s.label += f" ({note})" if note else ""
+        name = f"{slug(group[0])}-{slug(preset)}-{slug(task)}"
         if plt is not None:
-            fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-            drawn = False
-            for i, (y, ylab) in enumerate(CURVE_Y):
-                for j, (x, xlab) in enumerate(CURVE_X):
-                    lines = []
-                    for s in series:
-                        band = _seed_band([r for r in s.records if _ok(r)], x, y)
-                        if band and band[0]:
-                            lines.append((s.label, *band))
-                    _plot_lines(plt, axes[i][j], lines, [], logx=False, logy=False)
-                    axes[i][j].set_xlabel(xlab)
-                    axes[i][j].set_ylabel(ylab)
-                    drawn = drawn or bool(lines)
-            if drawn:
-                fig.suptitle(f"training · {title}", fontsize=9)
-                path = _save(plt, fig, out / f"train-{slug(group[0])}-{slug(preset)}.png")
-                plots.append(Plot(path, "train", group, title, [s.label for s in series]))
-                doc.add(f"![training: {title}]({path.name})")
-            else:
-                plt.close(fig)
-        rows, paper_rows = [], []
+            _curves_plot(plt, series, title, out / f"train-{name}.png", group, plots, doc)
+        rows = []
         for s in series:
             ok = [r for r in s.records if _ok(r)]
             row: dict[str, Any] = {"attention": s.label, "seeds": len({(r.get("config") or {}).get(SEED) for r in ok}),
                                    "failed": len(s.records) - len(ok)}
-            means = {}
             for c in TRAIN_COLUMNS:
                 mu, sd = _mean_std([_num((r.get("metrics") or {}).get(c)) for r in ok])
-                means[c] = mu
                 row[c] = mu if not sd else f"{cell(mu)} ± {cell(sd)}"  # mean ± std across seeds
             rows.append(row)
-            paper = paper_figure(s.attn) if preset in PAPER_PRESETS else None
-            if paper is not None:
-                paper_rows.append({"attention": s.label, "ours: test_acc": row[TRAIN_ACC], "seeds": row["seeds"],
-                                   "paper: accuracy": paper,
-                                   "ours - paper": None if means[TRAIN_ACC] is None else means[TRAIN_ACC] - paper})
         doc.table(rows, ["attention", "seeds", "failed", *TRAIN_COLUMNS])
         doc.add("Cells with two seeds or more read mean ± standard deviation across seeds.")
         _seed_stats(doc, series)
-        if paper_rows:
-            doc.add(f"#### Against the RCMHA paper (Sugiharto et al. 2023, preset `{preset}`)", PAPER_NOTE)
-            doc.table(paper_rows, ["attention", "ours: test_acc", "seeds", "paper: accuracy", "ours - paper"])
+        _width_sweep(doc, series, plt, out / f"width-{name}.png", group, title, plots)
+        _extrapolation(doc, series, plt, out / f"extrapolation-{name}.png", group, title, plots)
+
+
+def _curves_plot(plt, series: Sequence[Series], title: str, path: Path, group: tuple, plots: list[Plot],
+                 doc: _Doc) -> None:
+    """Validation loss and accuracy against step and seconds (2 x 2), mean over seeds with a ± std band."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    drawn = False
+    for i, (y, ylab) in enumerate(CURVE_Y):
+        for j, (x, xlab) in enumerate(CURVE_X):
+            lines = []
+            for s in series:
+                band = _seed_band([r for r in s.records if _ok(r)], x, y)
+                if band and band[0]:
+                    lines.append((s.label, *band))
+            _plot_lines(plt, axes[i][j], lines, [], logx=False, logy=False)
+            axes[i][j].set_xlabel(xlab)
+            axes[i][j].set_ylabel(ylab)
+            drawn = drawn or bool(lines)
+    if not drawn:
+        plt.close(fig)
+        return
+    fig.suptitle(f"training · {title}", fontsize=9)
+    _save(plt, fig, path)
+    plots.append(Plot(path, "train", group, title, [s.label for s in series]))
+    doc.add(f"![training: {title}]({path.name})")
+
+
+def degenerate_note(attn: str, acfg: dict[str, Any] | None) -> str | None:
+    """"1 K/V head: MQA" where the attention's own `degenerate` check says that this run's setting makes it another
+    attention (GQA, attnbench/attention/gqa.py: g = 1 is MQA, g = n is MHA), so that nobody reads such a series as
+    what its name says; None otherwise. Old records get their kv_heads from record_groups.attn_config."""
+    from attnbench.attention import get, names
+    from attnbench.config import AttnConfig
+
+    check = getattr(get(attn), "degenerate", None) if attn in names() else None
+    if check is None or not acfg or acfg.get("kv_heads") is None:
+        return None
+    known = {f.name for f in fields(AttnConfig)}
+    try:
+        why = check(AttnConfig(**{k: v for k, v in acfg.items() if k in known and v is not None}))
+    except (AttnbenchError, TypeError):
+        return None
+    if not why:
+        return None
+    g = acfg["kv_heads"]
+    other = re.search(r" is (\w+)", why)  # degenerate's lines read "... is MQA[: why]"
+    return f"{g} K/V head{'' if g == 1 else 's'}: {other.group(1) if other else why}"
 
 
 def _ci(lo: float | None, hi: float | None) -> str | None:
@@ -551,6 +582,154 @@ def _seed_stats(doc: _Doc, series: Sequence[Series]) -> None:
                     f"a pair is told apart when p_holm < {stats.ALPHA:.2g}."
                     + (f" Not tested ({stats.TOO_FEW}: one seed): {', '.join(few)}." if few else ""))
             doc.table(pairs, ["A", "B", "A - B", "95% CI of A - B", "p (Welch)", "p_holm", "verdict"])
+
+
+def _label_without(s: Series, key: str) -> str:
+    """A series' label with its `key=value` part removed (a line of a plot whose x axis is that key)."""
+    return " ".join(t for t in s.label.split(" ") if not t.startswith(f"{key}="))
+
+
+def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tuple, title: str,
+                 plots: list[Plot]) -> None:
+    """Accuracy against model width (Zoology, Arora et al. 2023, arXiv 2312.04927, Figure 2): a line per attention
+    over the series that differ from another series of that attention in WIDTH only; mean over seeds ± std."""
+    lines_of: dict[tuple, dict[int, Series]] = defaultdict(dict)
+    for s in series:
+        w = s.settings.get(WIDTH)
+        if isinstance(w, int):
+            lines_of[(s.attn, _freeze({k: v for k, v in s.settings.items() if k != WIDTH}))][w] = s
+    lines_of = {k: dict(sorted(v.items())) for k, v in lines_of.items() if len(v) > 1}
+    if not lines_of:
+        return
+    widths = sorted({w for by_w in lines_of.values() for w in by_w})
+    rows, lines = [], []
+    for by_w in sorted(lines_of.values(), key=lambda v: _label_without(next(iter(v.values())), WIDTH)):
+        label = _label_without(next(iter(by_w.values())), WIDTH)
+        row: dict[str, Any] = {"attention": label}
+        xs, ys, lo, hi = [], [], [], []
+        for w, s in by_w.items():
+            vals = _seed_values(s, TRAIN_ACC)
+            mu, sd = _mean_std(vals)
+            if mu is None:
+                continue
+            row[f"{WIDTH} {w}"] = f"{cell(mu)} ± {cell(sd or 0.0)} ({len(vals)})"
+            xs.append(w), ys.append(mu), lo.append(mu - (sd or 0.0)), hi.append(mu + (sd or 0.0))
+        rows.append(row)
+        if xs:
+            lines.append((label, xs, ys, lo, hi))
+    doc.add(f"#### {TRAIN_ACC} against model width",
+            f"Series that differ in `{WIDTH}` only, as the Zoology paper (Arora et al. 2023, arXiv 2312.04927, "
+            f"Figure 2) plots recall accuracy against width. Cells: mean ± standard deviation across seeds (seeds). "
+            f"The retention ratios above divide by {BASELINE.upper()} at the same width.")
+    if plt is not None and lines:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        _plot_lines(plt, ax, lines, [], logx=True, logy=False)
+        ax.set_xlabel(f"model width ({WIDTH})")
+        ax.set_ylabel(f"{TRAIN_ACC} (mean over seeds ± std)")
+        ax.set_title(f"width · {title}", fontsize=9)
+        _save(plt, fig, path)
+        plots.append(Plot(path, "width", group, title, [ln[0] for ln in lines]))
+        doc.add(f"![accuracy against width: {title}]({path.name})")
+    doc.table(rows, ["attention", *(f"{WIDTH} {w}" for w in widths)])
+
+
+def _ctx_entries(s: Series) -> dict[int, list[dict[str, Any]]]:
+    """Evaluated length -> the metrics.eval_ctx entries of the series' successful seeds at that length."""
+    by: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for r in s.records:
+        for e in ((r.get("metrics") or {}).get(EVAL_CTX) or []) if _ok(r) else []:
+            if isinstance(e, dict) and isinstance(e.get("ctx"), int):
+                by[e["ctx"]].append(e)
+    return dict(sorted(by.items()))
+
+
+def _ctx_values(entries: Sequence[dict[str, Any]], key: str) -> list[float]:
+    return [v for v in (_num(e.get(key)) for e in entries if _ok(e)) if v is not None]
+
+
+def _trained_ctx(r: dict[str, Any]) -> int | None:
+    """The context length the model was trained at: a synthetic task's sequence length, else the preset's ctx."""
+    t = task_of(r).get(SEQ_LEN)
+    if str(t).isdigit():
+        return int(t)
+    ctx = ((r.get("config") or {}).get(TRAIN_FIELDS) or {}).get("ctx")
+    return ctx if isinstance(ctx, int) else None
+
+
+def _short_reason(entries: Sequence[dict[str, Any]]) -> str:
+    """'n/a: learned absolute positions' from "learned absolute positions: a table of 256 rows"."""
+    why = next((str(e.get("reason")) for e in entries if e.get("reason")), "")
+    why = why.split(":", 1)[0].strip()
+    return f"{entries[0].get('status') or 'n/a'}" + (f": {why[:40]}" if why else "")
+
+
+def _extrapolation(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tuple, title: str,
+                   plots: list[Plot]) -> None:
+    """Length extrapolation (train --eval-ctx): test accuracy at each evaluated context, mean ± std over seeds,
+    the retention ratio to BASELINE at each length (stats.retention_ratio, delta-method interval), and test loss
+    against context on a plot."""
+    pts = {s.label: _ctx_entries(s) for s in series}
+    have = [s for s in series if pts[s.label]]
+    if not have:
+        return
+    lengths = sorted({c for s in have for c in pts[s.label]})
+    acc_rows, ratio_rows, lines, failed, trained = [], [], [], [], set()
+    for s in have:
+        t = _trained_ctx(s.records[0])
+        trained.add(t)
+        acc_row: dict[str, Any] = {"attention": s.label, "trained ctx": t}
+        ratio_row: dict[str, Any] = {"attention": s.label, ATTN_PARAMS: _mean_std(_seed_values(s, ATTN_PARAMS))[0]}
+        base = _baseline(s, have)
+        xs, ys, lo, hi = [], [], [], []
+        for c in lengths:
+            entries = pts[s.label].get(c, [])
+            acc = _ctx_values(entries, EVAL_CTX_ACC)
+            mu, sd = _mean_std(acc)
+            if acc:
+                n = f" (n={len(acc)})" if len(acc) < len(entries) else ""
+                acc_row[f"acc @{c}"] = (cell(mu) if sd is None else f"{cell(mu)} ± {cell(sd)}") + n
+            elif entries:
+                acc_row[f"acc @{c}"] = _short_reason(entries)
+                failed.append((s.label, c, entries[0].get("status") or "n/a"))
+            base_acc = _ctx_values(pts[base.label].get(c, []), EVAL_CTX_ACC) if base is not None else []
+            if base is s and acc:
+                ratio_row[f"{RATIO} @{c}"] = "baseline"
+            elif acc and base_acc:
+                rr = stats.retention_ratio(acc, base_acc, higher_is_better=True)
+                ci = _ci(rr["delta_low"], rr["delta_high"])
+                ratio_row[f"{RATIO} @{c}"] = cell(rr["ratio"]) + (f" {ci}" if ci else "")
+            elif entries:
+                ratio_row[f"{RATIO} @{c}"] = "n/a"
+            loss = _ctx_values(entries, EVAL_CTX_LOSS)
+            if loss:
+                lmu, lsd = _mean_std(loss)
+                xs.append(c), ys.append(lmu), lo.append(lmu - (lsd or 0.0)), hi.append(lmu + (lsd or 0.0))
+        acc_rows.append(acc_row)
+        ratio_rows.append(ratio_row)
+        if xs:
+            lines.append((s.label, xs, ys, lo, hi))
+    doc.add("#### Length extrapolation",
+            "The trained model's test split scored at each context length (`train --eval-ctx`; a full pass, each "
+            "position once). Cells: test accuracy, mean ± standard deviation across seeds ((n=k): only k seeds had "
+            "a value); n/a where the attention cannot run at that length, with the reason.")
+    if plt is not None and lines:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        _plot_lines(plt, ax, lines, failed, logx=True, logy=False)
+        for t in sorted(x for x in trained if x is not None):
+            ax.axvline(t, color="grey", linestyle=":", linewidth=1)
+            ax.annotate(f"trained ctx {t}", (t, 0.02), xycoords=("data", "axes fraction"), fontsize=7, rotation=90,
+                        color="grey", xytext=(2, 0), textcoords="offset points")
+        ax.set_xlabel("evaluated context length")
+        ax.set_ylabel("test loss (nats), mean over seeds ± std")
+        ax.set_title(f"length extrapolation · {title}", fontsize=9)
+        _save(plt, fig, path)
+        plots.append(Plot(path, "extrapolation", group, title, [ln[0] for ln in lines]))
+        doc.add(f"![length extrapolation: {title}]({path.name})")
+    doc.table(acc_rows, ["attention", "trained ctx", *(f"acc @{c}" for c in lengths)])
+    doc.add(f"Retention ratio at each length: mean accuracy over {BASELINE.upper()}'s at the same length "
+            f"(Xue & Aletras 2023), with its {stats.CONFIDENCE:.0%} delta-method interval; n/a where either has no "
+            "value there.")
+    doc.table(ratio_rows, ["attention", ATTN_PARAMS, *(f"{RATIO} @{c}" for c in lengths)])
 
 
 def paper_figure(attn: str) -> float | None:
