@@ -77,7 +77,8 @@ def task_label(r: dict[str, Any]) -> str:
     t = task_of(r)
     name = str(t.pop(TASK))
     defaults = _task_defaults(name)
-    shown = [f"{k}={v}" for k, v in t.items() if k != SEED and (k not in defaults or str(defaults[k]) != str(v))]
+    shown = [f"{k}={v}" for k, v in sorted(t.items())
+             if k != SEED and (k not in defaults or str(defaults[k]) != str(v))]
     return f"{name} ({', '.join(shown)})" if shown else name
 
 

@@ -63,7 +63,8 @@ RATIO = f"x {BASELINE.upper()}"
 RATIO_BOOT, RATIO_DELTA = f"{RATIO} CI (bootstrap)", f"{RATIO} CI (delta)"
 # Length extrapolation (train --eval-ctx): metrics[EVAL_CTX] = [{ctx, loss, bpc, acc, n} | {ctx, status, reason}]
 EVAL_CTX, EVAL_CTX_ACC, EVAL_CTX_LOSS = "eval_ctx", "acc", "loss"
-WIDTH = "d_model"  # a width sweep (Zoology, arXiv 2312.04927, Figure 2): series differing in this setting only
+WIDTH = "d_model"  # a width sweep (Zoology, arXiv 2312.04927, Figure 2): series differing in this setting only,
+WIDTH_DERIVED = {"d_ff": 4}  # and in these when derived from it (TrainConfig.resolved: d_ff 0 -> 4 d_model)
 
 # Config keys (bench.py, train.py) that place a record on an axis or say where it ran, not which series it is in.
 # DEVICE_KEY, SEED, PRESET, TRAIN_FIELDS and TRAIN_IGNORE (train records) live in record_groups.py.
@@ -113,8 +114,9 @@ def bench_settings(r: dict[str, Any], keep_seq: bool = False) -> tuple[str, dict
     return r.get("attn") or cfg.get(NAME) or "-", {k: v for k, v in cfg.items() if k not in drop}
 
 
-def train_preset(r: dict[str, Any]) -> str:
-    """The train.py preset a run matches (every field but TRAIN_IGNORE equal), else 'custom'."""
+def train_preset(r: dict[str, Any], any_width: bool = False) -> str:
+    """The train.py preset a run matches (every field but TRAIN_IGNORE equal), else 'custom'; with any_width, the
+    preset it matches at its own WIDTH (fields derived from the width, such as d_ff = 4 d_model, derived again)."""
     cfg = r.get("config") or {}
     if cfg.get(PRESET):
         return str(cfg[PRESET])
@@ -122,20 +124,26 @@ def train_preset(r: dict[str, Any]) -> str:
     if not isinstance(fields, dict):
         return "custom"
     try:
-        from dataclasses import asdict
+        from dataclasses import asdict, replace
 
         from attnbench.config import PRESETS
     except ImportError:
         return "custom"
     for name, preset in PRESETS.items():
         try:
-            ref = asdict(preset.resolved())
+            width = fields.get(WIDTH) if any_width and isinstance(fields.get(WIDTH), int) else preset.d_model
+            ref = asdict(replace(preset, **{WIDTH: width}).resolved())
         except AttnbenchError:
             continue
         # the task is a section key of its own: a preset's model and schedule on mqar is still that preset
         if all(fields.get(k) == v for k, v in ref.items() if k not in (*TRAIN_IGNORE, TASK, TASK_OPTS)):
             return name
     return "custom"
+
+
+def _fields(r: dict[str, Any]) -> dict[str, Any]:
+    fields = (r.get("config") or {}).get(TRAIN_FIELDS)
+    return fields if isinstance(fields, dict) else {}
 
 
 def _series(recs: Sequence[dict[str, Any]], settings_of) -> list[Series]:
@@ -145,11 +153,9 @@ def _series(recs: Sequence[dict[str, Any]], settings_of) -> list[Series]:
         attn, settings = settings_of(r)
         by.setdefault((attn, _freeze(settings)), Series(attn, settings)).records.append(r)
     out = list(by.values())
-    varying = sorted({k for s in out for k in s.settings
-                      if len({repr(o.settings.get(k)) for o in out if o.attn == s.attn}) > 1})
-    for s in out:
-        extra = [f"{k}={s.settings[k]}" for k in varying if k in s.settings]
-        s.label = " ".join([s.attn, *extra])
+    for s in out:  # the settings in which this attention's series differ
+        varying = sorted(k for k in s.settings if len({repr(o.settings.get(k)) for o in out if o.attn == s.attn}) > 1)
+        s.label = " ".join([s.attn, *(f"{k}={s.settings[k]}" for k in varying)])
     return sorted(out, key=lambda s: s.label)
 
 
@@ -441,10 +447,12 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             "band is ± one standard deviation across seeds. Final figures are on the held-out test split. One "
             "section per device, preset and task: runs of different tasks are never set side by side.")
     by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in recs:
-        by[(env_key(r), train_preset(r), train_settings(r)[1][TASK])].append(r)
+    for r in recs:  # a width sweep of a preset is one section (its widths in the heading)
+        by[(env_key(r), train_preset(r, any_width=True), train_settings(r)[1][TASK])].append(r)
     for (group, preset, task), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
-        title = f"{group[0]} ({group[1]}) · preset {preset} · task {task}"
+        widths = sorted({w for r in rs if isinstance(w := (_fields(r)).get(WIDTH), int)})
+        at = f" · {WIDTH} {', '.join(map(str, widths))}" if widths and preset != train_preset(rs[0]) else ""
+        title = f"{group[0]} ({group[1]}) · preset {preset}{at} · task {task}"
         doc.add(f"### {title}", f"Environment: {env_label(group)}")
         series = _series(rs, train_settings)
         for s in series:
@@ -597,8 +605,14 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
     for s in series:
         w = s.settings.get(WIDTH)
         if isinstance(w, int):
-            lines_of[(s.attn, _freeze({k: v for k, v in s.settings.items() if k != WIDTH}))][w] = s
-    lines_of = {k: dict(sorted(v.items())) for k, v in lines_of.items() if len(v) > 1}
+            rest = {k: v for k, v in s.settings.items() if k != WIDTH and k not in WIDTH_DERIVED}
+            lines_of[(s.attn, _freeze(rest))][w] = s
+
+    def one_line(by_w: dict[int, Series]) -> bool:  # each derived setting: fixed, or derived at every width
+        return all(len({repr(s.settings.get(k)) for s in by_w.values()}) == 1
+                   or all(s.settings.get(k) == f * w for w, s in by_w.items()) for k, f in WIDTH_DERIVED.items())
+
+    lines_of = {k: dict(sorted(v.items())) for k, v in lines_of.items() if len(v) > 1 and one_line(v)}
     if not lines_of:
         return
     widths = sorted({w for by_w in lines_of.values() for w in by_w})
@@ -624,6 +638,7 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
     if plt is not None and lines:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         _plot_lines(plt, ax, lines, [], logx=True, logy=False)
+        ax.set_xticks(widths, [str(w) for w in widths])
         ax.set_xlabel(f"model width ({WIDTH})")
         ax.set_ylabel(f"{TRAIN_ACC} (mean over seeds ± std)")
         ax.set_title(f"width · {title}", fontsize=9)
@@ -719,6 +734,7 @@ def _extrapolation(doc: _Doc, series: Sequence[Series], plt, path: Path, group: 
             ax.axvline(t, color="grey", linestyle=":", linewidth=1)
             ax.annotate(f"trained ctx {t}", (t, 0.02), xycoords=("data", "axes fraction"), fontsize=7, rotation=90,
                         color="grey", xytext=(2, 0), textcoords="offset points")
+        ax.set_xticks(lengths, [str(c) for c in lengths])
         ax.set_xlabel("evaluated context length")
         ax.set_ylabel("test loss (nats), mean over seeds ± std")
         ax.set_title(f"length extrapolation · {title}", fontsize=9)

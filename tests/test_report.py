@@ -345,3 +345,154 @@ def test_no_seed_statistics_for_single_seed_runs(tmp_path):
     f = write(tmp_path / "t.jsonl", [train_rec(a, 0, 0.5) for a in ("mha", "sha")])
     md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
     assert "#### test_acc across seeds" not in md and "p_holm" not in md
+
+
+# ---------------------------------------------------------------------------------------------- tasks (issue 13)
+def sections(md: str) -> dict[str, str]:
+    """Train section heading (### ...) -> its text up to the next heading of that level."""
+    parts = re.split(r"^### ", md, flags=re.M)
+    return {p.splitlines()[0]: p for p in parts[1:]}
+
+
+def mqar_rec(attn, seed, acc, exact=None, opts=None, eval_ctx=None, **override):
+    """A train record of a synthetic-task run as train.py writes it since issue 13: config.task, no test_bpc."""
+    from attnbench.tasks import MQAROptions
+
+    opts = opts if opts is not None else {"num_kv_pairs": 8, "seq_len": 128}
+    r = train_rec(attn, seed, acc, task="mqar", task_opts=",".join(f"{k}={v}" for k, v in opts.items()), **override)
+    r["config"]["task"] = {"task": "mqar", **asdict(MQAROptions(**opts, seed=seed))}
+    r["metrics"].update({"test_exact": exact, "attn_params": 100 if attn == "sha" else 300})
+    if eval_ctx is not None:
+        r["metrics"]["eval_ctx"] = eval_ctx
+    return r
+
+
+def test_tasks_are_sections_of_their_own(tmp_path):
+    mq = {"mha": [0.90, 0.92, 0.94], "sha": [0.50, 0.52, 0.54]}
+    recs = [mqar_rec(a, s, v, exact=v / 2) for a, vs in mq.items() for s, v in enumerate(vs)]
+    recs += _seeded("mha", [0.55, 0.56, 0.57], [2.2, 2.2, 2.3]) + _seeded("sha", [0.54, 0.55, 0.56], [2.3, 2.3, 2.4])
+    md = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out", plots=False).markdown.read_text()
+    heads = [h for h in sections(md) if "preset" in h]
+    assert heads == ["NVIDIA H100 80GB HBM3 (cuda) · preset tiny · task mqar (num_kv_pairs=8, seq_len=128)",
+                     "NVIDIA H100 80GB HBM3 (cuda) · preset tiny · task shakespeare"]
+    mqar, shakespeare = (sections(md)[h] for h in heads)
+    # each section holds its own task's runs only: three seeds each, the means of that task
+    assert [r["test_acc"] for r in md_rows(mqar, "sha") if "seeds" in r] == ["0.52 ± 0.02"]
+    assert [r["test_acc"] for r in md_rows(shakespeare, "sha") if "seeds" in r] == ["0.55 ± 0.01"]
+    # test_exact is tested on mqar; no bpc there (the metric is absent), bpc on Shakespeare
+    assert "#### test_exact across seeds" in mqar and "#### test_bpc" not in mqar
+    assert "#### test_bpc across seeds" in shakespeare and "#### test_exact" not in shakespeare
+    sha = next(r for r in md_rows(mqar, "sha") if "x MHA" in r and "test_exact" in r)
+    assert (sha["x MHA"], sha["attn_params"]) == (report.cell(0.52 / 0.92), "100")
+
+
+def test_old_records_without_a_task_are_shakespeare(tmp_path):
+    old = train_rec("mha", 0, 0.5)
+    for k in ("task", "task_opts", "eval_ctx"):
+        old["config"]["preset_fields"].pop(k, None)
+    new = train_rec("mha", 1, 0.6, task="shakespeare", task_opts="", eval_ctx="128,256")
+    new["config"]["task"] = {"task": "shakespeare"}
+    md = report.build_report([write(tmp_path / "t.jsonl", [old, new])], tmp_path / "o", plots=False).markdown
+    heads = [h for h in sections(md.read_text()) if "preset" in h]
+    assert heads == ["NVIDIA H100 80GB HBM3 (cuda) · preset tiny · task shakespeare"]
+    assert [r["seeds"] for r in md_rows(md.read_text(), "mha") if "seeds" in r] == ["2"]  # one series
+
+
+def ctx_entries(acc_by_ctx, loss=1.0, na=()):
+    out = [{"ctx": c, "loss": loss + c / 1000, "bpc": 1.0, "acc": a, "n": 1000} for c, a in acc_by_ctx.items()]
+    out += [{"ctx": c, "status": "n/a", "reason": "learned absolute positions: a table of 128 rows"} for c in na]
+    return sorted(out, key=lambda e: e["ctx"])
+
+
+def test_length_extrapolation_table_ratio_and_plot(tmp_path):
+    from attnbench import stats
+
+    acc = {"mha": {128: [0.9, 0.91, 0.92], 256: [0.6, 0.62, 0.64]},
+           "rmha": {128: [0.88, 0.9, 0.92], 256: [0.8, 0.81, 0.85]},
+           "sha": {128: [0.85, 0.86, 0.87]}}  # sha: n/a at 256 for every seed
+    recs = []
+    for a, by_ctx in acc.items():
+        for s in range(3):
+            e = ctx_entries({c: v[s] for c, v in by_ctx.items()}, na=(256,) if a == "sha" else ())
+            recs.append(mqar_rec(a, s, by_ctx[128][s], exact=0.5, eval_ctx=e))
+    res = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out")
+    md = res.markdown.read_text()
+    assert "#### Length extrapolation" in md
+    row = next(r for r in md_rows(md, "rmha") if "acc @256" in r)
+    assert (row["trained ctx"], row["acc @128"]) == ("128", "0.9 ± 0.02")
+    assert next(r for r in md_rows(md, "sha") if "acc @256" in r)["acc @256"] == "n/a: learned absolute positions"
+    ratios = {a: next(r for r in md_rows(md, a) if "x MHA @256" in r) for a in acc}
+    rr = stats.retention_ratio(acc["rmha"][256], acc["mha"][256])
+    assert ratios["rmha"]["x MHA @256"] == \
+        f"{report.cell(rr['ratio'])} [{report.cell(rr['delta_low'])}, {report.cell(rr['delta_high'])}]"
+    assert rr["ratio"] == pytest.approx(np.mean(acc["rmha"][256]) / np.mean(acc["mha"][256]))
+    assert ratios["sha"]["x MHA @256"] == "n/a" and ratios["sha"]["x MHA @128"].startswith(
+        report.cell(np.mean(acc["sha"][128]) / np.mean(acc["mha"][128])))
+    assert ratios["mha"]["x MHA @256"] == "baseline" and ratios["sha"]["attn_params"] == "100"
+    plot = next(p for p in res.plots if p.kind == "extrapolation")
+    assert is_png(plot.path) and f"]({plot.path.name})" in md and sorted(plot.series) == sorted(acc)
+
+
+def test_width_sweep_plot_table_and_ratio_at_the_same_width(tmp_path):
+    acc = {("mha", 32): 0.5, ("mha", 64): 0.8, ("sha", 32): 0.4, ("sha", 64): 0.4}
+    recs = [mqar_rec(a, s, v + 0.01 * (s - 1), d_model=w) for (a, w), v in acc.items() for s in range(3)]
+    res = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out")
+    md = res.markdown.read_text()
+    assert "#### test_acc against model width" in md
+    width = next(r for r in md_rows(md, "sha") if "d_model 64" in r)
+    assert (width["d_model 32"], width["d_model 64"]) == ("0.4 ± 0.01 (3)", "0.4 ± 0.01 (3)")
+    # sha at width 64 is divided by MHA at width 64 (0.4 / 0.8), not by MHA at 32 (0.4 / 0.5)
+    sha64 = next(r for r in md_rows(md, "sha d_model=64") if "x MHA" in r and "test_acc" in r)
+    sha32 = next(r for r in md_rows(md, "sha d_model=32") if "x MHA" in r and "test_acc" in r)
+    assert (sha64["x MHA"], sha32["x MHA"]) == ("0.5", "0.8")
+    plot = next(p for p in res.plots if p.kind == "width")
+    assert is_png(plot.path) and f"]({plot.path.name})" in md and plot.series == ["mha", "sha"]
+
+
+def test_no_width_sweep_without_one(tmp_path):
+    recs = [mqar_rec(a, s, 0.5) for a in ("mha", "sha") for s in range(2)]
+    res = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out")
+    assert "against model width" not in res.markdown.read_text() and not [p for p in res.plots if p.kind == "width"]
+
+
+def test_latest_orders_line_numbers_as_numbers(tmp_path):
+    """A rerun at the same sizes replaces the earlier row: line 11 is later than line 9 of the same file."""
+    recs = [params_rec("mha", n) for n in range(1, 12)]
+    for r in recs:
+        r["time_utc"] = "2026-01-01T00:00:00+00:00"
+    f = write(tmp_path / "p.jsonl", recs)
+    md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
+    assert [r["params"] for r in md_rows(md, "mha")] == ["11"]
+    shuffled = [{"_source": f"f:{i}", "time_utc": "t"} for i in (9, 10, 2, 11, 1)]
+    assert [r["_source"] for r in report._latest(shuffled)] == ["f:1", "f:2", "f:9", "f:10", "f:11"]
+
+
+def test_old_gqa_records_are_labelled_mqa(tmp_path):
+    """Before issue 13 GQA's default was kv_heads = n_heads // 4: at 4 heads 1 K/V head, i.e. MQA. Such a record
+    (no attn_config, kv_heads unset) must not read as GQA; a new record at the new default (2) reads as gqa."""
+    old = [train_rec("gqa", s, 0.5) for s in range(2)]
+    for r in old:
+        del r["config"]["attn_config"]
+    new = [train_rec("gqa", s, 0.6) for s in range(2)]  # attn_config.kv_heads = 2
+    forced = [train_rec("gqa", s, 0.7, kv_heads=1) for s in range(2)]  # a new record set to g = 1
+    mha = [train_rec("mha", s, 0.6) for s in range(2)]
+    for r in mha:
+        del r["config"]["attn_config"]  # an old mha record: never labelled
+    md = report.build_report([write(tmp_path / "t.jsonl", old + new + forced + mha)], tmp_path / "o",
+                             plots=False).markdown.read_text()
+    tiny = sections(md)["NVIDIA H100 80GB HBM3 (cuda) · preset tiny · task shakespeare"]
+    got = {r["attention"]: r["test_acc"] for a in ("gqa", "mha") for r in md_rows(tiny, a) if "seeds" in r}
+    got.update({r["attention"]: r["test_acc"] for r in md_rows(tiny, "gqa kv_heads=1 (1 K/V head: MQA)")
+                if "seeds" in r})
+    got.update({r["attention"]: r["test_acc"] for r in md_rows(tiny, "gqa kv_heads=2") if "seeds" in r})
+    assert got == {"gqa kv_heads=1 (1 K/V head: MQA)": "0.5", "gqa kv_heads=2": "0.6", "mha": "0.6"}
+    custom = sections(md)["NVIDIA H100 80GB HBM3 (cuda) · preset custom · task shakespeare"]  # --kv-heads 1
+    assert [r["test_acc"] for r in md_rows(custom, "gqa (1 K/V head: MQA)") if "seeds" in r] == ["0.7"]
+
+
+def test_degenerate_note_comes_from_the_attention():
+    assert report.degenerate_note("gqa", {"d_model": 384, "n_heads": 6, "kv_heads": 1}) == "1 K/V head: MQA"
+    assert report.degenerate_note("gqa", {"d_model": 384, "n_heads": 6, "kv_heads": 6}) == "6 K/V heads: MHA"
+    assert report.degenerate_note("gqa", {"d_model": 384, "n_heads": 6, "kv_heads": 2}) is None
+    assert report.degenerate_note("mha", {"d_model": 384, "n_heads": 6, "kv_heads": 1}) is None
+    assert report.degenerate_note("no/such.py:X", {"d_model": 384, "n_heads": 6, "kv_heads": 1}) is None
