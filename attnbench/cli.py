@@ -70,11 +70,19 @@ ResultsOpt = Annotated[str, typer.Option("--results-dir", help="Where run record
 
 # --------------------------------------------------------------------------------------------------- list
 @app.command("list")
-def list_cmd(attn: AttnOpt = None, fmt: FormatOpt = FORMAT) -> None:
+def list_cmd(attn: AttnOpt = None, fmt: FormatOpt = FORMAT,
+             tasks: Annotated[bool, typer.Option("--tasks", help="List the training tasks and their options "
+                                                                  "instead.")] = False) -> None:
     """Every registered attention (or those of --attn, from outside too): its paper, a one-line description and the
-    optional members of the contract it declares."""
-    from attnbench.attention import describe
+    optional members of the contract it declares. With --tasks: the tasks `train --task` learns, and their options."""
     from attnbench.tables import render_rows
+
+    if tasks:
+        from attnbench.tasks import describe as describe_tasks
+
+        render_rows(describe_tasks(), fmt, title="Tasks (train --task NAME --task-opt NAME=VALUE,...)")
+        return
+    from attnbench.attention import describe
 
     render_rows(describe(attn), fmt, title="Attentions")
 
@@ -232,6 +240,12 @@ def _train(
     beta1: _T[Optional[float], _o("--beta1", "AdamW β1.")] = None,
     beta2: _T[Optional[float], _o("--beta2", "AdamW β2.")] = None,
     grad_clip: _T[Optional[float], _o("--grad-clip", "Gradient-norm clipping (0: off).")] = None,
+    task: _T[Optional[str], _o("--task", "What is learned: shakespeare (the corpus) | mqar | selective-copying.")]
+    = None,
+    task_opts: _T[Optional[str], _o("--task-opt", "A synthetic task's options, NAME=VALUE,... (attnbench list "
+                                                  "--tasks shows them).")] = None,
+    eval_ctx: _T[Optional[str], _o("--eval-ctx", "Also score the test split at these contexts, e.g. 256,512,1024 "
+                                                 "(length extrapolation).")] = None,
     eval_every: _T[Optional[int], _o("--eval-every", "Steps between validation passes.")] = None,
     eval_stride: _T[Optional[int], _o("--eval-stride", "Sliding-window stride (0: ctx/2).")] = None,
     eval_batch: _T[Optional[int], _o("--eval-batch", "Windows/streams per evaluation batch.")] = None,
@@ -243,7 +257,7 @@ def _train(
     cuda_graph: _T[Optional[bool], _o("--cuda-graph/--no-cuda-graph",
                                       "Replay the training step as a CUDA graph (GPU, mem-len 0, one process).")] = None,
 ) -> None:
-    """Train character-level language models on Tiny Shakespeare, one per attention, and compare them."""
+    """Train language models, one per attention, on Tiny Shakespeare or a synthetic recall task, and compare them."""
     job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, parallel=parallel, data=data,
                    results_dir=results_dir,
                    checkpoints_dir=checkpoints_dir)
@@ -251,7 +265,7 @@ def _train(
                      dropout=dropout, ctx=ctx, mem_len=mem_len, attn_impl=attn_impl, pos=pos, max_rel=max_rel,
                      flavour=flavour, batch=batch, steps=steps, epochs=epochs, lr=lr, min_lr=min_lr,
                      schedule=schedule, warmup=warmup, weight_decay=weight_decay, beta1=beta1, beta2=beta2,
-                     grad_clip=grad_clip, eval_every=eval_every, eval_stride=eval_stride, eval_batch=eval_batch,
+                     grad_clip=grad_clip, task=task, task_opts=task_opts, eval_ctx=eval_ctx, eval_every=eval_every, eval_stride=eval_stride, eval_batch=eval_batch,
                      log_every=log_every, seed=seed, device=device, amp=amp, compile=compile, cuda_graph=cuda_graph)
     _train_command(job, overrides, resume, fmt, _typed(context))
 
@@ -270,23 +284,26 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
     from attnbench.device import resolve_device
     from attnbench.errors import AttnbenchError
     from attnbench.plan import new_plan, resume_plan
+    from attnbench.sources import TEXT, make_source
     from attnbench.tables import check_format
 
     check_format(fmt)
     plan = resume_plan(resume, typed) if resume else new_plan(job, overrides)
-    corpus = load_corpus(plan.job.data)
-    if plan.data_sha256 and corpus.sha256 != plan.data_sha256:
+    source = make_source(plan.cfg, load_corpus(plan.job.data) if plan.cfg.task == TEXT else None)
+    sha = source.config().get("data_sha256", "")
+    if plan.data_sha256 and sha != plan.data_sha256:
         raise AttnbenchError("the corpus differs from the one this run was trained on; pass the same --data")
     with distributed.session(resolve_device(plan.cfg.device).type) as proc:
         if proc.is_main:
-            plan.start(corpus.sha256)
+            plan.start(sha)
         plan.run_dir, plan.records = distributed.broadcast((plan.run_dir, plan.records))
         with _TrainProgress(proc, plan.record_path) as progress:
             # the paper preset (flavour labml) runs the RCMHA authors' schedule, in lockstep groups
             runner = paper_run.run_plan if plan.cfg.flavour == "labml" else train.run_plan
-            recs = runner(plan, corpus, command=results.command_line(), on=progress, proc=proc)
+            recs = runner(plan, source.corpus if runner is paper_run.run_plan else source,
+                          command=results.command_line(), on=progress, proc=proc)
     if proc.is_main:
-        _show_train(recs, plan, corpus, fmt, proc.world, progress.written)
+        _show_train(recs, plan, source, fmt, proc.world, progress.written)
 
 
 class _TrainProgress:
@@ -325,7 +342,8 @@ class _TrainProgress:
         self.bar.update(self.task, completed=step, loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}")
 
     def _eval(self, step, val) -> None:
-        self.bar.console.print(f"  step {step}: val loss {val['loss']:.4f}  bpc {val['bpc']:.4f}  acc {val['acc']:.4f}")
+        bpc = f"  bpc {val['bpc']:.4f}" if "bpc" in val else ""
+        self.bar.console.print(f"  step {step}: val loss {val['loss']:.4f}{bpc}  acc {val['acc']:.4f}")
 
     def _done(self, record, written, earlier=False) -> None:
         if earlier:
@@ -342,14 +360,15 @@ class _TrainProgress:
                                    f"{written or self.record_path})", markup=True)
 
 
-_TRAIN_COLUMNS = {"attn": "attn", "runs": "runs", "paper_acc": "paper acc", "test_acc": "test acc", "heldout_acc": "val+test acc",
+_TRAIN_COLUMNS = {"attn": "attn", "runs": "runs", "paper_acc": "paper acc", "test_acc": "test acc",
+                  "test_exact": "all-right examples", "heldout_acc": "val+test acc",
                   "test_bpc": "test bpc", "val_loss_best": "best val loss", "params": "params",
                   "tokens_per_s": "tok/s", "wall_s": "wall s", "alloc_peak_mib": "alloc peak MiB",
                   "nvml_avg_mib": "NVML avg MiB", "nvml_peak_mib": "NVML peak MiB", "cpu_peak_rss_mib": "RSS peak MiB",
                   "status": "status"}
 
 
-def _show_train(recs: list[dict], plan, corpus, fmt: str, world: int, written: set) -> None:
+def _show_train(recs: list[dict], plan, source, fmt: str, world: int, written: set) -> None:
     """The summary table and samples; then one line (exit 1) for runs that failed or records that went elsewhere."""
     from rich.console import Console
 
@@ -359,14 +378,14 @@ def _show_train(recs: list[dict], plan, corpus, fmt: str, world: int, written: s
 
     rows, notes = summarize(recs)
     shown = [{_TRAIN_COLUMNS[k]: v for k, v in r.items() if k in _TRAIN_COLUMNS} for r in rows]
-    optional = ("status", "paper_acc")  # shown only when some row has one (paper_acc: the paper preset's runs)
-    columns = [v for k, v in _TRAIN_COLUMNS.items() if k not in optional or any(r.get(k) is not None for r in rows)]
+    # a metric column only when some row has a value (paper_acc: the paper preset; test_exact: a synthetic task)
+    columns = [v for k, v in _TRAIN_COLUMNS.items() if k in ("attn", "runs") or any(r.get(k) is not None for r in rows)]
     if world > 1:
         b = plan.cfg.batch
         notes.append(f"{world} processes (DistributedDataParallel): global batch {b} = {world} × {b // world}; "
                      f"tok/s counts every process")
     where = ", ".join(sorted(map(str, written))) or str(plan.record_path)
-    render_rows(shown, fmt, title=f"Tiny Shakespeare, held-out test split, full pass ({corpus.source})",
+    render_rows(shown, fmt, title=source.title,
                 columns=columns, notes=[*notes, f"records: {where}"])
     err = Console(stderr=True, highlight=False)
     for r in recs:

@@ -146,7 +146,11 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0: off
+    # task
+    task: str = "shakespeare"  # shakespeare (the corpus) | a synthetic task of tasks.py: mqar, selective-copying
+    task_opts: str = ""  # a synthetic task's options, "name=value,...": its sequence length is the context
     # evaluation
+    eval_ctx: str = ""  # length extrapolation: the test split also scored at these contexts, "256,512,..." (mem-len 0)
     eval_every: int = 500
     eval_stride: int = 0  # sliding-window stride; 0: ctx // 2 (every scored position sees >= ctx/2 of context)
     eval_batch: int = 64
@@ -188,8 +192,23 @@ class TrainConfig:
             raise AttnbenchError(f"schedule must be one of {', '.join(SCHEDULES)}, got {c.schedule!r}")
         if c.act not in ACTS:
             raise AttnbenchError(f"act must be one of {', '.join(ACTS)}, got {c.act!r}")
+        c.eval_ctx = ",".join(map(str, c.eval_lengths))
+        if c.eval_ctx and c.mem_len:
+            raise AttnbenchError("--eval-ctx scores windows without memory: it needs mem-len 0")
         c.attn_config()  # the attention's own checks (heads divide d-model, pos, ...)
         return c
+
+    @property
+    def eval_lengths(self) -> tuple[int, ...]:
+        """--eval-ctx as sorted distinct context lengths; one line (exit 2) for anything but positive integers."""
+        items = [t.strip() for t in self.eval_ctx.split(",") if t.strip()]
+        try:
+            lengths = sorted({int(t) for t in items})
+        except ValueError:
+            lengths = [0]
+        if lengths and lengths[0] <= 0:
+            raise AttnbenchError(f"--eval-ctx must be positive integers separated by commas, got {self.eval_ctx!r}")
+        return tuple(lengths)
 
     def attn_config(self) -> AttnConfig:
         """The attention settings of this run, the same for every attention; attention dropout = model dropout;
@@ -238,6 +257,8 @@ def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
     given = {k: v for k, v in overrides.items() if v is not None}
     if "steps" in given and "epochs" not in given:
         given["epochs"] = 0.0  # an explicit --steps wins over a preset's epochs
+    if "ctx" in given and "eval_stride" not in given:
+        given["eval_stride"] = 0  # an explicit --ctx: the default stride of that context (ctx/2), not the preset's
     return replace(PRESETS[preset], **given)
 
 

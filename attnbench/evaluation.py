@@ -41,27 +41,45 @@ def stream_plan(n: int, streams: int, burn: int) -> list[tuple[int, int, int]]:
 
 
 class Tally:
-    """Sums of loss, correct predictions and positions scored."""
+    """Sums of loss, correct predictions and positions scored; and of examples (rows) with every scored position
+    right, for the synthetic tasks."""
 
     def __init__(self):
-        self.nll, self.correct, self.n = 0.0, 0, 0
+        self.nll, self.correct, self.n, self.exact, self.examples = 0.0, 0, 0, 0, 0
 
     def add(self, logits: torch.Tensor, y: torch.Tensor, keep: torch.Tensor) -> None:
-        lg, yy = logits.float()[keep], y[keep]
-        self.nll += F.cross_entropy(lg, yy, reduction="sum").double().item()
-        self.correct += int((lg.argmax(-1) == yy).sum())
-        self.n += int(keep.sum())
+        """logits [b, L, V], targets y [b, L], keep [b, L]: the positions scored."""
+        self.add_kept(logits[keep], y[keep], keep.nonzero()[:, 0], y.shape[0])
+
+    def add_kept(self, logits: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, examples: int) -> None:
+        """The scored positions only: logits [k, V], targets y [k], rows [k] (which of the batch's `examples`
+        rows each came from)."""
+        lg = logits.float()
+        self.nll += F.cross_entropy(lg, y, reduction="sum").double().item()
+        wrong = lg.argmax(-1) != y  # [k]
+        self.correct += int((~wrong).sum())
+        self.n += len(y)
+        errors = torch.zeros(examples, device=y.device).index_add_(0, rows, wrong.float())  # [b]
+        self.exact += int((errors == 0).sum())
+        self.examples += examples
 
     def reduce(self, device: torch.device) -> None:
         """Sum the ranks' tallies (float64: counts stay exact up to 2^53)."""
-        t = torch.tensor([self.nll, self.correct, self.n], dtype=torch.float64, device=device)
-        self.nll, self.correct, self.n = distributed.all_reduce_sum(t).tolist()
-        self.correct, self.n = int(self.correct), int(self.n)
+        t = torch.tensor([self.nll, self.correct, self.n, self.exact, self.examples], dtype=torch.float64,
+                         device=device)
+        self.nll, *counts = distributed.all_reduce_sum(t).tolist()
+        self.correct, self.n, self.exact, self.examples = map(int, counts)
 
     def metrics(self) -> dict[str, float]:
         loss = self.nll / max(1, self.n)
         return {"loss": loss, "bpc": loss / math.log(2), "ppl": math.exp(min(loss, 700.0)),
                 "acc": self.correct / max(1, self.n), "n": self.n}
+
+    def task_metrics(self) -> dict[str, float]:
+        """A synthetic task: loss and accuracy over the scored positions, and the share of examples with every
+        scored position right (nats only: its tokens are not characters, so no bpc)."""
+        return {"loss": self.nll / max(1, self.n), "acc": self.correct / max(1, self.n), "n": self.n,
+                "exact": self.exact / max(1, self.examples), "examples": self.examples}
 
 
 @torch.no_grad()
@@ -114,6 +132,60 @@ def evaluate(model, data: torch.Tensor, c: TrainConfig, device: torch.device, ra
     if world > 1:
         tally.reduce(device)
     return tally.metrics()
+
+
+@torch.no_grad()
+def evaluate_task(model, batches, c: TrainConfig, device: torch.device, rank: int = 0,
+                  world: int = 1) -> dict[str, float]:
+    """A synthetic task's split (batches of x, y, mask from tasks.SyntheticTask.eval_batches): every example once,
+    scored at its masked positions only (the model's output layer runs there alone: CharLM.features, .logits). Under W processes rank r takes every W-th batch and the sums are
+    all-reduced. Returns loss (nats), acc, n (positions scored), exact (share of examples all right), examples."""
+    was = model.training
+    model.eval()
+    tally, amp = Tally(), autocast(device, c.amp)
+    try:
+        for i, (x, y, mask) in enumerate(batches):
+            if i % world != rank:
+                continue
+            y, mask = y.to(device), mask.to(device)
+            with amp:
+                h, _ = model.features(x.to(device))
+                logits = model.logits(h[mask])  # [k, V]: the output layer at the scored positions only
+            tally.add_kept(logits, y[mask], mask.nonzero()[:, 0], len(y))
+    finally:
+        model.train(was)
+    if world > 1:
+        tally.reduce(device)
+    return tally.task_metrics()
+
+
+def extrapolation(model, data: torch.Tensor, c: TrainConfig, lengths, device: torch.device, rank: int = 0,
+                  world: int = 1) -> list[dict]:
+    """Length extrapolation (issue 13): the split `data` scored at each context length L, a full pass with every
+    prediction scored once (window_plan, stride L/2: each has at least L/2 tokens of left context, as the trained
+    length's default pass) and the windows per batch scaled so that a batch holds as many tokens as at training
+    length. A length the model cannot run (a learned position table shorter than L), or one that fails, is a cell
+    {"ctx", "status", "reason"}; the other lengths are still scored."""
+    from dataclasses import replace
+
+    from attnbench.errors import classify
+
+    out = []
+    for L in lengths:
+        if L >= len(data):
+            out.append({"ctx": L, "status": "n/a", "reason": f"the split has {len(data)} tokens, not more than {L}"})
+            continue
+        at = replace(c, ctx=L, eval_stride=max(1, L // 2), eval_batch=max(1, c.eval_batch * c.ctx // L))
+        try:
+            m = evaluate(model, data, at, device, rank, world)
+        except Exception as e:  # a table too short (AttnbenchError): n/a; out of memory: oom; else an error cell
+            status, reason = classify(e)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            out.append({"ctx": L, "status": status, "reason": reason})
+            continue
+        out.append({"ctx": L, **{k: m[k] for k in ("loss", "bpc", "acc", "n")}})
+    return out
 
 
 @torch.no_grad()

@@ -81,8 +81,18 @@ class CharLM(nn.Module):
         """Every parameter once (the tied output shares the embedding's)."""
         return sum(p.numel() for p in self.parameters())
 
+    def attn_params(self) -> int:
+        """The attention modules' parameters, every block (the figure MHE's retention ratio is set beside)."""
+        return sum(p.numel() for b in self.blocks for p in b.attn.parameters())
+
     def forward(self, idx: torch.Tensor, mems: list[torch.Tensor] | None = None):
         """idx [B, T] -> (logits [B, T, V], new memories: one [B, M', D] per block, detached, or None)."""
+        h, new_mems = self.features(idx, mems)
+        return self.logits(h), new_mems
+
+    def features(self, idx: torch.Tensor, mems: list[torch.Tensor] | None = None):
+        """idx [B, T] -> (the final normalised states [B, T, D], new memories): forward without the output layer,
+        for scoring a few positions only (evaluation.evaluate_task)."""
         B, T = idx.shape
         if self.pos is not None and T > self.cfg.ctx:
             raise AttnbenchError(f"segment of {T} tokens exceeds the position table ({self.cfg.ctx})")
@@ -97,14 +107,15 @@ class CharLM(nn.Module):
                 seen = x if mem is None else torch.cat([mem, x], dim=1)  # [B, M+T, D]
                 new_mems.append(seen[:, -self.cfg.mem_len:].detach())
             x = block(x, mem)
-        return self.logits(self.ln_f(x)), new_mems
+        return self.ln_f(x), new_mems
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         return F.linear(h, self.tok.weight)  # tied output: [B, T, V]
 
 
 def lm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (nats) over [B, T] targets, computed in float32."""
+    """Mean next-token cross-entropy (nats) over the scored [B, T] targets, computed in float32; a target of -100
+    (tasks.IGNORE, cross_entropy's ignore_index) is not scored: a synthetic task's unqueried positions."""
     return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
 
 

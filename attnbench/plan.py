@@ -95,13 +95,17 @@ def new_plan(job: TrainJob, overrides: dict[str, Any]) -> Plan:
     that would make the run fail later or ignore a setting."""
     from attnbench.attention import parse_names
 
+    from attnbench.sources import TEXT, fit_config
+
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    cfg = make_config(job.preset, **overrides).resolved()
+    cfg = fit_config(make_config(job.preset, **overrides).resolved(), overrides)
     attns = parse_names(job.attn)
     if job.seeds <= 0:
         raise AttnbenchError(f"seeds must be positive, got {job.seeds}")
     if job.sample < 0:
         raise AttnbenchError(f"sample must be >= 0, got {job.sample}")
+    if job.sample and cfg.task != TEXT:
+        raise AttnbenchError(f"--sample generates text: not available with --task {cfg.task}")
     if cfg.flavour == "labml":
         for a in attns:
             check_flavour(a, cfg)

@@ -24,12 +24,12 @@ from typing import Any, Callable
 
 import torch
 
-from attnbench import checkpoints, distributed, results
+from attnbench import checkpoints, distributed, results, sources
 from attnbench.config import PRESETS, TRAIN_FIELDS as FIELDS, TrainConfig, make_config  # noqa: F401 (re-exported)
-from attnbench.data import Batches, Corpus
+from attnbench.data import Corpus
 from attnbench.device import resolve_device
 from attnbench.errors import AttnbenchError, Interrupted, RunFailed, classify
-from attnbench.evaluation import evaluate, generate
+from attnbench.evaluation import extrapolation, generate
 from attnbench.model import CharLM
 from attnbench.optim import autocast, lr_at, make_optimizer, train_step
 from attnbench.plan import Plan, RunSpec
@@ -70,12 +70,12 @@ class Run:
     """What start() builds for one run; fixed while the loop runs."""
 
     spec: RunSpec
-    corpus: Corpus
+    source: sources.CorpusSource | sources.TaskSource  # what it learns from and is scored on
     device: torch.device
     model: CharLM  # unwrapped (state_dict, evaluation); the step function may wrap it
     opt: torch.optim.Optimizer
     step_fn: Callable  # (x, y, mems, lr) -> (loss on the device, new mems)
-    batches: Batches
+    batches: Any  # data.Batches or sources.TaskBatches: get(step), new_epoch(step), steps_per_epoch
     total: int  # optimiser steps of the whole run
     ckpt_path: Path
     proc: distributed.Proc
@@ -92,7 +92,7 @@ class Run:
 
 
 # ================================================================================================ start
-def total_steps(c: TrainConfig, batches: Batches) -> int:
+def total_steps(c: TrainConfig, batches) -> int:
     if c.epochs > 0:
         return max(1, round(c.epochs * batches.steps_per_epoch))
     return c.steps
@@ -117,7 +117,7 @@ def step_function(model: CharLM, opt, c: TrainConfig, device: torch.device, worl
     return (lambda x, y, mems, lr: train_step(fwd, opt, x, y, mems, lr, c.grad_clip, amp)), note
 
 
-def start(spec: RunSpec, corpus: Corpus, ckpt_path: Path, resume: dict | None,
+def start(spec: RunSpec, source, ckpt_path: Path, resume: dict | None,
           proc: distributed.Proc) -> tuple[Run, RunState]:
     """Build everything one run needs; from `resume` (a checkpoint) when given."""
     c = spec.cfg
@@ -125,7 +125,7 @@ def start(spec: RunSpec, corpus: Corpus, ckpt_path: Path, resume: dict | None,
     if proc.world > 1 and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())  # LOCAL_RANK (distributed.init_from_env)
     torch.manual_seed(spec.seed)
-    model = CharLM(c.model_config(spec.attn, corpus.vocab_size)).to(device)
+    model = CharLM(c.model_config(spec.attn, source.vocab_size)).to(device)
     graph_possible = c.cuda_graph and device.type == "cuda" and c.mem_len == 0 and proc.world == 1 and not c.compile
     opt = make_optimizer(model, c, device, capturable=graph_possible)
     state = RunState()
@@ -134,7 +134,7 @@ def start(spec: RunSpec, corpus: Corpus, ckpt_path: Path, resume: dict | None,
         opt.load_state_dict(resume["opt"])
         known = {f.name for f in fields(RunState)}
         state = RunState(**{k: v for k, v in resume["state"].items() if k in known})
-    batches = Batches(corpus.train, c.batch, c.ctx, c.mem_len, spec.seed, proc.rank, proc.world)
+    batches = source.batches(c, spec.seed, proc.rank, proc.world)
     if device.type == "cuda":
         # before the capture: its eager warm-up steps are what the allocator sees of a step, since replays reuse the
         # graph's private pool without allocating
@@ -144,14 +144,12 @@ def start(spec: RunSpec, corpus: Corpus, ckpt_path: Path, resume: dict | None,
     setup_s = time.perf_counter() - t
     total = total_steps(c, batches)
     config = {"preset_fields": asdict(c), "attn": spec.attn, "seed": spec.seed, "total_steps": total,
-              "data": corpus.source, "data_sha256": corpus.sha256, "vocab": corpus.vocab_size,
-              "split_tokens": [len(corpus.train), len(corpus.val), len(corpus.test)],
-              "device": str(device), "amp": "bf16" if (c.amp and device.type == "cuda") else "fp32",
+              **source.config(), "attn_config": asdict(c.attn_config()), "device": str(device), "amp": "bf16" if (c.amp and device.type == "cuda") else "fp32",
               "resumed_from_step": state.step if resume is not None else None,
               "resumed_world_size": resume.get("world_size", 1) if resume is not None else None,
               "world_size": proc.world, "global_batch": c.batch, "per_rank_batch": c.batch // proc.world,
               "cuda_graph": graph_note}
-    run = Run(spec, corpus, device, model, opt, step_fn, batches, total, ckpt_path, proc, config, setup_s)
+    run = Run(spec, source, device, model, opt, step_fn, batches, total, ckpt_path, proc, config, setup_s)
     return run, state
 
 
@@ -175,7 +173,7 @@ def log_losses(run: Run, st: RunState, pending: list[torch.Tensor], on: Callback
 def validate(run: Run, st: RunState, on: Callback) -> None:
     """A validation pass; the best weights so far are kept on the host."""
     t = time.perf_counter()
-    m = evaluate(run.model, run.corpus.val, run.cfg, run.device, run.proc.rank, run.proc.world)
+    m = run.source.evaluate(run.model, "val", run.cfg, run.device, run.proc.rank, run.proc.world)
     st.eval_s += time.perf_counter() - t
     st.val_n = m["n"]
     st.curves.append({"step": st.step, "seconds": round(st.seconds + run.elapsed(), 3), "train_loss": st.last_loss,
@@ -191,7 +189,7 @@ def save_checkpoint(run: Run, st: RunState) -> None:
     state = st.saved()
     state["seconds"] = st.seconds + run.elapsed()
     checkpoints.save(run.ckpt_path, attn=run.spec.attn, seed=run.spec.seed, cfg=asdict(run.cfg),
-                     world=run.proc.world, model=run.model, opt=run.opt, state=state, vocab=run.corpus.chars)
+                     world=run.proc.world, model=run.model, opt=run.opt, state=state, vocab=run.source.chars)
 
 
 def loop(run: Run, st: RunState, on: Callback) -> None:
@@ -230,17 +228,20 @@ def loop(run: Run, st: RunState, on: Callback) -> None:
 
 # ================================================================================================ finish
 def test_pass(run: Run, st: RunState) -> dict[str, Any]:
-    """The test split, scored once on the best-validation weights; with the validation split, the held-out 10 %."""
+    """The test split, scored once on the best-validation weights (the source says which metrics it gives); then,
+    with --eval-ctx, the same split at each extrapolation length (Shakespeare)."""
     run.model.load_state_dict(st.best_state)
     t = time.perf_counter()
-    test = evaluate(run.model, run.corpus.test, run.cfg, run.device, run.proc.rank, run.proc.world)
+    test = run.source.evaluate(run.model, "test", run.cfg, run.device, run.proc.rank, run.proc.world)
     best = min(st.curves, key=lambda r: r["val_loss"])
-    return {"test_eval_s": time.perf_counter() - t, "best_step": best["step"], "val_acc_best": best["val_acc"],
-            "val_bpc_best": st.best_val / math.log(2), "test_loss": test["loss"], "test_bpc": test["bpc"],
-            "test_ppl": test["ppl"], "test_acc": test["acc"], "test_n": test["n"],
-            # the last 10 % of the text (validation then test, best weights): the held-out split of nanoGPT's
-            # shakespeare_char, which the issue's 0.579 reference model was most likely scored on
-            "heldout_acc": (best["val_acc"] * st.val_n + test["acc"] * test["n"]) / (st.val_n + test["n"])}
+    out = {"test_eval_s": time.perf_counter() - t, "best_step": best["step"], "val_acc_best": best["val_acc"],
+           **run.source.test_metrics(test, best, st.best_val, st.val_n)}
+    if run.cfg.eval_lengths:
+        t = time.perf_counter()
+        out["eval_ctx"] = extrapolation(run.model, run.source.corpus.test, run.cfg, run.cfg.eval_lengths, run.device,
+                                        run.proc.rank, run.proc.world)
+        out["eval_ctx_s"] = time.perf_counter() - t
+    return out
 
 
 def cpu_peak_rss_mib() -> float:
@@ -259,7 +260,7 @@ def nvml_sampler(device: torch.device):
 
 
 def metrics_of(run: Run, st: RunState, test: dict[str, Any] | None, nv: dict[str, Any] | None) -> dict[str, Any]:
-    m: dict[str, Any] = {"params": run.model.n_params(), "steps": st.step, "tokens": st.tokens,
+    m: dict[str, Any] = {"params": run.model.n_params(), "attn_params": run.model.attn_params(), "steps": st.step, "tokens": st.tokens,
                          "wall_s": st.seconds + run.setup_s + run.elapsed(), "setup_s": run.setup_s,
                          "train_s": st.train_s, "eval_s": st.eval_s,
                          "tokens_per_s": st.tokens / st.train_s if st.train_s > 0 else None,
@@ -289,15 +290,16 @@ def write_record(run: Run, st: RunState, record_path: Path, metrics: dict, sampl
 
 
 # ================================================================================================ one run
-def run_one(spec: RunSpec, corpus: Corpus, *, record_path: Path, ckpt_path: Path, command: str,
+def run_one(spec: RunSpec, data: "Corpus | sources.CorpusSource | sources.TaskSource", *, record_path: Path, ckpt_path: Path, command: str,
             on: Callback = _quiet, sample: int = 0, resume: dict | None = None,
             proc: distributed.Proc = distributed.SINGLE) -> dict[str, Any]:
     """Train one model, evaluate it, write its record; returns the record (also on NaN: status "error").
 
-    Ctrl-C or a peer process failing, at any point of the loop or the test pass: the checkpoint is brought up to
-    date and a partial record written (its key "partial" set); run_plan then says how to continue."""
+    `data`: the run's source, or the corpus (sources.as_source). Ctrl-C or a peer process failing, at any point of
+    the loop or the test pass: the checkpoint is brought up to date and a partial record written (its key "partial"
+    set); run_plan then says how to continue."""
     # start
-    run, st = start(spec, corpus, ckpt_path, resume, proc)
+    run, st = start(spec, sources.as_source(data, spec.cfg), ckpt_path, resume, proc)
     on("start", attn=spec.attn, seed=spec.seed, total=run.total, step=st.step, params=run.model.n_params())
     sampler, test, text, partial = nvml_sampler(run.device), None, None, False
     with sampler if sampler is not None else contextlib.nullcontext():
@@ -308,7 +310,7 @@ def run_one(spec: RunSpec, corpus: Corpus, *, record_path: Path, ckpt_path: Path
             if st.status == "ok" and st.best_state is not None:
                 test = test_pass(run, st)
                 if sample and proc.is_main:
-                    text = generate(run.model, corpus, sample, run.device, run.cfg, spec.seed)
+                    text = generate(run.model, run.source.corpus, sample, run.device, run.cfg, spec.seed)
         except KeyboardInterrupt:
             partial = True
             st.status, st.reason = "error", _where_stopped("interrupted", run, st, test)
@@ -353,12 +355,13 @@ def crash_record(spec: RunSpec, e: Exception, record_path: Path, command: str) -
     return rec, results.append_or_fallback(record_path, rec)
 
 
-def run_plan(plan: Plan, corpus: Corpus, *, command: str, on: Callback = _quiet,
-             proc: distributed.Proc = distributed.SINGLE) -> list[dict[str, Any]]:
+def run_plan(plan: Plan, data: "Corpus | sources.CorpusSource | sources.TaskSource | None", *, command: str,
+             on: Callback = _quiet, proc: distributed.Proc = distributed.SINGLE) -> list[dict[str, Any]]:
     """Every (attention, seed) of the plan in order: finished runs of earlier sessions are kept as they are, an
     interrupted one continues from its checkpoint, the others start. A run that crashes is recorded and the others
-    go on (one process); Ctrl-C or a failed peer stops here with the command that continues."""
-    done, out = finished_records(plan), []
+    go on (one process); Ctrl-C or a failed peer stops here with the command that continues. `data`: the corpus
+    (None for a synthetic task) or a source."""
+    done, out, source = finished_records(plan), [], sources.as_source(data, plan.cfg)
     for spec in plan.specs():
         if (spec.attn, spec.seed) in done:
             out.append(done[(spec.attn, spec.seed)])
@@ -367,7 +370,7 @@ def run_plan(plan: Plan, corpus: Corpus, *, command: str, on: Callback = _quiet,
         ckpt = plan.checkpoint(spec)
         try:
             resume = checkpoints.load(ckpt) if ckpt.is_file() else None
-            rec = run_one(spec, corpus, record_path=plan.record_path, ckpt_path=ckpt, command=command, on=on,
+            rec = run_one(spec, source, record_path=plan.record_path, ckpt_path=ckpt, command=command, on=on,
                           sample=plan.job.sample, resume=resume, proc=proc)
         except KeyboardInterrupt:
             raise Interrupted(f"{spec.attn} (seed {spec.seed}): interrupted before its first step; finished runs "

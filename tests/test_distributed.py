@@ -19,7 +19,8 @@ import torch
 from typer.testing import CliRunner
 
 from attnbench import checkpoints, cli, distributed, train
-from attnbench.data import corpus_from_text, load_corpus
+from attnbench.data import Batches, corpus_from_text, load_corpus
+from attnbench.evaluation import evaluate
 from attnbench.errors import AttnbenchError
 from attnbench.model import build_model
 
@@ -66,8 +67,8 @@ def two_procs(tmp_path_factory):
 @pytest.mark.parametrize("world", [2, 4])
 def test_ranks_batches_make_up_the_one_process_batch(mem_len, world):
     data = torch.arange(20_000)
-    one = train.Batches(data, 8, 16, mem_len, seed=5)
-    ranks = [train.Batches(data, 8, 16, mem_len, seed=5, rank=r, world=world) for r in range(world)]
+    one = Batches(data, 8, 16, mem_len, seed=5)
+    ranks = [Batches(data, 8, 16, mem_len, seed=5, rank=r, world=world) for r in range(world)]
     for step in (0, 3, 77):
         parts = [b.get(step) for b in ranks]
         assert all(x.shape == (8 // world, 16) for x, _ in parts)
@@ -78,7 +79,7 @@ def test_ranks_batches_make_up_the_one_process_batch(mem_len, world):
 
 def test_global_batch_must_divide_by_the_processes():
     with pytest.raises(AttnbenchError, match="not divisible by the 3 processes"):
-        train.Batches(torch.arange(5000), 8, 16, 0, seed=0, rank=0, world=3)
+        Batches(torch.arange(5000), 8, 16, 0, seed=0, rank=0, world=3)
 
 
 @pytest.mark.parametrize("mem_len", [0, 8])
@@ -91,9 +92,9 @@ def test_rank_shares_of_the_evaluation_partition_it(mem_len):
     torch.manual_seed(0)
     model = build_model("mha", corpus.vocab_size, n_layers=1, d_model=32, n_heads=2, d_ff=32, ctx=16, dropout=0.0,
                         act="gelu", mem_len=mem_len)
-    full = train.evaluate(model, corpus.val, c, torch.device("cpu"))
+    full = evaluate(model, corpus.val, c, torch.device("cpu"))
     for world in (2, 3):
-        shares = [train.evaluate(model, corpus.val, c, torch.device("cpu"), r, world) for r in range(world)]
+        shares = [evaluate(model, corpus.val, c, torch.device("cpu"), r, world) for r in range(world)]
         assert sum(s["n"] for s in shares) == full["n"] == len(corpus.val) - 1
         assert all(s["n"] > 0 for s in shares)
         assert sum(s["loss"] * s["n"] for s in shares) / full["n"] == pytest.approx(full["loss"], rel=1e-5)
@@ -139,12 +140,12 @@ def test_two_process_evaluation_equals_one_process_evaluation(two_procs):
                         d_ff=c.d_ff, ctx=c.ctx, dropout=c.dropout, act=c.act, mem_len=c.mem_len, impl=c.attn_impl)
     cpu = torch.device("cpu")
     model.load_state_dict(ck["model"])  # the weights of the last evaluation (step K)
-    val = train.evaluate(model, corpus.val, c, cpu)
+    val = evaluate(model, corpus.val, c, cpu)
     last = r["curves"][-1]
     assert last["val_loss"] == pytest.approx(val["loss"], rel=1e-6, abs=1e-9)
     assert abs(last["val_acc"] - val["acc"]) <= 1 / val["n"]
     model.load_state_dict(ck["state"]["best_state"])  # the test split is scored on the best-validation weights
-    test = train.evaluate(model, corpus.test, c, cpu)
+    test = evaluate(model, corpus.test, c, cpu)
     m = r["metrics"]
     assert m["test_n"] == test["n"] and m["test_loss"] == pytest.approx(test["loss"], rel=1e-6, abs=1e-9)
     assert abs(m["test_acc"] - test["acc"]) <= 1 / test["n"]

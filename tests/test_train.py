@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from attnbench import cli, evaluation, train
 from attnbench.config import TrainJob
-from attnbench.data import corpus_from_text
+from attnbench.data import Batches, corpus_from_text
 from attnbench.errors import AttnbenchError, Interrupted
 from attnbench.model import CharLM, build_model
 from attnbench.plan import new_plan, resume_plan
@@ -77,17 +77,17 @@ def test_schedules():
 
 def test_batches_are_a_function_of_seed_and_step():
     data = torch.arange(5000)
-    a, b = train.Batches(data, 4, 16, 0, seed=3), train.Batches(data, 4, 16, 0, seed=3)
+    a, b = Batches(data, 4, 16, 0, seed=3), Batches(data, 4, 16, 0, seed=3)
     for s in (0, 7, 123):
         xa, ya = a.get(s)
         assert torch.equal(xa, b.get(s)[0]) and torch.equal(ya, xa + 1)  # targets are the next tokens
-    assert not torch.equal(a.get(0)[0], train.Batches(data, 4, 16, 0, seed=4).get(0)[0])
-    assert not torch.equal(a.get(0)[0], train.Batches(data, 4, 16, 0, seed=3, rank=1, world=2).get(0)[0])
+    assert not torch.equal(a.get(0)[0], Batches(data, 4, 16, 0, seed=4).get(0)[0])
+    assert not torch.equal(a.get(0)[0], Batches(data, 4, 16, 0, seed=3, rank=1, world=2).get(0)[0])
 
 
 def test_memory_batches_are_contiguous_streams():
     data = torch.arange(1000)
-    b = train.Batches(data, 4, 8, mem_len=16, seed=0)
+    b = Batches(data, 4, 8, mem_len=16, seed=0)
     x0, _ = b.get(0)
     x1, y1 = b.get(1)
     assert torch.equal(x1[:, 0], x0[:, -1] + 1)  # the next segment continues each stream
@@ -128,7 +128,7 @@ def test_evaluation_equals_brute_force(attn, stride):
                         act="gelu").double()
     data = torch.randint(0, V, (41,))
     c = replace(train.PRESETS["tiny"], ctx=ctx, eval_stride=stride, eval_batch=4, mem_len=0)
-    got = train.evaluate(model, data, c, torch.device("cpu"))
+    got = evaluation.evaluate(model, data, c, torch.device("cpu"))
     plan = evaluation.window_plan(len(data), ctx, stride)
     start_of = {}
     for s, f in plan:
@@ -152,10 +152,10 @@ def test_memory_evaluation_scores_every_prediction_once():
                         mem_len=6).double()
     c = replace(train.PRESETS["paper"], ctx=4, mem_len=6, eval_batch=4)
     data = torch.randint(0, 7, (101,))
-    got = train.evaluate(model, data, c, torch.device("cpu"))
+    got = evaluation.evaluate(model, data, c, torch.device("cpu"))
     assert got["n"] == 100
     # one stream only: the first prediction of a segment sees the previous segment through memory
-    one = train.evaluate(model, data[:9], replace(c, eval_batch=1), torch.device("cpu"))
+    one = evaluation.evaluate(model, data[:9], replace(c, eval_batch=1), torch.device("cpu"))
     mem_logits = []
     _, mems = model(data[None, :4])
     out, _ = model(data[None, 4:8], mems)
@@ -199,7 +199,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 def test_nan_loss_stops_and_keeps_what_was_measured(tmp_path, monkeypatch, device):
     """A weight turned NaN in place before step 9: on CUDA the step is a replayed CUDA graph (it reads the weights
     in place and never calls train_step), so the NaN is put into the model, not into train_step's result."""
-    models, real_get = [], train.Batches.get
+    models, real_get = [], Batches.get
 
     def capture(*a, **k):
         models.append(CharLM(*a, **k))
@@ -212,7 +212,7 @@ def test_nan_loss_stops_and_keeps_what_was_measured(tmp_path, monkeypatch, devic
         return real_get(self, step)
 
     monkeypatch.setattr(train, "CharLM", capture)
-    monkeypatch.setattr(train.Batches, "get", poison_before_step_9)
+    monkeypatch.setattr(Batches, "get", poison_before_step_9)
     rec = train.run_one(_spec(device=device), _small_corpus(), record_path=tmp_path / "r.jsonl",
                         ckpt_path=tmp_path / "c.pt", command="test")
     assert rec["config"]["cuda_graph"] == ("on" if device == "cuda" else "off")
@@ -226,7 +226,7 @@ def test_ctrl_c_mid_plan_then_resume_continues_every_attention_and_seed(tmp_path
     """Two attentions × two seeds; Ctrl-C at step 8 of the second run. The finished run's record stays, the
     interrupted one gets a partial record and a checkpoint, and resuming the plan runs what is left of all four."""
     corpus, p = _small_corpus(), _plan(tmp_path, attn="mha,sha", seeds=2)
-    real, starts = train.Batches.get, []
+    real, starts = Batches.get, []
 
     def interrupt_second_run_at_step_8(self, step):
         starts.extend([1] if step == 0 else [])
@@ -234,7 +234,7 @@ def test_ctrl_c_mid_plan_then_resume_continues_every_attention_and_seed(tmp_path
             raise KeyboardInterrupt
         return real(self, step)
 
-    monkeypatch.setattr(train.Batches, "get", interrupt_second_run_at_step_8)
+    monkeypatch.setattr(Batches, "get", interrupt_second_run_at_step_8)
     with pytest.raises(Interrupted) as e:
         train.run_plan(p, corpus, command="test")
     assert e.value.exit_code == 130 and "\n" not in str(e.value)
@@ -243,7 +243,7 @@ def test_ctrl_c_mid_plan_then_resume_continues_every_attention_and_seed(tmp_path
     first = _lines(p.record_path)
     assert [(r["attn"], r["status"], r.get("partial")) for r in first] == [("mha", "ok", None), ("sha", "error", True)]
     assert not list(Path(p.run_dir).glob("*.part"))  # atomic writes left no temporary file
-    monkeypatch.setattr(train.Batches, "get", real)
+    monkeypatch.setattr(Batches, "get", real)
 
     again = resume_plan(p.run_dir, {})
     recs = train.run_plan(again, corpus, command="test")
@@ -273,7 +273,7 @@ def test_ctrl_c_during_the_test_pass_keeps_a_record_and_resume_only_tests(tmp_pa
         raise AssertionError("a finished run trained again")
 
     monkeypatch.setattr(train, "test_pass", real_test)
-    monkeypatch.setattr(train.Batches, "get", no_training)
+    monkeypatch.setattr(Batches, "get", no_training)
     (rec,) = train.run_plan(resume_plan(p.run_dir, {}), corpus, command="test")
     assert rec["status"] == "ok" and rec["config"]["resumed_from_step"] == 12 and 0 < rec["metrics"]["test_acc"] < 1
     assert [c["step"] for c in rec["curves"]] == [6, 12]
@@ -318,16 +318,24 @@ def test_resume_honours_data_and_results_dir_and_refuses_the_rest(tmp_path):
             resume_plan(p.run_dir, typed)
 
 
-def test_summary_says_which_differences_exceed_the_spread():
+def test_summary_tests_differences_with_welch_and_holm():
     def rec(attn, acc):
         return {"attn": attn, "status": "ok", "metrics": {"test_acc": acc, "test_bpc": 2.0 - acc, "params": 10}}
 
-    rows, notes = summarize([rec("mha", 0.50), rec("mha", 0.52), rec("rcmha", 0.60), rec("rcmha", 0.62),
-                             rec("mdha", 0.51), rec("mdha", 0.53)])
+    recs = [rec("mha", a) for a in (0.50, 0.52, 0.51)] + [rec("rcmha", a) for a in (0.60, 0.62, 0.61)] + \
+        [rec("mdha", a) for a in (0.51, 0.53, 0.50)] + [rec("sha", 0.4)]
+    rows, notes = summarize(recs)
     assert rows[0]["params"] == 10 and "±" in rows[0]["test_acc"]
     text = "\n".join(notes)
-    assert "test_acc: mha − rcmha = -0.1000, which exceeds" in text
-    assert "test_acc: mha − mdha = -0.0100, which does not exceed" in text
+    from attnbench import stats
+
+    p = stats.pairwise({"mha": [0.50, 0.52, 0.51], "rcmha": [0.60, 0.62, 0.61], "mdha": [0.51, 0.53, 0.50]}, True)
+    by = {(r["a"], r["b"]): r for r in p}
+    assert by[("mha", "rcmha")]["p_holm"] < 0.05 and by[("mha", "mdha")]["p_holm"] > 0.05
+    assert "test_acc: mha − rcmha = -0.1000, rcmha better than mha (p_holm<0.001)" in text
+    assert "test_acc: mha − mdha = -0.0033, cannot be told apart" in text
+    assert "sha" not in text  # one seed: no test
+    assert len([n for n in notes if n.startswith("test_acc")]) == 3  # 3 pairs of the three tested attentions
 
 
 # ---------------------------------------------------------------------------------------------- the real CLI
