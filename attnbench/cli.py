@@ -373,7 +373,7 @@ def _show_train(recs: list[dict], plan, source, fmt: str, world: int, written: s
     from rich.console import Console
 
     from attnbench.errors import RunFailed
-    from attnbench.summary import summarize
+    from attnbench.summary import extrapolation_rows, summarize
     from attnbench.tables import render_rows
 
     rows, notes = summarize(recs)
@@ -387,6 +387,10 @@ def _show_train(recs: list[dict], plan, source, fmt: str, world: int, written: s
     where = ", ".join(sorted(map(str, written))) or str(plan.record_path)
     render_rows(shown, fmt, title=source.title,
                 columns=columns, notes=[*notes, f"records: {where}"])
+    extrapolation = extrapolation_rows(recs)
+    if extrapolation:
+        render_rows(extrapolation, fmt, title=f"Length extrapolation: test loss (nats) / accuracy at each context "
+                                              f"(trained at {plan.cfg.ctx})")
     err = Console(stderr=True, highlight=False)
     for r in recs:
         if r.get("sample"):

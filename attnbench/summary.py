@@ -51,3 +51,22 @@ def summarize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+
+
+def extrapolation_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """--eval-ctx on screen: per attention, the test loss and accuracy at each evaluated context (mean over the
+    seeds that scored it), or the first seed's reason why a length could not be scored."""
+    by: dict[str, dict[int, list[dict]]] = {}
+    for r in records:
+        for e in (r.get("metrics") or {}).get("eval_ctx") or []:
+            by.setdefault(r["attn"], {}).setdefault(e["ctx"], []).append(e)
+    rows = []
+    for attn, at in by.items():
+        row: dict[str, Any] = {"attn": attn}
+        for ctx, cells in sorted(at.items()):
+            ok = [c for c in cells if "loss" in c]
+            row[f"T={ctx}"] = (f"{statistics.fmean(c['loss'] for c in ok):.3f} / "
+                               f"{statistics.fmean(c['acc'] for c in ok):.3f}") if ok else \
+                f"{cells[0]['status']}: {cells[0]['reason']}"
+        rows.append(row)
+    return rows

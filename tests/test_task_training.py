@@ -157,6 +157,8 @@ def test_cli_eval_ctx_records_each_length(tmp_path):
                                 "--results-dir", str(tmp_path / "r"), "--checkpoints-dir", str(tmp_path / "c")],
                       env={"ATTNBENCH_DATA": str(CORPUS)})
     assert r.exit_code == 0, r.output
+    assert "Length extrapolation: test loss (nats) / accuracy at each context (trained at 32)" in r.output
+    assert "n/a: segment of 64 tokens exceeds the position table (32)" in r.output
     mha, rmha = _records(tmp_path / "r")
     assert mha["config"]["preset_fields"]["eval_ctx"] == "16,64"
     assert [e["ctx"] for e in mha["metrics"]["eval_ctx"]] == [16, 64]
