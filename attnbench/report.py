@@ -129,15 +129,19 @@ def train_preset(r: dict[str, Any], any_width: bool = False) -> str:
         from attnbench.config import PRESETS
     except ImportError:
         return "custom"
+    refs = {}
     for name, preset in PRESETS.items():
         try:
             width = fields.get(WIDTH) if any_width and isinstance(fields.get(WIDTH), int) else preset.d_model
-            ref = asdict(replace(preset, **{WIDTH: width}).resolved())
+            refs[name] = asdict(replace(preset, **{WIDTH: width}).resolved())
         except AttnbenchError:
             continue
-        # the task is a section key of its own: a preset's model and schedule on mqar is still that preset
-        if all(fields.get(k) == v for k, v in ref.items() if k not in (*TRAIN_IGNORE, TASK, TASK_OPTS)):
-            return name
+    # the task is a section key of its own: a preset's model and schedule on another task is still that preset;
+    # a preset that names the run's task as well is preferred
+    for ignore in ((*TRAIN_IGNORE,), (*TRAIN_IGNORE, TASK, TASK_OPTS)):
+        for name, ref in refs.items():
+            if all(fields.get(k) == v for k, v in ref.items() if k not in ignore):
+                return name
     return "custom"
 
 
