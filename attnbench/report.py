@@ -63,7 +63,9 @@ RATIO = f"x {BASELINE.upper()}"
 RATIO_BOOT, RATIO_DELTA = f"{RATIO} CI (bootstrap)", f"{RATIO} CI (delta)"
 # Length extrapolation (train --eval-ctx): metrics[EVAL_CTX] = [{ctx, loss, bpc, acc, n} | {ctx, status, reason}]
 EVAL_CTX, EVAL_CTX_ACC, EVAL_CTX_LOSS = "eval_ctx", "acc", "loss"
+REASON_CHARS = 48  # an n/a cell keeps the reason's first clause, about this long
 WIDTH = "d_model"  # a width sweep (Zoology, arXiv 2312.04927, Figure 2): series differing in this setting only,
+TASK_FIXED = ("ctx", "eval_stride")  # a synthetic task's sequence length is both (sources.py)
 WIDTH_DERIVED = {"d_ff": 4}  # and in these when derived from it (TrainConfig.resolved: d_ff 0 -> 4 d_model)
 
 # Config keys (bench.py, train.py) that place a record on an axis or say where it ran, not which series it is in.
@@ -136,9 +138,10 @@ def train_preset(r: dict[str, Any], any_width: bool = False) -> str:
             refs[name] = asdict(replace(preset, **{WIDTH: width}).resolved())
         except AttnbenchError:
             continue
-    # the task is a section key of its own: a preset's model and schedule on another task is still that preset;
-    # a preset that names the run's task as well is preferred
-    for ignore in ((*TRAIN_IGNORE,), (*TRAIN_IGNORE, TASK, TASK_OPTS)):
+    # the task is a section key of its own: a preset's model and schedule on another task is still that preset
+    # (at the task's context); a preset that names the run's task as well is preferred
+    fixed = TASK_FIXED if SEQ_LEN in task_of(r) else ()
+    for ignore in ((*TRAIN_IGNORE,), (*TRAIN_IGNORE, TASK, TASK_OPTS, *fixed)):
         for name, ref in refs.items():
             if all(fields.get(k) == v for k, v in ref.items() if k not in ignore):
                 return name
@@ -676,10 +679,13 @@ def _trained_ctx(r: dict[str, Any]) -> int | None:
 
 
 def _short_reason(entries: Sequence[dict[str, Any]]) -> str:
-    """'n/a: learned absolute positions' from "learned absolute positions: a table of 256 rows"."""
+    """'n/a: learned absolute positions' from "learned absolute positions: a table of 256 rows": the reason's
+    first clause, cut at a word near REASON_CHARS."""
     why = next((str(e.get("reason")) for e in entries if e.get("reason")), "")
     why = why.split(":", 1)[0].strip()
-    return f"{entries[0].get('status') or 'n/a'}" + (f": {why[:40]}" if why else "")
+    if len(why) > REASON_CHARS:
+        why = why[:REASON_CHARS].rsplit(" ", 1)[0] + " …"
+    return f"{entries[0].get('status') or 'n/a'}" + (f": {why}" if why else "")
 
 
 def _extrapolation(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tuple, title: str,

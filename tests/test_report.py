@@ -234,7 +234,12 @@ def real_runs(tmp_path_factory):
                  ["memory", "--attn", "mha", "--seq-len", "256,512", *common],  # CPU RSS growth counts pages
                  ["train", "--attn", "mha", "--preset", "tiny", "--seeds", "2", "--steps", "4", "--eval-every", "2",
                   "--ctx", "16", "--eval-stride", "16", "--batch", "4", "--eval-batch", "8", "--layers", "1", "--d-model", "16",
-                  "--heads", "2", "--data", str(corpus), "--results-dir", str(d), "--checkpoints-dir", str(d / "ck")]):
+                  "--heads", "2", "--data", str(corpus), "--results-dir", str(d), "--checkpoints-dir", str(d / "ck"),
+                  "--eval-ctx", "8,16,32"],
+                 ["train", "--attn", "mha,sha", "--preset", "tiny", "--task", "mqar", "--task-opt",
+                  "vocab_size=32,seq_len=16,num_kv_pairs=2,train_examples=64,test_examples=16", "--seeds", "2",
+                  "--steps", "4", "--eval-every", "2", "--batch", "4", "--eval-batch", "8", "--layers", "1",
+                  "--d-model", "16", "--heads", "2", "--results-dir", str(d), "--checkpoints-dir", str(d / "ck")]):
         res = run(app, args)
         assert res.exit_code == 0, (args[0], res.output)
     return d
@@ -248,7 +253,8 @@ def test_report_of_real_runs(real_runs, tmp_path):
     res = CliRunner().invoke(app, ["report", str(real_runs), "--out", str(tmp_path / "out")])
     assert res.exit_code == 0, res.output
     pngs = sorted((tmp_path / "out").glob("*.png"))
-    assert [p.name.split("-")[0] for p in pngs] == ["memory", "speed", "train"] and all(map(is_png, pngs))
+    assert [p.name.split("-")[0] for p in pngs] == ["extrapolation", "memory", "speed", "train", "train"]
+    assert all(map(is_png, pngs))
     md = (tmp_path / "out" / "report.md").read_text()
     # every recorded median and test accuracy is in the tables, as the table layer prints it
     from attnbench.tables import cell
@@ -258,11 +264,35 @@ def test_report_of_real_runs(real_runs, tmp_path):
             row = next(x for x in md_rows(md, r["attn"]) if x.get("T") == str(r["config"]["seq_len"])
                        and "median_ms" in x)
             assert row["median_ms"] == cell(r["metrics"]["median_ms"])
-    accs = [r["metrics"]["test_acc"] for r in records if r["kind"] == "train"]
-    mean, std = sum(accs) / 2, __import__("statistics").stdev(accs)
-    row = next(x for x in md_rows(md, "mha") if "test_acc" in x)
-    assert row["test_acc"] == (f"{cell(mean)} ± {cell(std)}" if std else cell(mean)) and row["seeds"] == "2"
-    assert "preset custom" in md  # 4 steps is not the tiny preset any more
+
+    def mean_std(vals):
+        mean, std = sum(vals) / len(vals), __import__("statistics").stdev(vals)
+        return f"{cell(mean)} ± {cell(std)}" if std else cell(mean)
+
+    train = [r for r in records if r["kind"] == "train"]
+    by_task = {t: [r for r in train if r["config"]["task"]["task"] == t] for t in ("shakespeare", "mqar")}
+    heads = {h.split(" · task ")[1]: text for h, text in sections(md).items() if " · task " in h}
+    assert sorted(heads) == ["mqar (num_kv_pairs=2, seq_len=16, test_examples=16, train_examples=64, vocab_size=32)",
+                             "shakespeare"]
+    mqar = next(text for h, text in heads.items() if h.startswith("mqar"))
+    for attn in ("mha", "sha"):
+        row = next(x for x in md_rows(mqar, attn) if "seeds" in x)
+        assert row["test_acc"] == mean_std([r["metrics"]["test_acc"] for r in by_task["mqar"] if r["attn"] == attn])
+        assert row["test_exact"] == mean_std([r["metrics"]["test_exact"] for r in by_task["mqar"]
+                                              if r["attn"] == attn])
+    text = heads["shakespeare"]
+    row = next(x for x in md_rows(text, "mha") if "seeds" in x)
+    assert row["test_acc"] == mean_std([r["metrics"]["test_acc"] for r in by_task["shakespeare"]])
+    assert row["seeds"] == "2" and "preset custom" in md  # 4 steps is not the tiny preset any more
+    # length extrapolation: each evaluated length's accuracy over the two seeds, or the recorded n/a
+    row = next(x for x in md_rows(text, "mha") if "acc @16" in x)
+    for ctx in (8, 16, 32):
+        entries = [e for r in by_task["shakespeare"] for e in r["metrics"]["eval_ctx"] if e["ctx"] == ctx]
+        assert len(entries) == 2
+        if "acc" in entries[0]:
+            assert row[f"acc @{ctx}"] == mean_std([e["acc"] for e in entries])
+        else:
+            assert row[f"acc @{ctx}"].startswith(entries[0]["status"])
 
 
 def test_speed_ratio_only_within_one_run(tmp_path):
@@ -359,7 +389,8 @@ def mqar_rec(attn, seed, acc, exact=None, opts=None, eval_ctx=None, **override):
     from attnbench.tasks import MQAROptions
 
     opts = opts if opts is not None else {"num_kv_pairs": 8, "seq_len": 128}
-    r = train_rec(attn, seed, acc, task="mqar", task_opts=",".join(f"{k}={v}" for k, v in opts.items()), **override)
+    r = train_rec(attn, seed, acc, task="mqar", task_opts=",".join(f"{k}={v}" for k, v in opts.items()),
+                  ctx=opts["seq_len"], eval_stride=opts["seq_len"], **override)  # the task's length (sources.py)
     r["config"]["task"] = {"task": "mqar", **asdict(MQAROptions(**opts, seed=seed))}
     r["metrics"].update({"test_exact": exact, "attn_params": 100 if attn == "sha" else 300})
     if eval_ctx is not None:
