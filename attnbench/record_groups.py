@@ -47,6 +47,7 @@ def train_settings(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     declares it among its settings, so that a run at the default g is told from one at another."""
     cfg = r.get("config") or {}
     fields = cfg.get(TRAIN_FIELDS) if isinstance(cfg.get(TRAIN_FIELDS), dict) else {}
+    fields = with_defaults(fields)
     settings = {k: v for k, v in fields.items() if k not in TRAIN_IGNORE and k != TASK_OPTS}
     settings.update({k: v for k, v in cfg.items() if k in (PRESET, "data_sha256")})
     if not fields:  # a record without preset_fields: its flat config
@@ -58,6 +59,17 @@ def train_settings(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if acfg and KV_HEADS in _declared_settings(attn):
         settings[KV_HEADS] = acfg.get(KV_HEADS)
     return attn, settings
+
+
+def with_defaults(fields: dict[str, Any]) -> dict[str, Any]:
+    """A record's TrainConfig fields, those it lacks filled with today's defaults: a field added after a record was
+    written ran with its default's behaviour (fields are only added with a default that keeps the former one).
+    An empty dict (no preset_fields) stays empty."""
+    if not fields:
+        return fields
+    from attnbench.config import TrainConfig
+
+    return {**asdict(TrainConfig()), **fields}
 
 
 def task_of(r: dict[str, Any]) -> dict[str, Any]:

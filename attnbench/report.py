@@ -29,7 +29,7 @@ from attnbench import __version__, report_paper, stats
 from attnbench.config import ReportSettings
 from attnbench.errors import AttnbenchError
 from attnbench.record_groups import (DEVICE_KEY, PRESET, SEED, TASK, TASK_OPTS, TRAIN_FIELDS, TRAIN_IGNORE, _freeze,
-                                     _num, _ok, attn_config, env_key, env_label, task_of, train_settings)
+                                     _num, _ok, attn_config, env_key, env_label, task_of, train_settings, with_defaults)
 from attnbench.results import read, utc_now
 from attnbench.tables import cell, to_markdown
 
@@ -141,6 +141,7 @@ def train_preset(r: dict[str, Any], any_width: bool = False) -> str:
     # the task is a section key of its own: a preset's model and schedule on another task is still that preset
     # (at the task's context); a preset that names the run's task as well is preferred
     fixed = TASK_FIXED if SEQ_LEN in task_of(r) else ()
+    fields = with_defaults(fields)  # a field added after the record was written: its default
     for ignore in ((*TRAIN_IGNORE,), (*TRAIN_IGNORE, TASK, TASK_OPTS, *fixed)):
         for name, ref in refs.items():
             if all(fields.get(k) == v for k, v in ref.items() if k not in ignore):
@@ -470,9 +471,9 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             _curves_plot(plt, series, title, out / f"train-{name}.png", group, plots, doc)
         rows = []
         for s in series:
-            ok = [r for r in s.records if _ok(r)]
-            row: dict[str, Any] = {"attention": s.label, "seeds": len({(r.get("config") or {}).get(SEED) for r in ok}),
-                                   "failed": len(s.records) - len(ok)}
+            ok = one_per_seed(s.records)
+            row: dict[str, Any] = {"attention": s.label, "seeds": len(ok),
+                                   "failed": sum(not _ok(r) for r in s.records)}
             for c in TRAIN_COLUMNS:
                 mu, sd = _mean_std([_num((r.get("metrics") or {}).get(c)) for r in ok])
                 row[c] = mu if not sd else f"{cell(mu)} ± {cell(sd)}"  # mean ± std across seeds
@@ -543,9 +544,50 @@ def _baseline(s: Series, series: Sequence[Series]) -> Series | None:
     return min((b for b in series if b.attn == BASELINE), key=lambda b: (distance(b), b.label), default=None)
 
 
+def one_per_seed(recs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished runs, one per seed: a seed run again (at a later commit, or a copy of a record) counts once, by
+    its latest record, so that n counts independent seeds and no run is weighed twice."""
+    by: dict[Any, dict[str, Any]] = {}
+    for r in _latest(r for r in recs if _ok(r)):
+        seed = (r.get("config") or {}).get(SEED)
+        by[seed if seed is not None else id(r)] = r
+    return list(by.values())
+
+
 def _seed_values(s: Series, metric: str) -> list[float]:
-    vals = [_num((r.get("metrics") or {}).get(metric)) for r in s.records if _ok(r)]
+    get = attn_params if metric == ATTN_PARAMS else (lambda r: (r.get("metrics") or {}).get(metric))
+    vals = [_num(get(r)) for r in one_per_seed(s.records)]
     return [v for v in vals if v is not None]
+
+
+_ATTN_PARAMS_CACHE: dict[tuple, int | None] = {}
+
+
+def attn_params(r: dict[str, Any]) -> int | None:
+    """The attention parameters of a train run, every layer: its metrics.attn_params, else (records written before
+    train recorded it) counted on the registered attention built with the run's settings (attn_config: kv_heads by
+    the rule of the version that wrote it). None for an attention that is not registered: a report never imports
+    a file a record names."""
+    got = (r.get("metrics") or {}).get(ATTN_PARAMS)
+    if got is not None:
+        return got
+    from attnbench.attention import build, names
+    from attnbench.config import TrainConfig
+
+    fields, acfg, attn = with_defaults(_fields(r)), attn_config(r), r.get("attn")
+    if attn not in names() or not fields or not acfg:
+        return None
+    known = {k: v for k, v in fields.items() if k in TrainConfig.__dataclass_fields__}
+    key = (attn, _freeze(known), acfg.get("kv_heads"))
+    if key not in _ATTN_PARAMS_CACHE:
+        try:
+            cfg = TrainConfig(**known).resolved().attn_config()
+            cfg.kv_heads = acfg.get("kv_heads", cfg.kv_heads)
+            layer = build(attn, cfg=cfg)
+            _ATTN_PARAMS_CACHE[key] = known["n_layers"] * sum(p.numel() for p in layer.parameters())
+        except Exception:  # a setting this version cannot build: no count rather than a wrong one
+            _ATTN_PARAMS_CACHE[key] = None
+    return _ATTN_PARAMS_CACHE[key]
 
 
 def _summary_rows(series: Sequence[Series], groups: dict[str, list[float]], metric: str, higher: bool):

@@ -527,3 +527,41 @@ def test_degenerate_note_comes_from_the_attention():
     assert report.degenerate_note("gqa", {"d_model": 384, "n_heads": 6, "kv_heads": 2}) is None
     assert report.degenerate_note("mha", {"d_model": 384, "n_heads": 6, "kv_heads": 1}) is None
     assert report.degenerate_note("no/such.py:X", {"d_model": 384, "n_heads": 6, "kv_heads": 1}) is None
+
+
+def test_records_older_than_a_field_match_their_preset_and_series():
+    """A field added to TrainConfig after a record was written (flavour, max_rel, task, ...) reads as its default:
+    the old record still matches its preset and pools with a new record of the same settings; a record whose
+    field differs from the preset (rcmha trained with relu2) does not."""
+    from attnbench.record_groups import train_settings
+    from attnbench.report import train_preset
+
+    new = train_rec("mha", 0, 0.5, preset="default")
+    old = train_rec("mha", 1, 0.5, preset="default")
+    for k in ("flavour", "max_rel", "task", "task_opts", "eval_ctx"):
+        del old["config"]["preset_fields"][k]
+    assert train_preset(old) == train_preset(new) == "default"
+    assert train_settings(old)[1] == train_settings(new)[1]
+    other = train_rec("mha", 2, 0.5, preset="default", act="relu2")
+    assert train_preset(other) == "custom"
+
+
+def test_a_seed_run_twice_counts_once_and_old_records_get_their_attention_parameters():
+    """n counts independent seeds (a rerun of seed 0 at a later commit replaces the earlier record), and a record
+    without metrics.attn_params gets the count of the registered attention built with its settings."""
+    from attnbench.attention import build
+    from attnbench.config import AttnConfig
+    from attnbench.report import attn_params, one_per_seed
+
+    a, b = train_rec("mha", 0, 0.50), train_rec("mha", 0, 0.60)
+    a["time_utc"], b["time_utc"] = "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
+    c = train_rec("mha", 1, 0.55)
+    kept = one_per_seed([b, c, a])
+    assert sorted(r["metrics"]["test_acc"] for r in kept) == [0.55, 0.60]
+    f = a["config"]["preset_fields"]
+    layer = build("gqa", cfg=AttnConfig(d_model=f["d_model"], n_heads=f["n_heads"], kv_heads=1))
+    old = train_rec("gqa", 0, 0.5)
+    del old["config"]["attn_config"]  # an old record: kv_heads by the n_heads // 4 rule of its version (4 -> 1)
+    assert attn_params(old) == f["n_layers"] * sum(p.numel() for p in layer.parameters())
+    old["metrics"]["attn_params"] = 7
+    assert attn_params(old) == 7
