@@ -48,8 +48,8 @@ MEMORY_PEAKS = ("peak_alloc_mib", "peak_fwd_mib", "cpu_peak_rss_delta_mib")
 MEMORY_COLUMNS = ("peak_alloc_mib", "peak_fwd_mib", "activations_mib", "reserved_mib", "nvml_peak_mib",
                   "nvml_avg_mib", "cpu_peak_rss_mib", "cpu_peak_rss_delta_mib", "estimate_mib", "inputs_mib",
                   "weights_mib")
-TRAIN_COLUMNS = ("test_acc", "test_exact", "test_loss", "test_bpc", "val_loss_best", "val_acc_best", "params", "steps",
-                 "tokens_per_s", "wall_s", "alloc_peak_mib", "nvml_avg_mib")
+TRAIN_COLUMNS = ("test_acc", "heldout_acc", "test_exact", "test_loss", "test_bpc", "val_loss_best", "val_acc_best",
+                 "params", "steps", "tokens_per_s", "wall_s", "alloc_peak_mib", "nvml_avg_mib")
 TRAIN_ACC = "test_acc"
 CURVES = "curves"  # extra key of a train record: [{step, seconds, train_loss, val_loss, val_acc}, ...]
 CURVE_X = (("step", "step"), ("seconds", "wall-clock seconds"))
