@@ -8,7 +8,7 @@ else about either.
     source.vocab_size, .title, .chars, .config()
     source.batches(cfg, seed, rank, world)          .get(step) -> (x, y) [b/W, T]; .new_epoch(step); .steps_per_epoch
     source.evaluate(model, split, cfg, device, rank, world)   metrics of a full pass over "val" or "test"
-    source.test_metrics(test, best, val_n)          the record's test_* metrics from that pass
+    source.test_metrics(test, best, best_val, val_n)   the record's test_* metrics from that pass
 """
 
 from __future__ import annotations
