@@ -192,7 +192,9 @@ def test_warmup_and_timed_calls_last_their_minimum_times():
     t = timing.benchmark(lambda: (starts.append(time.perf_counter()), time.sleep(0.002)), policy=policy)
     assert len(starts) == t.warmup_calls + len(t.samples_ms)
     # call 0 is the first call; warm-up is calls 1 .. warmup_calls - 1; then the timed calls
-    assert starts[t.warmup_calls] - starts[1] >= 0.149  # without min_warmup_s: 3 calls, about 6 ms
+    # the warm-up clock starts just before call 1 (a preempted process may lose a few ms there): 10 ms of slack;
+    # without min_warmup_s it would be 3 calls, about 6 ms
+    assert starts[t.warmup_calls] - starts[1] >= 0.14
     assert sum(t.samples_ms) >= 100.0
 
 def test_activation_estimate_of_the_fast_relative_path_counts_the_augmented_width():
