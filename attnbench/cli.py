@@ -265,8 +265,9 @@ def _train(
                      dropout=dropout, ctx=ctx, mem_len=mem_len, attn_impl=attn_impl, pos=pos, max_rel=max_rel,
                      flavour=flavour, batch=batch, steps=steps, epochs=epochs, lr=lr, min_lr=min_lr,
                      schedule=schedule, warmup=warmup, weight_decay=weight_decay, beta1=beta1, beta2=beta2,
-                     grad_clip=grad_clip, task=task, task_opts=task_opts, eval_ctx=eval_ctx, eval_every=eval_every, eval_stride=eval_stride, eval_batch=eval_batch,
-                     log_every=log_every, seed=seed, device=device, amp=amp, compile=compile, cuda_graph=cuda_graph)
+                     grad_clip=grad_clip, task=task, task_opts=task_opts, eval_ctx=eval_ctx, eval_every=eval_every,
+                     eval_stride=eval_stride, eval_batch=eval_batch, log_every=log_every, seed=seed, device=device,
+                     amp=amp, compile=compile, cuda_graph=cuda_graph)
     _train_command(job, overrides, resume, fmt, _typed(context))
 
 

@@ -205,8 +205,8 @@ class TrainConfig:
         try:
             lengths = sorted({int(t) for t in items})
         except ValueError:
-            lengths = [0]
-        if lengths and lengths[0] <= 0:
+            lengths = None
+        if lengths is None or (lengths and lengths[0] <= 0):
             raise AttnbenchError(f"--eval-ctx must be positive integers separated by commas, got {self.eval_ctx!r}")
         return tuple(lengths)
 

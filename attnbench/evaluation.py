@@ -4,12 +4,14 @@ sampling from a trained model."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 
 from attnbench import distributed
 from attnbench.config import TrainConfig
+from attnbench.errors import classify
 from attnbench.optim import autocast
 
 
@@ -49,19 +51,24 @@ class Tally:
 
     def add(self, logits: torch.Tensor, y: torch.Tensor, keep: torch.Tensor) -> None:
         """logits [b, L, V], targets y [b, L], keep [b, L]: the positions scored."""
-        self.add_kept(logits[keep], y[keep], keep.nonzero()[:, 0], y.shape[0])
+        self._scored(logits[keep], y[keep])
 
     def add_kept(self, logits: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, examples: int) -> None:
-        """The scored positions only: logits [k, V], targets y [k], rows [k] (which of the batch's `examples`
-        rows each came from)."""
-        lg = logits.float()
-        self.nll += F.cross_entropy(lg, y, reduction="sum").double().item()
-        wrong = lg.argmax(-1) != y  # [k]
-        self.correct += int((~wrong).sum())
-        self.n += len(y)
+        """The scored positions only, and which examples have them all right: logits [k, V], targets y [k], rows
+        [k] (which of the batch's `examples` rows each came from)."""
+        wrong = self._scored(logits, y)
         errors = torch.zeros(examples, device=y.device).index_add_(0, rows, wrong.float())  # [b]
         self.exact += int((errors == 0).sum())
         self.examples += examples
+
+    def _scored(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Loss, correct and count of scored positions (logits [k, V], y [k]); returns which were wrong [k]."""
+        lg = logits.float()
+        self.nll += F.cross_entropy(lg, y, reduction="sum").double().item()
+        wrong = lg.argmax(-1) != y
+        self.correct += int((~wrong).sum())
+        self.n += len(y)
+        return wrong
 
     def reduce(self, device: torch.device) -> None:
         """Sum the ranks' tallies (float64: counts stay exact up to 2^53)."""
@@ -138,8 +145,9 @@ def evaluate(model, data: torch.Tensor, c: TrainConfig, device: torch.device, ra
 def evaluate_task(model, batches, c: TrainConfig, device: torch.device, rank: int = 0,
                   world: int = 1) -> dict[str, float]:
     """A synthetic task's split (batches of x, y, mask from tasks.SyntheticTask.eval_batches): every example once,
-    scored at its masked positions only (the model's output layer runs there alone: CharLM.features, .logits). Under W processes rank r takes every W-th batch and the sums are
-    all-reduced. Returns loss (nats), acc, n (positions scored), exact (share of examples all right), examples."""
+    scored at its masked positions only (the model's output layer runs there alone: CharLM.features, .logits).
+    Under W processes rank r takes every W-th batch and the sums are all-reduced. Returns loss (nats), acc,
+    n (positions scored), exact (share of examples all right), examples."""
     was = model.training
     model.eval()
     tally, amp = Tally(), autocast(device, c.amp)
@@ -166,10 +174,6 @@ def extrapolation(model, data: torch.Tensor, c: TrainConfig, lengths, device: to
     length's default pass) and the windows per batch scaled so that a batch holds as many tokens as at training
     length. A length the model cannot run (a learned position table shorter than L), or one that fails, is a cell
     {"ctx", "status", "reason"}; the other lengths are still scored."""
-    from dataclasses import replace
-
-    from attnbench.errors import classify
-
     out = []
     for L in lengths:
         if L >= len(data):

@@ -94,7 +94,6 @@ def new_plan(job: TrainJob, overrides: dict[str, Any]) -> Plan:
     """Every setting checked, the folders checked writable, nothing written yet: one line (exit 2) for anything
     that would make the run fail later or ignore a setting."""
     from attnbench.attention import parse_names
-
     from attnbench.sources import TEXT, fit_config
 
     overrides = {k: v for k, v in overrides.items() if v is not None}

@@ -494,7 +494,7 @@ def _curves_plot(plt, series: Sequence[Series], title: str, path: Path, group: t
         for j, (x, xlab) in enumerate(CURVE_X):
             lines = []
             for s in series:
-                band = _seed_band([r for r in s.records if _ok(r)], x, y)
+                band = _seed_band(one_per_seed(s.records), x, y)
                 if band and band[0]:
                     lines.append((s.label, *band))
             _plot_lines(plt, axes[i][j], lines, [], logx=False, logy=False)
@@ -700,8 +700,8 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
 def _ctx_entries(s: Series) -> dict[int, list[dict[str, Any]]]:
     """Evaluated length -> the metrics.eval_ctx entries of the series' successful seeds at that length."""
     by: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in s.records:
-        for e in ((r.get("metrics") or {}).get(EVAL_CTX) or []) if _ok(r) else []:
+    for r in one_per_seed(s.records):
+        for e in (r.get("metrics") or {}).get(EVAL_CTX) or []:
             if isinstance(e, dict) and isinstance(e.get("ctx"), int):
                 by[e["ctx"]].append(e)
     return dict(sorted(by.items()))

@@ -9,8 +9,9 @@ from typing import Any
 
 from attnbench.stats import pairwise
 
-SUMMARY_METRICS = ("paper_acc", "test_acc", "test_exact", "heldout_acc", "test_bpc", "test_loss", "val_loss_best", "tokens_per_s", "wall_s", "params",
-                   "alloc_peak_mib", "nvml_avg_mib", "nvml_peak_mib", "cpu_peak_rss_mib")
+SUMMARY_METRICS = ("paper_acc", "test_acc", "test_exact", "heldout_acc", "test_bpc", "test_loss", "val_loss_best",
+                   "tokens_per_s", "wall_s", "params", "alloc_peak_mib", "nvml_avg_mib", "nvml_peak_mib",
+                   "cpu_peak_rss_mib")
 
 
 def summarize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -260,8 +260,8 @@ def nvml_sampler(device: torch.device):
 
 
 def metrics_of(run: Run, st: RunState, test: dict[str, Any] | None, nv: dict[str, Any] | None) -> dict[str, Any]:
-    m: dict[str, Any] = {"params": run.model.n_params(), "attn_params": run.model.attn_params(), "steps": st.step, "tokens": st.tokens,
-                         "wall_s": st.seconds + run.setup_s + run.elapsed(), "setup_s": run.setup_s,
+    m: dict[str, Any] = {"params": run.model.n_params(), "attn_params": run.model.attn_params(), "steps": st.step,
+                         "tokens": st.tokens, "wall_s": st.seconds + run.setup_s + run.elapsed(), "setup_s": run.setup_s,
                          "train_s": st.train_s, "eval_s": st.eval_s,
                          "tokens_per_s": st.tokens / st.train_s if st.train_s > 0 else None,
                          "train_loss": st.last_loss if math.isfinite(st.last_loss) else None,
@@ -290,8 +290,8 @@ def write_record(run: Run, st: RunState, record_path: Path, metrics: dict, sampl
 
 
 # ================================================================================================ one run
-def run_one(spec: RunSpec, data: "Corpus | sources.CorpusSource | sources.TaskSource", *, record_path: Path, ckpt_path: Path, command: str,
-            on: Callback = _quiet, sample: int = 0, resume: dict | None = None,
+def run_one(spec: RunSpec, data: "Corpus | sources.CorpusSource | sources.TaskSource", *, record_path: Path,
+            ckpt_path: Path, command: str, on: Callback = _quiet, sample: int = 0, resume: dict | None = None,
             proc: distributed.Proc = distributed.SINGLE) -> dict[str, Any]:
     """Train one model, evaluate it, write its record; returns the record (also on NaN: status "error").
 

@@ -14,12 +14,11 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from attnbench import cli, evaluation, sources, train
-from attnbench.config import make_config
+from attnbench.config import TrainJob, make_config
 from attnbench.data import corpus_from_text
 from attnbench.errors import AttnbenchError
 from attnbench.model import CharLM
 from attnbench.plan import new_plan
-from attnbench.config import TrainJob  # noqa: I001
 from attnbench.tasks import IGNORE, make_task
 
 from testdata import CORPUS
@@ -60,10 +59,9 @@ def test_task_evaluation_equals_brute_force_over_the_queried_positions(world):
     if world == 1:
         got = evaluation.evaluate_task(model, task.eval_batches("test", 50, 16), c, torch.device("cpu"))
     else:
-        shares = [evaluation.Tally() for _ in range(world)]
         parts = [evaluation.evaluate_task(model, task.eval_batches("test", 50, 16), c, torch.device("cpu"), r, world)
                  for r in range(world)]
-        assert sum(p["examples"] for p in parts) == 50 and len(shares) == world
+        assert sum(p["examples"] for p in parts) == 50
         got = {"n": sum(p["n"] for p in parts), "loss": sum(p["loss"] * p["n"] for p in parts) / n,
                "acc": sum(p["acc"] * p["n"] for p in parts) / n,
                "exact": sum(p["exact"] * p["examples"] for p in parts) / 50, "examples": 50}
@@ -162,7 +160,8 @@ def test_cli_eval_ctx_records_each_length(tmp_path):
     mha, rmha = _records(tmp_path / "r")
     assert mha["config"]["preset_fields"]["eval_ctx"] == "16,64"
     assert [e["ctx"] for e in mha["metrics"]["eval_ctx"]] == [16, 64]
-    assert mha["metrics"]["eval_ctx"][1]["status"] == "n/a" and "position table" in mha["metrics"]["eval_ctx"][1]["reason"]
+    far = mha["metrics"]["eval_ctx"][1]
+    assert far["status"] == "n/a" and "position table" in far["reason"]
     assert all(e["n"] == rmha["metrics"]["test_n"] for e in rmha["metrics"]["eval_ctx"])
 
 
