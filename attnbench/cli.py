@@ -206,8 +206,9 @@ def _train(
     preset: _T[str, typer.Option("--preset", help="default | paper | tiny.")] = _J.preset,
     seeds: _T[int, typer.Option("--seeds", help="Seeds per attention (mean ± std when > 1).")] = _J.seeds,
     sample: _T[int, typer.Option("--sample", help="Print N generated characters after training.")] = _J.sample,
-    parallel: _T[int, typer.Option("--parallel", help="--preset paper: runs trained at once in lockstep, each "
-                                                      "on its own CUDA stream.")] = _J.parallel,
+    ensemble: _T[str, typer.Option("--ensemble", help="Seeds of an attention trained as one stacked model: auto "
+                                                      "(all at once on a GPU, split when out of memory), off, or "
+                                                      "N per model.")] = _J.ensemble,
     data: _T[Optional[str], typer.Option("--data", help="Corpus file (any UTF-8 text; no checksum check).")] = _J.data,
     resume: _T[Optional[str], typer.Option("--resume", help="Continue an interrupted run: its checkpoint folder "
                                                             "(or a .pt in it), as printed when it stopped.")] = None,
@@ -255,10 +256,10 @@ def _train(
     amp: _T[Optional[bool], _o("--amp/--no-amp", "bf16 autocast on GPU.")] = None,
     compile: _T[Optional[bool], _o("--compile/--no-compile", "torch.compile the model (GPU).")] = None,
     cuda_graph: _T[Optional[bool], _o("--cuda-graph/--no-cuda-graph",
-                                      "Replay the training step as a CUDA graph (GPU, mem-len 0, one process).")] = None,
+                                      "Replay the training step as a CUDA graph (GPU, one process).")] = None,
 ) -> None:
     """Train language models, one per attention, on Tiny Shakespeare or a synthetic recall task, and compare them."""
-    job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, parallel=parallel, data=data,
+    job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, ensemble=ensemble, data=data,
                    results_dir=results_dir,
                    checkpoints_dir=checkpoints_dir)
     overrides = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, kv_heads=kv_heads, d_ff=d_ff, act=act,
@@ -280,13 +281,14 @@ def _typed(context: typer.Context) -> dict:
 
 def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: str, typed: dict) -> None:
     """Under torchrun every process runs this; only rank 0 shows progress and writes files."""
-    from attnbench import distributed, paper_run, results, train
+    from attnbench import results
     from attnbench.data import load_corpus
     from attnbench.device import resolve_device
     from attnbench.errors import AttnbenchError
-    from attnbench.plan import new_plan, resume_plan
-    from attnbench.sources import TEXT, make_source
     from attnbench.tables import check_format
+    from attnbench.training import distributed, engine
+    from attnbench.training.plan import new_plan, resume_plan
+    from attnbench.training.sources import TEXT, make_source
 
     check_format(fmt)
     plan = resume_plan(resume, typed) if resume else new_plan(job, overrides)
@@ -299,10 +301,7 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
             plan.start(sha)
         plan.run_dir, plan.records = distributed.broadcast((plan.run_dir, plan.records))
         with _TrainProgress(proc, plan.record_path) as progress:
-            # the paper preset (flavour labml) runs the RCMHA authors' schedule, in lockstep groups
-            runner = paper_run.run_plan if plan.cfg.flavour == "labml" else train.run_plan
-            recs = runner(plan, source.corpus if runner is paper_run.run_plan else source,
-                          command=results.command_line(), on=progress, proc=proc)
+            recs = engine.run_plan(plan, source, command=results.command_line(), on=progress, proc=proc)
     if proc.is_main:
         _show_train(recs, plan, source, fmt, proc.world, progress.written)
 
@@ -334,17 +333,31 @@ class _TrainProgress:
         if self.bar is not None:
             getattr(self, f"_{event}")(**d)
 
-    def _start(self, attn, seed, total, step, params) -> None:
-        self.task = self.bar.add_task(f"{attn} seed {seed}", total=total, completed=step, loss="-", tok_s="-")
+    def _start(self, attn, seeds, total, step, params) -> None:
+        who = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
+        self.task = self.bar.add_task(f"{attn} {who}", total=total, completed=step, loss="-", tok_s="-")
         ranks = f", {self.proc.world} processes" if self.proc.world > 1 else ""
-        self.bar.console.print(f"{attn} (seed {seed}): {params:,} parameters, {total} steps{ranks}")
+        stacked = f", {len(seeds)} seeds trained as one model" if len(seeds) > 1 else ""
+        self.bar.console.print(f"{attn} ({who}): {params:,} parameters, {total} steps{ranks}{stacked}")
 
-    def _step(self, step, total, loss, tok_s) -> None:
+    def _step(self, step, total, loss, tok_s, losses) -> None:
         self.bar.update(self.task, completed=step, loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}")
 
     def _eval(self, step, val) -> None:
-        bpc = f"  bpc {val['bpc']:.4f}" if "bpc" in val else ""
-        self.bar.console.print(f"  step {step}: val loss {val['loss']:.4f}{bpc}  acc {val['acc']:.4f}")
+        """One line per validation pass: the metric, or its mean and range over the members of a group."""
+        def fig(key: str, fmt: str) -> str:
+            vals = [v[key] for v in val]
+            if len(vals) == 1:
+                return format(vals[0], fmt)
+            return f"{format(sum(vals) / len(vals), fmt)} ({format(min(vals), fmt)}-{format(max(vals), fmt)})"
+
+        if not val:
+            return
+        bpc = f"  bpc {fig('bpc', '.4f')}" if "bpc" in val[0] else ""
+        self.bar.console.print(f"  step {step}: val loss {fig('loss', '.4f')}{bpc}  acc {fig('acc', '.4f')}")
+
+    def _note(self, text) -> None:
+        self.bar.console.print(f"  [yellow]{text}[/]", markup=True)
 
     def _done(self, record, written, earlier=False) -> None:
         if earlier:
@@ -374,7 +387,7 @@ def _show_train(recs: list[dict], plan, source, fmt: str, world: int, written: s
     from rich.console import Console
 
     from attnbench.errors import RunFailed
-    from attnbench.summary import extrapolation_rows, summarize
+    from attnbench.training.summary import extrapolation_rows, summarize
     from attnbench.tables import render_rows
 
     rows, notes = summarize(recs)

@@ -271,7 +271,9 @@ class TrainJob:
     preset: str = "default"
     seeds: int = 1  # seeds cfg.seed … cfg.seed + seeds - 1, each shared by every attention
     sample: int = 0  # characters generated after training
-    parallel: int = 1  # --preset paper: runs trained at once, in lockstep, in one process (paper_run.py)
+    # seeds of one attention trained as one stacked model (training/members.py): "auto" (every seed of an attention
+    # at once where that is faster: a GPU, one process; split when out of memory), "off" (each seed alone), or N
+    ensemble: str = "auto"
     data: str | None = None  # corpus file; None: the lookup order of data.find_corpus
     results_dir: str = RESULTS_DIR
     checkpoints_dir: str = "checkpoints"

@@ -163,7 +163,7 @@ class Batches:
     one-process batch of that step, and a checkpoint resumes under any world size that divides b.
 
     mem_len == 0: random windows of ctx + 1 tokens. mem_len > 0: `batch` contiguous streams over the training text
-    (Transformer-XL, Dai et al. 2019, §3.2), read segment by segment; `new_epoch(step)` says when memories restart."""
+    (Transformer-XL, Dai et al. 2019, §3.2), read segment by segment; `restarts(step)` says when memories restart."""
 
     def __init__(self, data: torch.Tensor, batch: int, ctx: int, mem_len: int, seed: int, rank: int = 0,
                  world: int = 1):
@@ -188,8 +188,14 @@ class Batches:
             return self.n_seg
         return max(1, (len(self.data) - 1) // (self.batch * self.ctx))
 
-    def new_epoch(self, step: int) -> bool:
+    def restarts(self, step: int) -> bool:
+        """Whether Transformer-XL memory starts empty at this step (a new epoch of the streams)."""
         return self.streams and step % self.n_seg == 0
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the batches depend on the seed (random windows) or not (the streams)."""
+        return not self.streams
 
     def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) of [b/W, ctx]: this rank's inputs and next-token targets."""
@@ -198,5 +204,5 @@ class Batches:
             return self.stream[:, off:off + self.ctx], self.stream[:, off + 1:off + self.ctx + 1]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         ix = torch.randint(0, len(self.data) - self.ctx - 1, (self.batch,), generator=g)[self.rows]
-        w = torch.stack([self.data[i:i + self.ctx + 1] for i in ix.tolist()])  # [B, ctx+1]
+        w = self.data[ix[:, None] + torch.arange(self.ctx + 1)]  # [b/W, ctx+1]: window i reads data[ix_i ...]
         return w[:, :-1], w[:, 1:]

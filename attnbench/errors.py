@@ -4,7 +4,8 @@ Exit codes, the same in every command (the CLI's `main()` turns an AttnbenchErro
     0    done
     1    a run or measurement failed (non-finite loss, a crashed attention, a record that could not be written)
     2    bad input: an option, name, size, path or device the command cannot use (Typer's usage errors are 2 too)
-    130  interrupted (Ctrl-C); what finished is on disk
+    130  interrupted (Ctrl-C, SIGINT); what finished is on disk
+    143  terminated (SIGTERM): as 130
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 
 
 class AttnbenchError(Exception):
@@ -30,10 +32,11 @@ class RunFailed(AttnbenchError):
 
 
 class Interrupted(AttnbenchError):
-    """Ctrl-C after something was written: the message says what was kept and how to continue (exit code 130)."""
+    """Ctrl-C (or SIGTERM) after something was written: the message says what was kept and how to continue
+    (exit code 130, or 143 for SIGTERM)."""
 
-    def __init__(self, message: str):
-        super().__init__(message, EXIT_INTERRUPTED)
+    def __init__(self, message: str, exit_code: int = EXIT_INTERRUPTED):
+        super().__init__(message, exit_code)
 
 
 # Substrings of out-of-memory messages that come without torch.OutOfMemoryError: the CPU allocator's

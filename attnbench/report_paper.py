@@ -30,8 +30,9 @@ PAPER_ACC, TEST_ACC, TEST_BPC, STEPS, WALL = "paper_acc", "test_acc", "test_bpc"
 MEMORY = (("alloc_peak_mib", "alloc peak GiB"), ("nvml_peak_mib", "NVML peak GiB"), ("nvml_avg_mib", "NVML avg GiB"))
 CLAIM_METRICS = (PAPER_ACC, TEST_ACC)  # the paper's claims are about accuracy: higher is better
 ABLATION_METRICS = ((PAPER_ACC, True), (TEST_BPC, False))  # (metric, higher is better)
-# Config keys: the FFN activation (a factor of the ablation), the size of a lockstep group.
-ACT, RUNS_IN_GROUP = "act", "runs_in_group"
+# Config keys: the FFN activation (a factor of the ablation), the seeds trained as one model (records before the
+# stacked engine: the size of a lockstep group).
+ACT, ENSEMBLE, RUNS_IN_GROUP = "act", "ensemble", "runs_in_group"
 ACTS = ("relu", "relu2")  # the ablation's activation levels (issue 12, item 6): the effect is ACTS[1] - ACTS[0]
 # Settings that do not split a configuration: the ablation's activation, how the step was executed.
 CONFIG_IGNORE = (*TRAIN_IGNORE, ACT, "cuda_graph")
@@ -183,11 +184,16 @@ def quality_rows(ok, failed) -> list[dict[str, Any]]:
     return rows
 
 
+def _group_size(r: dict[str, Any]) -> float | None:
+    cfg = r.get("config") or {}
+    return _num(cfg.get(ENSEMBLE, cfg.get(RUNS_IN_GROUP)))
+
+
 def _per_run_wall(rs: Sequence[dict[str, Any]]) -> list[float]:
-    """A lockstep group's wall time divided among its runs: the GPU time one run cost."""
+    """A group's wall time divided among its runs: the GPU time one run cost."""
     out = []
     for r in rs:
-        wall, n = _num((r.get("metrics") or {}).get(WALL)), _num((r.get("config") or {}).get(RUNS_IN_GROUP))
+        wall, n = _num((r.get("metrics") or {}).get(WALL)), _group_size(r)
         if wall is not None and n:
             out.append(wall / n)
     return out
@@ -197,7 +203,7 @@ def cost_rows(ok, failed) -> list[dict[str, Any]]:
     rows = []
     for attn, act in _order({*ok, *failed}):
         rs, fig = ok.get((attn, act), []), figures(attn)
-        group = sorted({int(n) for r in rs if (n := _num((r.get("config") or {}).get(RUNS_IN_GROUP)))})
+        group = sorted({int(n) for r in rs if (n := _group_size(r))})
         row = {"attention": attn, "act": act, "runs": len(rs), STEPS: span(values(rs, STEPS))}
         row.update({label: mean_sd(values(rs, metric), GIB) for metric, label in MEMORY})
         row.update({"paper: avg GB": _fig(fig.get(FIG_MEMORY)), "wall": duration(_mean(values(rs, WALL))),

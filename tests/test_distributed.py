@@ -18,11 +18,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from attnbench import checkpoints, cli, distributed, train
+from attnbench import cli
+from attnbench.config import PRESETS, TrainConfig
 from attnbench.data import Batches, corpus_from_text, load_corpus
-from attnbench.evaluation import evaluate
 from attnbench.errors import AttnbenchError
 from attnbench.model import build_model
+from attnbench.training import checkpoints, distributed
+from attnbench.training.evaluation import evaluate
+from attnbench.training.members import Solo
 
 ROOT = Path(__file__).resolve().parent.parent
 from testdata import CORPUS  # noqa: E402
@@ -87,14 +90,14 @@ def test_rank_shares_of_the_evaluation_partition_it(mem_len):
     """Without a process group the reduction is the identity, so each share's own tally is visible: the shares'
     counts add up to the full pass and their losses, weighted by counts, to its loss."""
     corpus = corpus_from_text(CORPUS.read_text()[:30_000] if CORPUS.is_file() else "the cat sat. " * 3000)
-    c = replace(train.PRESETS["tiny"], n_layers=1, d_model=32, n_heads=2, d_ff=32, ctx=16, mem_len=mem_len,
+    c = replace(PRESETS["tiny"], n_layers=1, d_model=32, n_heads=2, d_ff=32, ctx=16, mem_len=mem_len,
                       eval_stride=8, eval_batch=16, amp=False).resolved()
     torch.manual_seed(0)
     model = build_model("mha", corpus.vocab_size, n_layers=1, d_model=32, n_heads=2, d_ff=32, ctx=16, dropout=0.0,
                         act="gelu", mem_len=mem_len)
-    full = evaluate(model, corpus.val, c, torch.device("cpu"))
+    (full,) = evaluate(Solo(model, 0), corpus.val, c, torch.device("cpu"))
     for world in (2, 3):
-        shares = [evaluate(model, corpus.val, c, torch.device("cpu"), r, world) for r in range(world)]
+        shares = [evaluate(Solo(model, 0), corpus.val, c, torch.device("cpu"), r, world)[0] for r in range(world)]
         assert sum(s["n"] for s in shares) == full["n"] == len(corpus.val) - 1
         assert all(s["n"] > 0 for s in shares)
         assert sum(s["loss"] * s["n"] for s in shares) / full["n"] == pytest.approx(full["loss"], rel=1e-5)
@@ -133,19 +136,19 @@ def test_two_process_evaluation_equals_one_process_evaluation(two_procs):
     assert p.returncode == 0, p.stderr[-3000:]
     r = _records(tmp / "results")[0]
     ck = checkpoints.load(next((tmp / "ck").rglob("*.pt")))
-    assert ck["world_size"] == 2 and ck["state"]["step"] == K
-    c = train.TrainConfig(**ck["cfg"])
+    assert ck["world_size"] == 2 and ck["pos"]["step"] == K
+    c = TrainConfig(**ck["cfg"])
     corpus = load_corpus(CORPUS)
     model = build_model("mha", corpus.vocab_size, n_layers=c.n_layers, d_model=c.d_model, n_heads=c.n_heads,
                         d_ff=c.d_ff, ctx=c.ctx, dropout=c.dropout, act=c.act, mem_len=c.mem_len, impl=c.attn_impl)
     cpu = torch.device("cpu")
-    model.load_state_dict(ck["model"])  # the weights of the last evaluation (step K)
-    val = evaluate(model, corpus.val, c, cpu)
+    model.load_state_dict(ck["members"])  # the weights at the end of training (step K)
+    (val,) = evaluate(Solo(model, 0), corpus.val, c, cpu)
     last = r["curves"][-1]
     assert last["val_loss"] == pytest.approx(val["loss"], rel=1e-6, abs=1e-9)
     assert abs(last["val_acc"] - val["acc"]) <= 1 / val["n"]
-    model.load_state_dict(ck["state"]["best_state"])  # the test split is scored on the best-validation weights
-    test = evaluate(model, corpus.test, c, cpu)
+    model.load_state_dict(ck["states"][0]["best_state"])  # the test split is scored on the best-validation weights
+    (test,) = evaluate(Solo(model, 0), corpus.test, c, cpu)
     m = r["metrics"]
     assert m["test_n"] == test["n"] and m["test_loss"] == pytest.approx(test["loss"], rel=1e-6, abs=1e-9)
     assert abs(m["test_acc"] - test["acc"]) <= 1 / test["n"]
@@ -191,10 +194,10 @@ def test_ctrl_c_stops_every_rank_and_the_checkpoint_resumes_in_one_process(tmp_p
     ours = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(ours) == 1 and "interrupted at step" in ours[0] and "--resume" in ours[0], err[-3000:]
     recs = _records(tmp_path / "results")
-    assert len(recs) == 1 and recs[0]["status"] == "error" and recs[0]["config"]["world_size"] == 2
+    assert len(recs) == 1 and recs[0]["status"] == "interrupted" and recs[0]["config"]["world_size"] == 2
     ck_path = next((tmp_path / "ck").rglob("*.pt"))
     ck = torch.load(ck_path, weights_only=False)
-    step = ck["state"]["step"]
+    step = ck["pos"]["step"]
     assert ck["world_size"] == 2 and step >= 20
     # Let the resumed run end 6 steps later so that the test stays quick (the plan asked for 100000).
     plan_file = ck_path.parent / "plan.json"

@@ -1,53 +1,74 @@
-"""The CUDA-graph training step (attnbench.graphed) against the eager step: same losses, same weights.
-Needs a GPU; skipped elsewhere (CI). Run on the device: python -m pytest -q tests/test_graphed_cuda.py"""
+"""The captured CUDA-graph steps (attnbench.training.graphed) against the eager steps: same losses, same weights,
+for a run alone and for seeds stacked as one model, with and without Transformer-XL memory; and a stacked member on
+the GPU against its solo run. Needs a GPU; skipped elsewhere (CI). Run on the device:
+python -m pytest -q tests/test_graphed_cuda.py"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 import torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from attnbench.graphed import GraphedStep  # noqa: E402
-from attnbench.model import build_model  # noqa: E402
-from attnbench.config import TrainConfig  # noqa: E402
-from attnbench.optim import make_optimizer, train_step  # noqa: E402
-import contextlib  # noqa: E402
+from attnbench.config import PRESETS  # noqa: E402
+from attnbench.data import corpus_from_text  # noqa: E402
+from attnbench.training import distributed, engine  # noqa: E402
+from attnbench.training.sources import make_source  # noqa: E402
 
-ATTNS = ["mha", "mdha", "rcmha", "mhe-mul", "gqa"]
-
-
-def _setup(attn, capturable):
-    torch.manual_seed(0)
-    m = build_model(attn, 65, n_layers=2, d_model=64, n_heads=4, d_ff=128, ctx=32, dropout=0.0, act="gelu").cuda()
-    c = TrainConfig(lr=3e-3, weight_decay=0.1)
-    return m, make_optimizer(m, c, torch.device("cuda"), capturable=capturable)
+STEPS = 50
 
 
-@pytest.mark.parametrize("attn", ATTNS)
-def test_graphed_steps_equal_eager_steps(attn):
+def _corpus():
+    g = torch.Generator().manual_seed(0)
+    return corpus_from_text("".join(chr(97 + int(i)) for i in torch.randint(0, 26, (60_000,), generator=g)))
+
+
+def _cfg(preset: str, graphs: bool):
+    if preset == "paper":  # memory 32 over segments of 2: the first 16 steps of an epoch run eagerly either way
+        return replace(PRESETS["paper"], steps=STEPS, epochs=0.0, log_every=1, n_layers=2, max_rel=64,
+                       cuda_graph=graphs, device="cuda").resolved()
+    return replace(PRESETS["tiny"], steps=STEPS, eval_every=STEPS, log_every=1, amp=False, dropout=0.0,
+                   cuda_graph=graphs, device="cuda").resolved()
+
+
+def _train(attn: str, preset: str, seeds: list[int], graphs: bool, tmp_path):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    g = torch.Generator().manual_seed(1)
-    data = [torch.randint(0, 65, (8, 33), generator=g) for _ in range(12)]
-    lrs = [3e-3 * (k + 1) / 12 for k in range(12)]
+    c = _cfg(preset, graphs)
+    g, st = engine.start(attn, seeds, make_source(c, _corpus()), c, ckpt_path=tmp_path / "c.pt", resume=None,
+                         proc=distributed.SINGLE, stacked=len(seeds) > 1)
+    assert g.config["cuda_graph"] == ("on" if graphs else "off"), g.config["cuda_graph"]
+    losses: list[list[float]] = []
+    engine.loop(g, st, lambda ev, **d: losses.append(d["losses"]) if ev == "step" else None, lambda: None)
+    return torch.tensor(losses), g
 
-    m_e, o_e = _setup(attn, capturable=False)
-    eager = []
-    for d, lr in zip(data, lrs):
-        loss, _ = train_step(m_e, o_e, d[:, :-1].cuda(), d[:, 1:].cuda(), None, lr, 1.0, contextlib.nullcontext())
-        eager.append(loss.item())
 
-    m_g, o_g = _setup(attn, capturable=True)
-    before = [p.detach().clone() for p in m_g.parameters()]
-    step = GraphedStep(m_g, o_g, (8, 32), torch.device("cuda"), grad_clip=1.0, amp=False)
-    for p, b in zip(m_g.parameters(), before):  # the warm-up steps were undone
-        assert torch.equal(p, b)
-    graphed = [step.step(d[:, :-1].cuda(), d[:, 1:].cuda(), lr).item() for d, lr in zip(data, lrs)]
+CASES = [("mha", "tiny", [0]), ("mdha", "tiny", [0]), ("rcmha", "tiny", [0]), ("mhe-mul", "tiny", [0]),
+         ("gqa", "tiny", [0]), ("mha", "tiny", [0, 1, 2]), ("rcmha", "tiny", [0, 1, 2]),
+         ("mha", "paper", [0]), ("rcmha", "paper", [0]), ("mha", "paper", [0, 1, 2]), ("mdha", "paper", [0, 1, 2]),
+         ("rmha", "paper", [0, 1, 2]), ("rcmha", "paper", [0, 1, 2])]
 
-    assert graphed == pytest.approx(eager, rel=1e-4, abs=1e-5)
-    for pe, pg in zip(m_e.parameters(), m_g.parameters()):
-        torch.testing.assert_close(pg, pe, rtol=1e-3, atol=1e-5)
+
+@pytest.mark.parametrize("attn, preset, seeds", CASES, ids=[f"{a}-{p}-{len(s)}" for a, p, s in CASES])
+def test_captured_steps_equal_eager_steps(attn, preset, seeds, tmp_path):
+    eager, e = _train(attn, preset, seeds, False, tmp_path)
+    graphed, g = _train(attn, preset, seeds, True, tmp_path)
+    assert eager.shape == (STEPS, len(seeds))
+    torch.testing.assert_close(graphed, eager, rtol=1e-4, atol=1e-5)
+    if e.counter is not None:  # the paper's running accuracy, counted inside the graphs
+        torch.testing.assert_close(g.counter.float(), e.counter.float(), rtol=1e-3, atol=0)
+    for (k, p, _), (_, q, _) in zip(g.members.named_trained(), e.members.named_trained()):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=lambda m: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("attn", ["mha", "rcmha"])
+def test_a_stacked_member_on_the_gpu_is_its_solo_run(attn, tmp_path):
+    """Three seeds of the paper preset stacked (captured, narrowed tables) against seed 1 alone (captured)."""
+    stacked, _ = _train(attn, "paper", [0, 1, 2], True, tmp_path)
+    solo, _ = _train(attn, "paper", [1], True, tmp_path)
+    torch.testing.assert_close(stacked[:, 1], solo[:, 0], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("attn", ["mha", "mdha", "rcmha", "mhe-add", "mhe-mul"])

@@ -9,7 +9,8 @@ import torch
 
 from attnbench.config import PRESETS
 from attnbench.model_labml import LabmlCharLM
-from attnbench.paper_run import Streams, labml_schedule
+from attnbench.training.schedule import labml_schedule
+from attnbench.training.sources import Streams
 from paper_reference import RefModel, merge_memory
 
 
@@ -26,19 +27,19 @@ def _labml_rounds(total: int, inner: int) -> list[tuple[int, int]]:
 
 def test_schedule_matches_labml_batch_index_and_interleaves_validation():
     n_train, n_valid, epochs = 15685, 1742, 3
-    chunks = labml_schedule(n_train, n_valid, epochs)
-    train = [(c.start, c.stop) for c in chunks if c.split == "train" and c.epoch == 1]
-    valid = [(c.start, c.stop) for c in chunks if c.split == "valid" and c.epoch == 1]
+    chunks = labml_schedule(n_train, n_valid, epochs).chunks
+    train = [(c.start, c.stop) for c in chunks if c.kind == "train" and c.epoch == 1]
+    valid = [(c.start, c.stop) for c in chunks if c.kind == "score" and c.epoch == 1]
     assert train == _labml_rounds(n_train, 25)
     assert valid == _labml_rounds(n_valid, 25)
-    assert [c.split for c in chunks[:4]] == ["train", "valid", "train", "valid"]
-    assert sum(c.stop - c.start for c in chunks if c.split == "train") == epochs * n_train
+    assert [c.kind for c in chunks[:4]] == ["train", "score", "train", "score"]
+    assert sum(c.stop - c.start for c in chunks if c.kind == "train") == epochs * n_train
 
 
 def test_schedule_cut_after_max_train_steps_keeps_its_round_validation():
-    chunks = labml_schedule(1000, 100, 5, max_train_steps=90)
-    assert [(c.split, c.start, c.stop) for c in chunks] == [("train", 0, 40), ("valid", 0, 4), ("train", 40, 80),
-                                                           ("valid", 4, 8), ("train", 80, 90), ("valid", 8, 12)]
+    chunks = labml_schedule(1000, 100, 5, max_train_steps=90).chunks
+    assert [(c.kind, c.start, c.stop) for c in chunks] == [("train", 0, 40), ("score", 0, 4), ("train", 40, 80),
+                                                          ("score", 4, 8), ("train", 80, 90), ("score", 8, 12)]
 
 
 def test_streams_read_like_labml_sequential_loader():
@@ -129,46 +130,54 @@ def _corpus():
     return corpus_from_text(text, source="test")
 
 
-def _group(tmp_path, pairs, steps=30, resume=None, on=lambda event, **d: None, name="g"):
-    """The paper schedule and runner on a small text and a 2-layer model with small tables (CI-sized)."""
-    from attnbench.paper_run import train_group
+def _group(tmp_path, attn, seeds, steps=30, resume=None, name="g"):
+    """The paper schedule on a small text and a 2-layer model with small tables (CI-sized)."""
+    from attnbench.training.engine import train_group
+    from attnbench.training.sources import make_source
 
     c = replace(PRESETS["paper"], steps=steps, epochs=0.0, device="cpu", n_layers=2, max_rel=64).resolved()
-    return train_group(pairs, _corpus(), c, torch.device("cpu"), record_path=tmp_path / f"{name}.jsonl",
-                       ckpt_path=tmp_path / f"{name}.pt", command="test", on=on, resume=resume)
+    return train_group(attn, list(seeds), make_source(c, _corpus()), c, record_path=tmp_path / f"{name}.jsonl",
+                       ckpt_path=tmp_path / f"{name}.pt", command="test", resume=resume, stacked=len(seeds) > 1)
 
 
-def test_paper_run_records_the_authors_metric_and_lockstep_equals_solo(tmp_path):
-    both = _group(tmp_path, [("mha", 0), ("rcmha", 1)], name="both")
-    solo = _group(tmp_path, [("rcmha", 1)], name="solo")
+def test_paper_run_records_the_authors_metric_and_stacked_seeds_equal_solo_runs(tmp_path):
+    both = _group(tmp_path, "rcmha", [0, 1], name="both")
+    solo = _group(tmp_path, "rcmha", [1], name="solo")
     rec = both[1]
-    assert rec["attn"] == "rcmha" and rec["status"] == "ok"
+    assert rec["attn"] == "rcmha" and rec["status"] == "ok" and rec["config"]["seed"] == 1
+    assert rec["config"]["preset"] == "paper" and rec["config"]["ensemble"] == 2
     m = rec["metrics"]
     # 30 training batches (rounds of 6 or 7 of the 168) and, after each round, 0 or 1 of the 18 validation
     # batches (3 in all), each batch of 32 streams x 2 tokens
     assert m["steps"] == 30 and m["paper_scored"] == (30 + 3) * 32 * 2
     assert 0 < m["paper_acc"] < 1 and 0 < m["test_acc"] < 1 and m["test_bpc"] > 0
+    assert m["params"] == solo[0]["metrics"]["params"]  # the full tables counted, though the group trains fewer rows
     for k in ("paper_acc", "test_loss", "test_acc"):
-        assert m[k] == solo[0]["metrics"][k], k  # a run's result does not depend on the runs beside it
+        assert m[k] == pytest.approx(solo[0]["metrics"][k], rel=1e-5), k  # a member's result is its solo run's
 
 
-def test_paper_run_interrupted_then_resumed_gives_the_same_result(tmp_path):
+def test_paper_run_interrupted_then_resumed_gives_the_same_result(tmp_path, monkeypatch):
     import os
     import signal
 
     from attnbench.errors import Interrupted
+    from attnbench.training import engine
 
-    whole = _group(tmp_path, [("rmha", 0)], name="whole")
+    whole = _group(tmp_path, "rmha", [0], name="whole")
+    real = engine.log_losses
 
-    def interrupt(event, **d):
-        if event == "step" and d["step"] >= 12:
-            os.kill(os.getpid(), signal.SIGINT)  # taken at the next batch boundary
+    def interrupt(g, st, pending, on):
+        real(g, st, pending, on)
+        if st.pos.step >= 12:
+            os.kill(os.getpid(), signal.SIGINT)  # taken at the batch boundary
 
+    monkeypatch.setattr(engine, "log_losses", interrupt)
     with pytest.raises(Interrupted):
-        _group(tmp_path, [("rmha", 0)], on=interrupt, name="cut")
+        _group(tmp_path, "rmha", [0], name="cut")
+    monkeypatch.undo()
     ck = torch.load(tmp_path / "cut.pt", weights_only=False)
-    # two rounds of training batches done, stopped at the next batch boundary
-    assert 12 <= ck["pos"]["train_steps"] < 30 and ck["pos"]["batch"] is not None
-    resumed = _group(tmp_path, [("rmha", 0)], resume=ck, name="cut")
+    # stopped at the first batch boundary after step 12, inside a round
+    assert 12 <= ck["pos"]["step"] < 30 and ck["pos"]["batch"] is not None
+    resumed = _group(tmp_path, "rmha", [0], resume=ck, name="cut")
     for k in ("paper_acc", "test_loss", "test_acc"):
         assert resumed[0]["metrics"][k] == pytest.approx(whole[0]["metrics"][k], rel=1e-6), k

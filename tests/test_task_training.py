@@ -13,12 +13,14 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from attnbench import cli, evaluation, sources, train
+from attnbench import cli
 from attnbench.config import TrainJob, make_config
 from attnbench.data import corpus_from_text
 from attnbench.errors import AttnbenchError
 from attnbench.model import CharLM
-from attnbench.plan import new_plan
+from attnbench.training import engine, evaluation, sources
+from attnbench.training.members import Solo
+from attnbench.training.plan import new_plan
 from attnbench.tasks import IGNORE, make_task
 
 from testdata import CORPUS
@@ -35,6 +37,11 @@ def _model(attn: str, vocab: int, ctx: int, **over) -> CharLM:
     torch.manual_seed(0)
     c = make_config("tiny", ctx=ctx, **over).resolved()
     return CharLM(c.model_config(attn, vocab)).eval()
+
+
+def _one(model) -> Solo:
+    """A plain model as a group of one member (evaluation scores groups)."""
+    return Solo(model, 0)
 
 
 # ------------------------------------------------------------------------------------------------- scoring
@@ -57,10 +64,10 @@ def test_task_evaluation_equals_brute_force_over_the_queried_positions(world):
             hits = (lg.argmax(-1) == yy)
             correct, n, exact = correct + int(hits.sum()), n + len(yy), exact + int(hits.all())
     if world == 1:
-        got = evaluation.evaluate_task(model, task.eval_batches("test", 50, 16), c, torch.device("cpu"))
+        (got,) = evaluation.evaluate_task(_one(model), task.eval_batches("test", 50, 16), c, torch.device("cpu"))
     else:
-        parts = [evaluation.evaluate_task(model, task.eval_batches("test", 50, 16), c, torch.device("cpu"), r, world)
-                 for r in range(world)]
+        parts = [evaluation.evaluate_task(_one(model), task.eval_batches("test", 50, 16), c, torch.device("cpu"), r,
+                                          world)[0] for r in range(world)]
         assert sum(p["examples"] for p in parts) == 50
         got = {"n": sum(p["n"] for p in parts), "loss": sum(p["loss"] * p["n"] for p in parts) / n,
                "acc": sum(p["acc"] * p["n"] for p in parts) / n,
@@ -89,7 +96,7 @@ def test_task_batches_split_over_ranks_is_the_one_process_batch():
         x, y = one.get(step)
         parts = [sources.TaskBatches(task, 8, r, 4).get(step) for r in range(4)]
         assert torch.equal(torch.cat([p[0] for p in parts]), x) and torch.equal(torch.cat([p[1] for p in parts]), y)
-    assert one.steps_per_epoch == 12 and not one.new_epoch(12)
+    assert one.steps_per_epoch == 12 and not one.restarts(12)
     with pytest.raises(AttnbenchError, match="streams fresh examples"):
         sources.TaskBatches(make_task("mqar", train_examples=0), 8).steps_per_epoch
 
@@ -102,7 +109,7 @@ def test_a_model_learns_single_pair_recall(tmp_path):
                                                      "test_examples=256", steps=100, batch=32, lr=3e-3,
                               eval_every=50, warmup=10, device="cpu"))
     plan.start("")
-    (rec,) = train.run_plan(plan, None, command="test")
+    (rec,) = engine.run_plan(plan, None, command="test")
     assert rec["status"] == "ok" and rec["metrics"]["test_n"] == 256
     assert rec["metrics"]["test_acc"] >= 0.9, rec["metrics"]
 
@@ -137,14 +144,14 @@ def test_extrapolation_scores_every_prediction_once_and_says_na_past_a_position_
     mha, rmha = _model("mha", corpus.vocab_size, 32), _model("rmha", corpus.vocab_size, 32)
     data = corpus.test[:700]
     cpu = torch.device("cpu")
-    (a16, a32, a64) = evaluation.extrapolation(mha, data, c, (16, 32, 64), cpu)
+    ((a16, a32, a64),) = evaluation.extrapolation(_one(mha), data, c, (16, 32, 64), cpu)
     assert a64["status"] == "n/a" and "exceeds the position table (32)" in a64["reason"]
     assert a16["n"] == a32["n"] == len(data) - 1
-    rows = evaluation.extrapolation(rmha, data, c, (16, 64, 256, 1000), cpu)
+    (rows,) = evaluation.extrapolation(_one(rmha), data, c, (16, 64, 256, 1000), cpu)
     assert [r["ctx"] for r in rows] == [16, 64, 256, 1000]
     assert all(r["n"] == len(data) - 1 for r in rows[:3]) and rows[3]["status"] == "n/a"
     # at length L: the sliding-window pass of stride L/2 (each prediction with >= L/2 tokens of left context)
-    ref = evaluation.evaluate(rmha, data, replace(c, ctx=64, eval_stride=32), cpu)
+    (ref,) = evaluation.evaluate(_one(rmha), data, replace(c, ctx=64, eval_stride=32), cpu)
     assert rows[1]["loss"] == pytest.approx(ref["loss"], rel=1e-6) and rows[1]["acc"] == ref["acc"]
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,13 +16,16 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from attnbench import cli, evaluation, train
-from attnbench.config import TrainJob
+from attnbench import cli
+from attnbench.config import PRESETS, TRAIN_FIELDS, TrainJob, make_config
 from attnbench.data import Batches, corpus_from_text
 from attnbench.errors import AttnbenchError, Interrupted
-from attnbench.model import CharLM, build_model
-from attnbench.plan import new_plan, resume_plan
-from attnbench.summary import summarize
+from attnbench.model import build_model
+from attnbench.training import engine, evaluation
+from attnbench.training.members import Solo
+from attnbench.training.optim import lr_at
+from attnbench.training.plan import new_plan, resume_plan
+from attnbench.training.summary import summarize
 
 from testdata import CORPUS
 needs_corpus = pytest.mark.skipif(not CORPUS.is_file(), reason=f"corpus not at {CORPUS}")
@@ -29,7 +34,7 @@ runner = CliRunner()
 
 # ---------------------------------------------------------------------------------------------- presets
 def test_presets_as_the_issue_says():
-    d, p, t = train.PRESETS["default"], train.PRESETS["paper"], train.PRESETS["tiny"]
+    d, p, t = PRESETS["default"], PRESETS["paper"], PRESETS["tiny"]
     assert (d.n_layers, d.d_model, d.n_heads, d.ctx, d.batch, d.dropout, d.lr, d.steps, d.schedule) == \
         (6, 384, 6, 256, 64, 0.2, 1e-3, 5000, "cosine") and d.warmup > 0 and d.amp
     assert (p.n_layers, p.d_model, p.n_heads, p.d_ff, p.dropout, p.ctx, p.mem_len, p.batch, p.schedule,
@@ -44,35 +49,35 @@ def test_every_field_has_a_cli_flag():
 
     cmd = typer.main.get_command(cli.app).commands["train"]
     params = {p.name for p in cmd.params}
-    assert set(train.FIELDS) <= params
+    assert set(TRAIN_FIELDS) <= params
 
 
 @pytest.mark.parametrize("override, match", [({"ctx": 0}, "ctx"), ({"n_heads": 5}, "divide"),
                                              ({"schedule": "linear"}, "schedule"), ({"eval_stride": 999}, "stride")])
 def test_nonsense_overrides_are_one_clear_line(override, match):
     with pytest.raises(AttnbenchError, match=match):
-        train.make_config("tiny", **override).resolved()
+        make_config("tiny", **override).resolved()
 
 
 def test_unknown_preset_and_field():
     with pytest.raises(AttnbenchError, match="preset"):
-        train.make_config("huge")
+        make_config("huge")
     with pytest.raises(AttnbenchError, match="setting"):
-        train.make_config("tiny", nonsense=1)
+        make_config("tiny", nonsense=1)
 
 
 # ---------------------------------------------------------------------------------------------- schedule, data
 def test_schedules():
-    c = train.PRESETS["default"]
-    assert train.lr_at(c.warmup - 1, c, 5000) == pytest.approx(c.lr)
-    assert train.lr_at(0, c, 5000) == pytest.approx(c.lr / c.warmup)
-    assert train.lr_at(4999, c, 5000) == pytest.approx(c.min_lr)
-    lrs = [train.lr_at(s, c, 5000) for s in range(c.warmup, 5000, 50)]
+    c = PRESETS["default"]
+    assert lr_at(c.warmup - 1, c, 5000) == pytest.approx(c.lr)
+    assert lr_at(0, c, 5000) == pytest.approx(c.lr / c.warmup)
+    assert lr_at(4999, c, 5000) == pytest.approx(c.min_lr)
+    lrs = [lr_at(s, c, 5000) for s in range(c.warmup, 5000, 50)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
-    p = train.PRESETS["paper"]
+    p = PRESETS["paper"]
     peak = 128 ** -0.5 * 2000 ** -0.5  # Vaswani et al. 2017, eq. 3 at step = warmup
-    assert train.lr_at(1999, p, 10**5) == pytest.approx(peak)
-    assert train.lr_at(7999, p, 10**5) == pytest.approx(peak * 0.5)  # ∝ step^-0.5 after warm-up
+    assert lr_at(1999, p, 10**5) == pytest.approx(peak)
+    assert lr_at(7999, p, 10**5) == pytest.approx(peak * 0.5)  # ∝ step^-0.5 after warm-up
 
 
 def test_batches_are_a_function_of_seed_and_step():
@@ -92,7 +97,7 @@ def test_memory_batches_are_contiguous_streams():
     x1, y1 = b.get(1)
     assert torch.equal(x1[:, 0], x0[:, -1] + 1)  # the next segment continues each stream
     assert torch.equal(y1, x1 + 1)
-    assert b.new_epoch(0) and not b.new_epoch(1) and b.new_epoch(b.n_seg)
+    assert b.restarts(0) and not b.restarts(1) and b.restarts(b.n_seg)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -127,8 +132,8 @@ def test_evaluation_equals_brute_force(attn, stride):
     model = build_model(attn, V, n_layers=2, d_model=16, n_heads=2, d_ff=16, ctx=ctx, dropout=0.0,
                         act="gelu").double()
     data = torch.randint(0, V, (41,))
-    c = replace(train.PRESETS["tiny"], ctx=ctx, eval_stride=stride, eval_batch=4, mem_len=0)
-    got = evaluation.evaluate(model, data, c, torch.device("cpu"))
+    c = replace(PRESETS["tiny"], ctx=ctx, eval_stride=stride, eval_batch=4, mem_len=0)
+    (got,) = evaluation.evaluate(Solo(model, 0), data, c, torch.device("cpu"))
     plan = evaluation.window_plan(len(data), ctx, stride)
     start_of = {}
     for s, f in plan:
@@ -150,12 +155,12 @@ def test_memory_evaluation_scores_every_prediction_once():
     torch.manual_seed(0)
     model = build_model("rmha", 7, n_layers=1, d_model=16, n_heads=2, d_ff=16, ctx=4, dropout=0.0, act="relu",
                         mem_len=6).double()
-    c = replace(train.PRESETS["paper"], ctx=4, mem_len=6, eval_batch=4)
+    c = replace(PRESETS["paper"], ctx=4, mem_len=6, eval_batch=4)
     data = torch.randint(0, 7, (101,))
-    got = evaluation.evaluate(model, data, c, torch.device("cpu"))
+    (got,) = evaluation.evaluate(Solo(model, 0), data, c, torch.device("cpu"))
     assert got["n"] == 100
     # one stream only: the first prediction of a segment sees the previous segment through memory
-    one = evaluation.evaluate(model, data[:9], replace(c, eval_batch=1), torch.device("cpu"))
+    (one,) = evaluation.evaluate(Solo(model, 0), data[:9], replace(c, eval_batch=1), torch.device("cpu"))
     mem_logits = []
     _, mems = model(data[None, :4])
     out, _ = model(data[None, 4:8], mems)
@@ -175,14 +180,22 @@ def _small_corpus():
     return corpus_from_text(text, source="first 40k characters")
 
 
-def _spec(**kw):
-    c = replace(train.PRESETS["tiny"], **{**SMALL, **kw})
-    return train.RunSpec("mha", 0, c.resolved())
+def _cfg(**kw):
+    return replace(PRESETS["tiny"], **{**SMALL, **kw}).resolved()
+
+
+def _group(tmp_path, seeds=(0,), attn="mha", name="g", **kw):
+    from attnbench.training.sources import make_source
+
+    c = _cfg(**kw)
+    return engine.train_group(attn, list(seeds), make_source(c, _small_corpus()), c,
+                              record_path=tmp_path / f"{name}.jsonl", ckpt_path=tmp_path / f"{name}.pt",
+                              command="test", stacked=len(seeds) > 1)
 
 
 def _plan(tmp_path, attn="mha", seeds=1, **kw):
     job = TrainJob(attn=attn, preset="tiny", seeds=seeds, results_dir=str(tmp_path / "results"),
-                   checkpoints_dir=str(tmp_path / "ck"))
+                   checkpoints_dir=str(tmp_path / "ck"), ensemble=kw.pop("ensemble", "auto"))
     p = new_plan(job, {**SMALL, **kw})
     p.start(data_sha256="")
     return p
@@ -195,58 +208,87 @@ def _lines(path):
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))]
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_nan_loss_stops_and_keeps_what_was_measured(tmp_path, monkeypatch, device):
-    """A weight turned NaN in place before step 9: on CUDA the step is a replayed CUDA graph (it reads the weights
-    in place and never calls train_step), so the NaN is put into the model, not into train_step's result."""
-    models, real_get = [], Batches.get
+def _poison_before_step_9(monkeypatch, member: int = 0):
+    """A weight of one member turned NaN in place before step 9 (on CUDA the step is a replayed CUDA graph: it reads
+    the weights in place, so the NaN goes into the weights, not into a step's result)."""
+    groups, real_build, real_get = [], engine.membership.build, Batches.get
 
-    def capture(*a, **k):
-        models.append(CharLM(*a, **k))
-        return models[-1]
+    def build(*a, **k):
+        groups.append(real_build(*a, **k))
+        return groups[-1]
 
-    def poison_before_step_9(self, step):
-        if step == 8:
+    def poison(self, step):
+        if step == 8 and self.seed == member:
             with torch.no_grad():
-                next(models[0].parameters()).fill_(float("nan"))
+                _, p, _ = groups[-1].named_trained()[0]
+                (p[member] if groups[-1].stacked else p).fill_(float("nan"))
         return real_get(self, step)
 
-    monkeypatch.setattr(train, "CharLM", capture)
-    monkeypatch.setattr(Batches, "get", poison_before_step_9)
-    rec = train.run_one(_spec(device=device), _small_corpus(), record_path=tmp_path / "r.jsonl",
-                        ckpt_path=tmp_path / "c.pt", command="test")
-    assert rec["config"]["cuda_graph"] == ("on" if device == "cuda" else "off")
+    monkeypatch.setattr(engine.membership, "build", build)
+    monkeypatch.setattr(Batches, "get", poison)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_loss_stops_and_keeps_what_was_measured(tmp_path, monkeypatch, device):
+    _poison_before_step_9(monkeypatch)
+    (rec,) = _group(tmp_path, device=device)
+    assert rec["config"]["cuda_graph"] == ("on" if device == "cuda" else "off: no GPU")
     assert rec["status"] == "error" and rec["reason"] == "non-finite training loss at step 9"
     assert [r["step"] for r in rec["curves"]] == [6]  # the evaluation before the NaN is kept
-    saved = json.loads((tmp_path / "r.jsonl").read_text())
+    saved = json.loads((tmp_path / "g.jsonl").read_text())
     assert saved["status"] == "error" and saved["curves"] == rec["curves"] and not saved.get("partial")
 
 
-def test_ctrl_c_mid_plan_then_resume_continues_every_attention_and_seed(tmp_path, monkeypatch):
-    """Two attentions × two seeds; Ctrl-C at step 8 of the second run. The finished run's record stays, the
-    interrupted one gets a partial record and a checkpoint, and resuming the plan runs what is left of all four."""
-    corpus, p = _small_corpus(), _plan(tmp_path, attn="mha,sha", seeds=2)
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_nan_in_one_member_stops_it_alone_and_the_others_finish_as_alone(tmp_path, monkeypatch, device):
+    """Three seeds as one model, a NaN put into member 1's weights before step 9: member 1 stops with its record
+    (written at once), members 0 and 2 finish exactly as their solo runs."""
+    _poison_before_step_9(monkeypatch, member=1)
+    recs = _group(tmp_path, seeds=(0, 1, 2), device=device, name="three")
+    assert [(r["config"]["seed"], r["status"]) for r in recs] == [(1, "error"), (0, "ok"), (2, "ok")]
+    assert recs[0]["reason"] == "non-finite training loss at step 9" and recs[0]["metrics"]["steps"] == 10
+    assert all(r["config"]["ensemble"] == 3 and r["config"]["group"] == [0, 1, 2] for r in recs)
+    monkeypatch.undo()
+    for r in recs[1:]:
+        (solo,) = _group(tmp_path, seeds=(r["config"]["seed"],), device=device, name=f"solo{r['config']['seed']}")
+        assert r["metrics"]["test_loss"] == pytest.approx(solo["metrics"]["test_loss"], rel=1e-5)
+        assert [c["val_loss"] for c in r["curves"]] == pytest.approx([c["val_loss"] for c in solo["curves"]],
+                                                                     rel=1e-5)
+
+
+def _interrupt_at(monkeypatch, step: int, nth_run: int = 1, signum=signal.SIGINT):
+    """A real signal to this process while run number `nth_run` reads the batch of `step` (the engine takes it at
+    the batch boundary after that step)."""
     real, starts = Batches.get, []
 
-    def interrupt_second_run_at_step_8(self, step):
-        starts.extend([1] if step == 0 else [])
-        if len(starts) == 2 and step == 8:
-            raise KeyboardInterrupt
-        return real(self, step)
+    def get(self, s):
+        starts.extend([1] if s == 0 and self.seed == 0 else [])
+        if len(starts) == nth_run and s == step and self.seed == 0:
+            os.kill(os.getpid(), signum)
+        return real(self, s)
 
-    monkeypatch.setattr(Batches, "get", interrupt_second_run_at_step_8)
+    monkeypatch.setattr(Batches, "get", get)
+
+
+def test_ctrl_c_mid_plan_then_resume_continues_every_attention_and_seed(tmp_path, monkeypatch):
+    """Two attentions × two seeds trained alone; Ctrl-C at step 8 of the second run. The finished run's record
+    stays, the interrupted one gets a partial record (status interrupted) and a checkpoint, and resuming the plan
+    runs what is left of all four."""
+    corpus, p = _small_corpus(), _plan(tmp_path, attn="mha,sha", seeds=2, ensemble="off")
+    _interrupt_at(monkeypatch, step=7, nth_run=2)
     with pytest.raises(Interrupted) as e:
-        train.run_plan(p, corpus, command="test")
+        engine.run_plan(p, corpus, command="test")
     assert e.value.exit_code == 130 and "\n" not in str(e.value)
-    assert str(e.value).startswith("sha (seed 0): interrupted at step 8; checkpoint and partial record saved")
+    assert str(e.value).startswith("sha (seed 0): interrupted at step 8; checkpoint and partial records saved")
     assert str(e.value).endswith(p.resume_command())
     first = _lines(p.record_path)
-    assert [(r["attn"], r["status"], r.get("partial")) for r in first] == [("mha", "ok", None), ("sha", "error", True)]
+    assert [(r["attn"], r["status"], r.get("partial")) for r in first] == [("mha", "ok", None),
+                                                                         ("sha", "interrupted", True)]
     assert not list(Path(p.run_dir).glob("*.part"))  # atomic writes left no temporary file
-    monkeypatch.setattr(Batches, "get", real)
+    monkeypatch.undo()
 
     again = resume_plan(p.run_dir, {})
-    recs = train.run_plan(again, corpus, command="test")
+    recs = engine.run_plan(again, corpus, command="test")
     assert [(r["attn"], r["config"]["seed"], r["status"]) for r in recs] == \
         [("mha", 0, "ok"), ("sha", 0, "ok"), ("mha", 1, "ok"), ("sha", 1, "ok")]
     assert recs[0] == {**first[0], "_source": recs[0]["_source"]}  # kept as it was, not trained again
@@ -255,26 +297,48 @@ def test_ctrl_c_mid_plan_then_resume_continues_every_attention_and_seed(tmp_path
     assert len(_lines(p.record_path)) == 5  # the same file: 2 from the first session, 3 from the second
 
 
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stacked_group_interrupted_then_resumed_equals_an_uninterrupted_one(tmp_path, monkeypatch, signum, code):
+    """Three seeds as one model, stopped by a signal at step 4 (SIGTERM as Ctrl-C, exit 143): partial records say
+    interrupted, and the resumed group ends with the uninterrupted group's results."""
+    whole = _group(tmp_path, seeds=(0, 1, 2), name="whole")
+    p = _plan(tmp_path, seeds=3, ensemble="3")
+    _interrupt_at(monkeypatch, step=3, signum=signum)
+    with pytest.raises(Interrupted) as e:
+        engine.run_plan(p, _small_corpus(), command="test")
+    assert e.value.exit_code == code and str(e.value).startswith("mha (seeds 0-2): interrupted at step 4")
+    part = _lines(p.record_path)
+    assert [(r["status"], r["partial"], r["metrics"]["steps"]) for r in part] == [("interrupted", True, 4)] * 3
+    monkeypatch.undo()
+    recs = engine.run_plan(resume_plan(p.run_dir, {}), _small_corpus(), command="test")
+    assert [r["config"]["resumed_from_step"] for r in recs] == [4] * 3
+    for r, w in zip(recs, whole):
+        assert r["config"]["seed"] == w["config"]["seed"] and r["status"] == "ok"
+        for k in ("test_loss", "test_acc", "train_loss"):
+            assert r["metrics"][k] == pytest.approx(w["metrics"][k], rel=1e-6), k
+
+
 def test_ctrl_c_during_the_test_pass_keeps_a_record_and_resume_only_tests(tmp_path, monkeypatch):
     corpus, p = _small_corpus(), _plan(tmp_path)
-    real_test = train.test_pass
+    real_finish = engine.finish
 
     def interrupted(*a):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "test_pass", interrupted)
-    with pytest.raises(Interrupted, match="interrupted during the test pass; checkpoint and partial record saved"):
-        train.run_plan(p, corpus, command="test")
+    monkeypatch.setattr(engine, "finish", interrupted)
+    with pytest.raises(Interrupted, match="interrupted during the test pass; checkpoint and partial records saved"):
+        engine.run_plan(p, corpus, command="test")
     (part,) = _lines(p.record_path)
-    assert part["partial"] and part["metrics"]["steps"] == 12 and "test_acc" not in part["metrics"]
+    assert part["partial"] and part["status"] == "interrupted" and part["metrics"]["steps"] == 12
+    assert "test_acc" not in part["metrics"]
     assert [c["step"] for c in part["curves"]] == [6, 12]  # every validation pass is in the record
 
     def no_training(self, step):
         raise AssertionError("a finished run trained again")
 
-    monkeypatch.setattr(train, "test_pass", real_test)
+    monkeypatch.setattr(engine, "finish", real_finish)
     monkeypatch.setattr(Batches, "get", no_training)
-    (rec,) = train.run_plan(resume_plan(p.run_dir, {}), corpus, command="test")
+    (rec,) = engine.run_plan(resume_plan(p.run_dir, {}), corpus, command="test")
     assert rec["status"] == "ok" and rec["config"]["resumed_from_step"] == 12 and 0 < rec["metrics"]["test_acc"] < 1
     assert [c["step"] for c in rec["curves"]] == [6, 12]
 
@@ -285,9 +349,9 @@ def test_ctrl_c_while_a_run_starts_names_the_resume_command(tmp_path, monkeypatc
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "start", interrupted)
+    monkeypatch.setattr(engine, "start", interrupted)
     with pytest.raises(Interrupted, match="interrupted before its first step") as e:
-        train.run_plan(p, _small_corpus(), command="test")
+        engine.run_plan(p, _small_corpus(), command="test")
     assert p.resume_command() in str(e.value)
 
 
@@ -386,16 +450,16 @@ def test_bad_input_is_one_clear_line(tmp_path, args, match):
 def test_a_crashing_attention_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
     """`--attn all` on GPU once died in mhe-add and took the five runs after it along: now a crash is an error
     record with its traceback, and the remaining runs go on."""
-    real = train.run_one
+    real = engine.train_group
 
-    def crash_mdha(spec, *a, **k):
-        if spec.attn == "mdha":
+    def crash_mdha(attn, *a, **k):
+        if attn == "mdha":
             raise RuntimeError("expected mat1 and mat2 to have the same dtype\nsecond line")
-        return real(spec, *a, **k)
+        return real(attn, *a, **k)
 
-    monkeypatch.setattr(train, "run_one", crash_mdha)
+    monkeypatch.setattr(engine, "train_group", crash_mdha)
     p, events = _plan(tmp_path, attn="mdha,mha"), []
-    recs = train.run_plan(p, _small_corpus(), command="test",
+    recs = engine.run_plan(p, _small_corpus(), command="test",
                           on=lambda ev, **d: events.append((ev, d.get("record", {}).get("attn"))))
     assert [r["status"] for r in recs] == ["error", "ok"]
     assert recs[0]["reason"] == "crashed: RuntimeError: expected mat1 and mat2 to have the same dtype"
@@ -409,8 +473,8 @@ def test_an_out_of_memory_crash_is_recorded_as_oom(tmp_path, monkeypatch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: you "
                            "tried to allocate 123 bytes")
 
-    monkeypatch.setattr(train, "run_one", cpu_oom)
-    (rec,) = train.run_plan(_plan(tmp_path), _small_corpus(), command="test")
+    monkeypatch.setattr(engine, "train_group", cpu_oom)
+    (rec,) = engine.run_plan(_plan(tmp_path), _small_corpus(), command="test")
     assert rec["status"] == "oom" and "can't allocate memory" in rec["reason"]
 
 
@@ -431,7 +495,7 @@ def test_a_results_dir_that_cannot_be_written_is_refused_before_training(tmp_pat
     (tmp_path / "ro").mkdir()
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "ro" else real(p, mode))
-    monkeypatch.setattr(train, "run_plan", lambda *a, **k: pytest.fail("trained before checking the folder"))
+    monkeypatch.setattr(engine, "run_plan", lambda *a, **k: pytest.fail("trained before checking the folder"))
     r = runner.invoke(cli.app, ["train", *TINY_CLI, "--data", str(_text_file(tmp_path)), "--results-dir",
                                 str(tmp_path / "ro"), "--checkpoints-dir", str(tmp_path / "ck")])
     assert r.exit_code == 2 and r.output.strip() == f"error: --results-dir {tmp_path / 'ro'}: the folder is not writable"

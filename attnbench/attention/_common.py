@@ -35,7 +35,13 @@ def attend_fast(q, k, v, scale: float, dropout: float = 0.0, training: bool = Fa
 
     Without memory the kernel's own causal mask applies; with memory (L > T) SDPA's is_causal would align the
     mask top-left, so an explicit bottom-right boolean mask is passed."""
+    from attnbench.kernels import batched
+
     T, L = q.shape[-2], k.shape[-2]
+    if not q.is_cuda and batched(q, "scaled_dot_product_attention on CPU (no batching rule): written out"):
+        if enable_gqa:  # each K/V head serves q.shape[1] / k.shape[1] query heads
+            k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+        return attend_reference(q, k, v, scale, dropout, training)
     kw = dict(dropout_p=dropout if training else 0.0, scale=scale)
     if enable_gqa:
         kw["enable_gqa"] = True  # K/V heads shared by groups of query heads (torch >= 2.5)
@@ -162,11 +168,13 @@ def causal_conv_parts(x: torch.Tensor, weight: torch.Tensor, parts: int = 1) -> 
     On CUDA with triton (or under TRITON_INTERPRET=1): attnbench.kernels.causal_conv, one pass over [B, L, C] (an
     H100, B=4, L=4096, C=1024, bf16, fwd+bwd: cuDNN conv1d 1.02 ms against a ~0.07 ms floor). Elsewhere one grouped
     conv1d with left padding only (symmetric padding would leak x[t+1])."""
+    from attnbench.kernels import batched
     from attnbench.kernels import causal_conv as kernel
 
     C, W = weight.shape
     fits = W <= kernel.MAX_WIDTH and parts <= kernel.MAX_PARTS
-    if fits and kernel.available(x) and (x.dtype in (torch.float16, torch.bfloat16, torch.float32) or not x.is_cuda):
+    if fits and kernel.available(x) and (x.dtype in (torch.float16, torch.bfloat16, torch.float32) or not x.is_cuda) \
+            and not batched(x, "causal_conv (Triton): grouped conv1d"):
         return kernel.causal_conv_parts(x, weight, parts)
     w = weight.flip(-1).unsqueeze(1).to(x.dtype)  # [C, 1, W]; conv1d correlates, so flip
     y = F.conv1d(F.pad(x.transpose(1, 2), (W - 1, 0)), w, groups=C).transpose(1, 2)  # [B, L, C]

@@ -98,10 +98,12 @@ class RelativePositions(nn.Module):
         """On CUDA with triton: attnbench.kernels.relpos_prologue builds [q+u; Q'] and [k; K'] in one kernel each way
         (the eager `augment` is ~20 small kernels: an H100, B=4, nh=16, hs=d_R=64, T=4096, bf16, fwd+bwd: rmha
         1.95x mha, of which SDPA at QK width 128 is 1.39x). Elsewhere the eager `augment`."""
+        from attnbench.kernels import batched
         from attnbench.kernels import relpos_prologue as kernel
 
         w_r, M = self.w_r.weight, k.shape[-2] - q.shape[-2]
-        prologue = kernel.augment if kernel.supported(q, k, w_r) else augment
+        fused = kernel.supported(q, k, w_r) and not batched(q, "relpos_prologue (Triton): eager augment")
+        prologue = kernel.augment if fused else augment
         q_aug, k_aug = prologue(q, k, self.u, self.v, w_r, M)
         return attend_fast(q_aug, k_aug, v, scale, dropout, training)
 

@@ -25,6 +25,7 @@ from attnbench.attention._common import (attend_fast, attend_reference, init_lin
                                          scale_for, with_memory)
 from attnbench.config import AttnConfig
 from attnbench.errors import AttnbenchError
+from attnbench.kernels import batched
 
 FAST_PATHS = ("broadcast", "weight", "weight-qkv", "combine", "combine-qkv")
 FAST_PATH = "combine-qkv"  # the form MHEAdd's fast path takes (mhe_mul.py has its own); see the docstring
@@ -158,7 +159,11 @@ class MHEAdd(nn.Module):
                      for i in range(self.cfg.n_heads)]  # one head at a time, written out
             y = torch.cat(heads, dim=1)
         else:
-            q, k, v = self.heads(x, h, self.fast_path(h.shape[0] * h.shape[1]))
+            path = self.fast_path(h.shape[0] * h.shape[1])
+            if path.startswith("combine") and batched(x, f"{type(self).__name__} {path} (autograd.Function): "
+                                                         f"weight-qkv"):
+                path = "weight-qkv"  # the same function without a custom autograd node, which vmap cannot batch
+            q, k, v = self.heads(x, h, path)
             y = attend_fast(q, k, v, scale, self.cfg.dropout, self.training)  # one fused call over all heads
         return self.o(merge_heads(y))
 

@@ -28,5 +28,19 @@ def available(x: torch.Tensor) -> bool:
     return (x.is_cuda or interpreting()) and triton_importable()
 
 
+# Fast paths that took their PyTorch path inside torch.func.vmap in this process (a stacked training group,
+# training/members.py): the engine clears it before a group and writes it into the group's records.
+STACKED_FALLBACKS: set[str] = set()
+
+
+def batched(x: torch.Tensor, what: str) -> bool:
+    """True when x is a member-batched tensor inside torch.func.vmap, where `what` (a Triton kernel or a custom
+    autograd Function, neither with a batching rule) cannot run: the caller takes its PyTorch path, noted here."""
+    if torch._C._functorch.is_batchedtensor(x):
+        STACKED_FALLBACKS.add(what)
+        return True
+    return False
+
+
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)

@@ -46,10 +46,33 @@ class Plan:
         """(attention, seed) pairs; seeds cfg.seed … cfg.seed + seeds - 1, each shared by every attention."""
         return [RunSpec(a, self.cfg.seed + k, self.cfg) for k in range(self.job.seeds) for a in self.attns]
 
-    def checkpoint(self, spec: RunSpec) -> Path:
+    def groups(self, size: int, done: set[tuple[str, int]]) -> list[tuple[str, list[int]]]:
+        """The groups still to train, (attention, seeds), in order: a group with a checkpoint in the run's folder
+        continues as it was (a group split when out of memory continues as its parts); the other seeds not done go
+        in groups of `size` consecutive seeds (size 1: seeds outer, attentions inner, as the runs of a plan were
+        always ordered)."""
         from attnbench.attention import file_safe
+        from attnbench.training.checkpoints import seeds_of
 
-        return Path(self.run_dir) / f"{file_safe(spec.attn)}-seed{spec.seed}.pt"
+        seeds = [self.cfg.seed + k for k in range(self.job.seeds)]
+        chunks = [seeds[i:i + size] for i in range(0, len(seeds), size)]
+        out = []
+        for chunk in chunks:
+            for a in self.attns:
+                todo = [s for s in chunk if (a, s) not in done]
+                saved = sorted((g for p in Path(self.run_dir).glob("*.pt") if (g := seeds_of(p, file_safe(a)))
+                                and set(g) & set(todo)), key=lambda g: g[0]) if self.run_dir else []
+                for g in saved:
+                    out.append((a, g))
+                    todo = [s for s in todo if s not in g]
+                out += [(a, todo[i:i + size]) for i in range(0, len(todo), size)]
+        return out
+
+    def checkpoint(self, attn: str, seeds: list[int]) -> Path:
+        from attnbench.attention import file_safe
+        from attnbench.training.checkpoints import name
+
+        return Path(self.run_dir) / name(file_safe(attn), seeds)
 
     @property
     def record_path(self) -> Path:
@@ -94,7 +117,7 @@ def new_plan(job: TrainJob, overrides: dict[str, Any]) -> Plan:
     """Every setting checked, the folders checked writable, nothing written yet: one line (exit 2) for anything
     that would make the run fail later or ignore a setting."""
     from attnbench.attention import parse_names
-    from attnbench.sources import TEXT, fit_config
+    from attnbench.training.sources import TEXT, fit_config
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
     cfg = fit_config(make_config(job.preset, **overrides).resolved(), overrides)
@@ -110,13 +133,27 @@ def new_plan(job: TrainJob, overrides: dict[str, Any]) -> Plan:
             check_flavour(a, cfg)
         if job.sample:
             raise AttnbenchError("--sample is not available with --preset paper (the authors' run samples nothing)")
-    if job.parallel < 1 or (job.parallel > 1 and cfg.flavour != "labml"):
-        raise AttnbenchError(f"--parallel {job.parallel}: runs train in lockstep under --preset paper only "
-                             f"(a positive count)")
+    ensemble_size(job.ensemble, job.seeds)  # a bad value is one line now, not after the first run
     _refuse_unread_settings(attns, overrides)
     _refuse_gpu_only_on_cpu(cfg, overrides)
     _check_folders(job)
     return Plan(job=job, overrides=overrides, cfg=cfg, attns=attns)
+
+
+def ensemble_size(value: str, seeds: int) -> int | None:
+    """--ensemble as a group size: "off" 1, N, or None for "auto" (decided where the run happens: engine.py)."""
+    v = str(value).strip().lower()
+    if v == "auto":
+        return None
+    if v == "off":
+        return 1
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise AttnbenchError(f"--ensemble {value}: auto, off, or a positive number of seeds trained as one model")
+    return min(n, seeds)
 
 
 def _refuse_unread_settings(attns: list[str], overrides: dict[str, Any]) -> None:

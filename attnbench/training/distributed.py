@@ -85,6 +85,13 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """Maximum of `t` over the ranks, in place, returned (identity for one process)."""
+    if active():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def broadcast(obj):
     """Rank 0's `obj` on every rank (any picklable object)."""
     if not active():
