@@ -36,68 +36,53 @@ from attnbench.training.sources import make_source  # noqa: E402
 
 GRID = [("paper", "mha"), ("paper", "rcmha"), ("default", "mha")]
 BLOCK, BLOCKS = 20, 7  # replays per timed block, timed blocks (the median of their per-step times)
+LOOP = {"paper": 600, "default": 40, "tiny": 20}  # steps of the short run whose loop time is also reported
 
 
-def _batches(g, n_steps: int):
-    """`n_steps` real training batches of the group's loader, on the device."""
-    loader = g.loaders["train"]
-    return [tuple(t.to(g.device) for t in loader.get(b)) for b in range(n_steps)]
-
-
-def measure(preset: str, attn: str, n: int, corpus, tmp: Path, device: str) -> dict:
+def measure(preset: str, attn: str, n: int, corpus, tmp: Path, device: str, profile) -> dict:
     c = replace(PRESETS[preset], device=device, cuda_graph=True).resolved()
     source = make_source(c, corpus)
     t = time.perf_counter()
     g, st = engine.start(attn, list(range(n)), source, c, ckpt_path=tmp / "bench.pt", resume=None,
                          proc=distributed.SINGLE, stacked=n > 1)
     setup_s = time.perf_counter() - t
-    step = g.graphs.get("train") or _Eager(g)
-    if c.mem_len:  # the steady state: a full memory (its values do not change the work)
-        step.load_mems([torch.randn_like(m) for m in step.mems])
-    batches = [b for b in _batches(g, BLOCK + 4) if b[0].shape[-1] == c.ctx][:BLOCK]
-    for x, y in batches[:5]:  # warm-up
-        step.step(x, y)
-    times = [_block(step, batches, g.device) for _ in range(BLOCKS)]
-    ms = statistics.median(times)
-    row = {"preset": preset, "attn": attn, "members": n, "status": "ok", "ms_per_step": ms,
-           "ms_per_run_step": ms / n, "ms_per_step_p25_p75": _quartiles(times), "setup_s": setup_s,
+    times = [engine.step_ms(g, BLOCK, 1) for _ in range(BLOCKS)]
+    row = {"preset": preset, "attn": attn, "members": n, "status": "ok", "ms_per_step": statistics.median(times),
+           "ms_per_step_p25_p75": _quartiles(times), "setup_s": setup_s,
            "alloc_peak_mib": torch.cuda.max_memory_allocated() / 2**20 if g.device.type == "cuda" else None,
            "stacked_fallbacks": sorted(kernels.STACKED_FALLBACKS), "cuda_graph": g.config["cuda_graph"]}
-    del g, st, step, batches
+    row["ms_per_run_step"] = row["ms_per_step"] / n
+    if profile is not None:
+        profile.write(f"\n## {preset} {attn}, {n} member(s): eager steps, kernels by CUDA time\n")
+        profile.write(_profile(g))
+    g = st = None
+    # what training sees: the loop's time per training step over a short run (host work, uncaptured steps, and on
+    # the paper schedule the eager steps while memory fills; its scoring steps are not counted)
+    short = replace(c, steps=LOOP[preset], epochs=0.0, eval_every=10**9)
+    g, st = engine.start(attn, list(range(n)), source, short, ckpt_path=tmp / "bench.pt", resume=None,
+                         proc=distributed.SINGLE, stacked=n > 1)
+    engine.loop(g, st, lambda *a, **k: None, lambda: None)
+    row["loop_ms_per_step"] = 1e3 * st.train_s / max(1, st.pos.step)
     return row
 
 
-class _Eager:
-    """The eager step where nothing is captured (a CPU): the same interface as graphed.GraphedStep."""
+def _profile(g) -> str:
+    """Five eager steps under torch.profiler: the kernels that cost the time (a table)."""
+    from torch.profiler import ProfilerActivity, profile
 
-    def __init__(self, g):
-        self.g, self.mems = g, None if not g.cfg.mem_len else [torch.zeros(g.members.n, g.cfg.batch, g.cfg.mem_len,
-                                                                              g.cfg.d_model)
-                                                                  for _ in range(g.cfg.n_layers)]
-
-    def load_mems(self, mems):
-        self.mems = mems
-
-    def step(self, x, y):
-        g = self.g
-        loss, self.mems, _ = engine.train_step(g.members, g.opt, x, y, self.mems, g.cfg.grad_clip, g.amp, False)
-        return loss
-
-
-def _block(step, batches, device: torch.device) -> float:
-    """ms per step over one block of steps: CUDA events on a GPU, the host clock elsewhere."""
-    if device.type != "cuda":
-        t = time.perf_counter()
-        for x, y in batches:
-            step.step(x, y)
-        return 1e3 * (time.perf_counter() - t) / len(batches)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for x, y in batches:
-        step.step(x, y)
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / len(batches)
+    c, x, y = g.cfg, *(t.to(g.device) for t in g.loaders["train"].get(0))
+    mems = None if not c.mem_len else [torch.zeros(g.members.n, x.shape[-2], c.mem_len, c.d_model, device=g.device)
+                                       for _ in range(c.n_layers)]
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if g.device.type == "cuda" else [])
+    for _ in range(2):
+        engine.train_step(g.members, g.opt, x, y, mems, c.grad_clip, g.amp, False)
+    with profile(activities=acts) as prof:
+        for _ in range(5):
+            engine.train_step(g.members, g.opt, x, y, mems, c.grad_clip, g.amp, False)
+        if g.device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if g.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70)
 
 
 def _quartiles(xs: list[float]) -> list[float]:
@@ -112,6 +97,7 @@ def main() -> None:
     ap.add_argument("--out", default="results/scratch/ensemble")
     ap.add_argument("--data", default=str(ROOT.parent / "shared/data/tinyshakespeare/input.txt"))
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--profile", default="", help="group sizes to profile (eager steps), e.g. 1,20: profiles.txt")
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("error: the ensemble benchmark needs a CUDA GPU (or --device cpu for a smoke run)")
@@ -123,6 +109,8 @@ def main() -> None:
     command = " ".join(["python", *sys.argv])
     tmp = Path("/tmp/attnbench-ensemble-bench")
     rows = []
+    profiled = {int(m) for m in args.profile.split(",") if m}
+    profile_file = (out / "profiles.txt").open("a", encoding="utf-8") if profiled else None
     for item in args.grid.split(","):
         preset, attn = item.split(":")
         solo = None
@@ -131,7 +119,7 @@ def main() -> None:
             if args.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             try:
-                row = measure(preset, attn, n, corpus, tmp, args.device)
+                row = measure(preset, attn, n, corpus, tmp, args.device, profile_file if n in profiled else None)
             except Exception as e:
                 status, reason = classify(e)
                 row = {"preset": preset, "attn": attn, "members": n, "status": status, "reason": reason}
@@ -148,18 +136,18 @@ def main() -> None:
             rows.append(row)
             print(_line(row), flush=True)
     print(f"\nrecords: {path}")
-    print("| preset | attn | members | ms/step | ms/run-step | x solo per run | fallbacks |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | attn | members | ms/step | ms/run-step | x solo per run | loop ms/step | fallbacks |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(_line(r))
 
 
 def _line(r: dict) -> str:
     if r["status"] != "ok":
-        return f"| {r['preset']} | {r['attn']} | {r['members']} | {r['status']}: {r.get('reason', '')[:60]} | | | |"
+        return f"| {r['preset']} | {r['attn']} | {r['members']} | {r['status']}: {r.get('reason', '')[:60]} | | | | |"
     sp = f"{r['speedup_per_run']:.2f}" if r.get("speedup_per_run") else "-"
     return (f"| {r['preset']} | {r['attn']} | {r['members']} | {r['ms_per_step']:.3f} | {r['ms_per_run_step']:.4f} "
-            f"| {sp} | {'; '.join(r['stacked_fallbacks']) or '-'} |")
+            f"| {sp} | {r['loop_ms_per_step']:.3f} | {'; '.join(r['stacked_fallbacks']) or '-'} |")
 
 
 if __name__ == "__main__":

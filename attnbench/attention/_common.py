@@ -4,6 +4,7 @@ L = M + T keys, nh heads, hs head width, C channels."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -38,16 +39,31 @@ def attend_fast(q, k, v, scale: float, dropout: float = 0.0, training: bool = Fa
     from attnbench.kernels import batched
 
     T, L = q.shape[-2], k.shape[-2]
-    if not q.is_cuda and batched(q, "scaled_dot_product_attention on CPU (no batching rule): written out"):
+    stacked = False
+    if q.is_cuda:
+        stacked = batched(q, "scaled_dot_product_attention (stacked): flash or math kernel (the memory-efficient "
+                             "kernel's batching rule fails)")
+    elif batched(q, "scaled_dot_product_attention on CPU (no batching rule): written out"):
         if enable_gqa:  # each K/V head serves q.shape[1] / k.shape[1] query heads
             k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
         return attend_reference(q, k, v, scale, dropout, training)
     kw = dict(dropout_p=dropout if training else 0.0, scale=scale)
     if enable_gqa:
         kw["enable_gqa"] = True  # K/V heads shared by groups of query heads (torch >= 2.5)
-    if L == T:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, L - T, q.device), **kw)
+    with _stacked_backends() if stacked else contextlib.nullcontext():
+        if L == T:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, **kw)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, L - T, q.device), **kw)
+
+
+def _stacked_backends():
+    """Inside torch.func.vmap (a stacked training group) on a GPU: SDPA's flash kernel, else its math path. The
+    memory-efficient kernel's batching rule raised "LSE is not correctly aligned (strideH)" on an H200 (torch 2.11;
+    float32, or a boolean mask: the paper preset's memory), which the flash kernel's and the decomposed math path's
+    do not."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH])
 
 
 def attend(impl: str, q, k, v, scale: float, dropout: float, training: bool):

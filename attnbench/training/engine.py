@@ -402,7 +402,7 @@ def finish(g: Group, st: GroupState, sample: int) -> list[dict[str, Any]]:
 def train_group(attn: str, seeds: list[int], source, c: TrainConfig, *, record_path: Path, ckpt_path: Path,
                 command: str, on: Callback = _quiet, sample: int = 0, resume: dict | None = None,
                 proc: distributed.Proc = distributed.SINGLE, stacked: bool = False,
-                note: str | None = None) -> list[dict[str, Any]]:
+                note: str | None = None, auto: dict | None = None) -> list[dict[str, Any]]:
     """Train the group (attention `attn`, `seeds` alone or stacked), evaluate it, write one record per member;
     returns the records (also for members stopped by a non-finite loss: status "error").
 
@@ -412,6 +412,8 @@ def train_group(attn: str, seeds: list[int], source, c: TrainConfig, *, record_p
     kernels.STACKED_FALLBACKS.clear()
     g, st = start(attn, seeds, source, c, ckpt_path=ckpt_path, resume=resume, proc=proc, stacked=stacked)
     g.config["ensemble_note"] = note
+    if auto is not None:
+        g.config["ensemble_auto"] = auto  # --ensemble auto's measurement (stacking_pays)
     g.record_path, g.command = record_path, command
     on("start", attn=attn, seeds=seeds, total=g.schedule.total, step=st.pos.step, params=g.members.n_params)
     sampler = records.nvml_sampler(g.device)
@@ -492,15 +494,23 @@ def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
     for rec in out:
         on("done", record=rec, written=None, earlier=True)
     queue = [(a, s, None) for a, s in plan.groups(size, set(done))]
+    measured: dict[str, dict] = {}  # auto on a GPU: per attention, whether stacking pays (stacking_pays)
     while queue:
         attn, seeds, note = queue.pop(0)
         ckpt = plan.checkpoint(attn, seeds)
+        if auto and len(seeds) > 1 and device.type == "cuda" and not ckpt.is_file():
+            if attn not in measured:
+                measured[attn] = stacking_pays(attn, seeds, source, plan.cfg, Path(plan.run_dir) / "auto.pt")
+                on("note", text=_choice_text(attn, measured[attn]))
+            if not measured[attn]["stacked"]:
+                queue[:0] = [(attn, [s], note) for s in seeds]
+                continue
         split = None
         try:
             resume = checkpoints.load(ckpt) if ckpt.is_file() else None
             out += train_group(attn, seeds, source, plan.cfg, record_path=plan.record_path, ckpt_path=ckpt,
                                command=command, on=on, sample=plan.job.sample, resume=resume, proc=proc,
-                               stacked=len(seeds) > 1, note=note)
+                               stacked=len(seeds) > 1, note=note, auto=measured.get(attn))
         except Interrupted as e:
             raise Interrupted(f"{e}; continue with: {plan.resume_command(proc.world)}", e.exit_code) from None
         except RunFailed as e:
@@ -532,6 +542,74 @@ def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
             on("note", text=split[0][2])
             queue[:0] = split
     return out
+
+
+def step_ms(g: Group, steps: int = 20, blocks: int = 3) -> float:
+    """The group's training step in its steady state (memory full), ms: the median over `blocks` blocks of `steps`
+    steps on real batches; replays of the captured step timed with CUDA events on a GPU, eager steps and the host
+    clock elsewhere. The weights move (it trains): time a throwaway group."""
+    c, graph = g.cfg, g.graphs.get("train")
+    batches = [tuple(t.to(g.device) for t in g.loaders["train"].get(b)) for b in range(steps + 8)]
+    batches = [b for b in batches if b[0].shape[-1] == c.ctx][:steps]
+    mems = None if not c.mem_len else [torch.zeros(g.members.n, batches[0][0].shape[-2], c.mem_len, c.d_model,
+                                                   device=g.device) for _ in range(c.n_layers)]
+    if graph is not None and mems is not None:
+        graph.load_mems(mems)
+
+    def block() -> None:
+        nonlocal mems
+        for x, y in batches:
+            if graph is not None:
+                graph.step(x, y)
+            else:
+                _, mems, _ = train_step(g.members, g.opt, x, y, mems, c.grad_clip, g.amp, False)
+
+    block()  # warm-up
+    times = []
+    for _ in range(blocks):
+        if g.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            block()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / len(batches))
+        else:
+            t = time.perf_counter()
+            block()
+            times.append(1e3 * (time.perf_counter() - t) / len(batches))
+    return sorted(times)[len(times) // 2]
+
+
+def stacking_pays(attn: str, seeds: list[int], source, c: TrainConfig, tmp: Path) -> dict[str, Any]:
+    """--ensemble auto on a GPU: the captured step of the first seed alone and of every seed stacked, timed on
+    throwaway groups; stacking pays when a run's share of the stacked step is the shorter. Returns the two times
+    and the choice (a group too large to build counts as paying: the run splits it when it runs out of memory)."""
+    out: dict[str, Any] = {"members": len(seeds)}
+    for key, group in (("solo_ms_per_step", seeds[:1]), ("stacked_ms_per_step", seeds)):
+        try:
+            g, _ = start(attn, group, source, c, ckpt_path=tmp, resume=None, proc=distributed.SINGLE,
+                         stacked=len(group) > 1)
+            out[key] = step_ms(g)
+        except Exception as e:
+            if classify(e)[0] != "oom":
+                raise
+            out[key] = None
+        g = None
+        gc.collect()
+        torch.cuda.empty_cache()
+    solo, stacked = out["solo_ms_per_step"], out["stacked_ms_per_step"]
+    out["stacked"] = stacked is None or (solo is not None and stacked / len(seeds) < solo)
+    return out
+
+
+def _choice_text(attn: str, m: dict[str, Any]) -> str:
+    def ms(v):
+        return "out of memory" if v is None else f"{v:.3f} ms"
+
+    verdict = "trained as one model" if m["stacked"] else "trained one by one (stacking does not pay here)"
+    return (f"{attn}: one seed {ms(m['solo_ms_per_step'])} a step, {m['members']} stacked "
+            f"{ms(m['stacked_ms_per_step'])}: {verdict}")
 
 
 def _group_size(plan: Plan, device: torch.device, proc: distributed.Proc) -> tuple[int, bool]:
