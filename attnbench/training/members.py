@@ -215,11 +215,13 @@ class Stacked:
         slice scaled by min(1, max_norm / (norm + 1e-6)) (torch.nn.utils.clip_grad_norm_'s rule). Returns the
         norms [n]."""
         grads = [p.grad for p in self.params.values() if p.grad is not None]
-        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads])  # [params, n]
+        slices = [list(g.unbind(0)) for g in grads]  # [params][n]: every member's slice of every gradient
+        # multi-tensor kernels over every slice at once, as clip_grad_norm_ runs them over one model's gradients
+        norms = torch.stack(torch._foreach_norm([t for s in slices for t in s])).view(len(grads), self.n)
         total = torch.linalg.vector_norm(norms, dim=0)  # [n]
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(coef.view(-1, *[1] * (g.dim() - 1)).to(g.dtype))
+        for i in range(self.n):
+            torch._foreach_mul_([s[i] for s in slices], coef[i])
         return total
 
     # -------------------------------------------------------------- state
