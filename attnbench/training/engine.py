@@ -591,6 +591,8 @@ def stacking_pays(attn: str, seeds: list[int], source, c: TrainConfig, tmp: Path
             g, _ = start(attn, group, source, c, ckpt_path=tmp, resume=None, proc=distributed.SINGLE,
                          stacked=len(group) > 1)
             out[key] = step_ms(g)
+        except CannotStack as e:
+            return {**out, "stacked": False, "cannot_stack": str(e)}
         except Exception as e:
             if classify(e)[0] != "oom":
                 raise
@@ -607,6 +609,8 @@ def _choice_text(attn: str, m: dict[str, Any]) -> str:
     def ms(v):
         return "out of memory" if v is None else f"{v:.3f} ms"
 
+    if "cannot_stack" in m:
+        return f"{attn}: trained one by one: cannot train stacked ({m['cannot_stack']})"
     verdict = "trained as one model" if m["stacked"] else "trained one by one (stacking does not pay here)"
     return (f"{attn}: one seed {ms(m['solo_ms_per_step'])} a step, {m['members']} stacked "
             f"{ms(m['stacked_ms_per_step'])}: {verdict}")
