@@ -225,6 +225,8 @@ def loop(g: Group, st: GroupState, on: Callback, stop: Callable[[], int | None])
                     log_losses(g, st, pending, on)
                     pending, ts = [], time.perf_counter()
                 _maybe_stop(g, st, stop, at_log)
+        if ch.kind == "score":  # the paper schedule's validation batches: time outside training steps
+            st.eval_s += time.perf_counter() - ts
         st.pos.chunk, st.pos.batch = st.pos.chunk + 1, None
         ts = time.perf_counter()
 
