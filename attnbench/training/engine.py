@@ -39,7 +39,7 @@ from attnbench.training.plan import Plan, ensemble_size
 from attnbench.training.schedule import Position, Schedule
 
 Callback = Callable[..., None]
-CKPT_EVERY_S = 60.0  # a checkpoint at the first batch boundary this long after the last one
+CKPT_EVERY_S = 300.0  # a checkpoint at the first batch boundary this long after the last one (and at every validation)
 
 
 def _quiet(event: str, **data: Any) -> None:
