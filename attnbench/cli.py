@@ -361,12 +361,10 @@ class _TrainProgress:
                                    f"{written or self.record_path})", markup=True)
 
 
-_TRAIN_COLUMNS = {"attn": "attn", "runs": "runs", "paper_acc": "paper acc", "test_acc": "test acc",
-                  "test_exact": "all-right examples", "heldout_acc": "val+test acc",
-                  "test_bpc": "test bpc", "val_loss_best": "best val loss", "params": "params",
-                  "tokens_per_s": "tok/s", "wall_s": "wall s", "alloc_peak_mib": "alloc peak MiB",
-                  "nvml_avg_mib": "NVML avg MiB", "nvml_peak_mib": "NVML peak MiB", "cpu_peak_rss_mib": "RSS peak MiB",
-                  "status": "status"}
+# The train table's columns, in order (headers: tables.HEADERS); a metric's std over seeds beside it (summary.py).
+_TRAIN_COLUMNS = ("attn", "runs_ok", "runs", "paper_acc", "test_acc", "test_exact", "heldout_acc", "test_bpc",
+                  "val_loss_best", "params", "tokens_per_s", "wall_s", "alloc_peak_mib", "nvml_avg_mib",
+                  "nvml_peak_mib", "cpu_peak_rss_mib", "status")
 
 
 def _show_train(recs: list[dict], plan, source, fmt: str, world: int, written: set) -> None:
@@ -375,18 +373,17 @@ def _show_train(recs: list[dict], plan, source, fmt: str, world: int, written: s
 
     from attnbench.errors import RunFailed
     from attnbench.summary import extrapolation_rows, summarize
-    from attnbench.tables import render_rows
+    from attnbench.tables import STD, render_rows
 
     rows, notes = summarize(recs)
-    shown = [{_TRAIN_COLUMNS[k]: v for k, v in r.items() if k in _TRAIN_COLUMNS} for r in rows]
     # a metric column only when some row has a value (paper_acc: the paper preset; test_exact: a synthetic task)
-    columns = [v for k, v in _TRAIN_COLUMNS.items() if k in ("attn", "runs") or any(r.get(k) is not None for r in rows)]
+    columns = [c for k in _TRAIN_COLUMNS for c in (k, f"{k}{STD}") if any(r.get(c) is not None for r in rows)]
     if world > 1:
         b = plan.cfg.batch
         notes.append(f"{world} processes (DistributedDataParallel): global batch {b} = {world} × {b // world}; "
-                     f"tok/s counts every process")
+                     f"tokens/s counts every process")
     where = ", ".join(sorted(map(str, written))) or str(plan.record_path)
-    render_rows(shown, fmt, title=source.title,
+    render_rows(rows, fmt, title=source.title,
                 columns=columns, notes=[*notes, f"records: {where}"])
     extrapolation = extrapolation_rows(recs)
     if extrapolation:

@@ -31,7 +31,7 @@ from attnbench.errors import AttnbenchError
 from attnbench.record_groups import (DEVICE_KEY, PRESET, SEED, TASK, TASK_OPTS, TRAIN_FIELDS, TRAIN_IGNORE, _freeze,
                                      _num, _ok, attn_config, env_key, env_label, task_of, train_settings, with_defaults)
 from attnbench.results import read, utc_now
-from attnbench.tables import cell, to_markdown
+from attnbench.tables import cell, screen, to_markdown
 
 DEFAULT_RESULTS = ReportSettings.records  # where `report` reads records by default (config.py)
 DEFAULT_OUT = ReportSettings.out  # where it writes report.md and the plots
@@ -971,9 +971,9 @@ def compare(a: Sequence[str | os.PathLike], b: Sequence[str | os.PathLike]) -> C
                 flag = "*" if abs(y["value"] - x["value"]) > spread else ""
         rows.append({"kind": kind, "attention": attn, "settings": _settings_label(cfg, varying[kind]),
                      "metric": metric,
-                     "A": x["value"] if x["status"] == "ok" else x["status"],
-                     "B": y["value"] if y["status"] == "ok" else y["status"],
-                     "change %": change, "spread %": spread_pct, "flag": flag})
+                     "a": x["value"] if x["status"] == "ok" else x["status"],
+                     "b": y["value"] if y["status"] == "ok" else y["status"],
+                     "change_pct": change, "spread_pct": spread_pct, "flag": flag})
     only_a, only_b = len(set(ea) - set(eb)), len(set(eb) - set(ea))
     if only_a or only_b:
         notes.append(f"{only_a} row(s) only in A and {only_b} only in B were left out")
@@ -984,12 +984,12 @@ def compare(a: Sequence[str | os.PathLike], b: Sequence[str | os.PathLike]) -> C
     return CompareResult(rows, notes, pa + pb)
 
 
-COMPARE_COLUMNS = ("kind", "attention", "settings", "metric", "A", "B", "change %", "spread %", "flag")
+COMPARE_COLUMNS = ("kind", "attention", "settings", "metric", "a", "b", "change_pct", "spread_pct", "flag")
 
 
 def compare_markdown(result: CompareResult, a: Sequence[str], b: Sequence[str]) -> str:
     lines = ["# attnbench comparison", "", f"A: {', '.join(map(str, a))}", "", f"B: {', '.join(map(str, b))}", "",
-             to_markdown(result.rows, COMPARE_COLUMNS), ""]
+             to_markdown(*screen(result.rows, COMPARE_COLUMNS)), ""]
     lines += [f"- {n}" for n in result.notes]
     lines += [f"- skipped `{p}`" for p in result.problems]
     return "\n".join(lines) + "\n"

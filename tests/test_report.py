@@ -161,14 +161,14 @@ def test_compare_percentages_and_flags(tmp_path):
                                      train_rec("mha", 1, 0.62)])
     res = report.compare([a], [b])
     got = {(r["kind"], r["attention"], r["metric"]): r for r in res.rows}
-    assert got[("speed", "mha", "median_ms")]["change %"] == pytest.approx(20.0)
+    assert got[("speed", "mha", "median_ms")]["change_pct"] == pytest.approx(20.0)
     assert got[("speed", "mha", "median_ms")]["flag"] == "*"  # 2 ms > IQR 1 ms
-    assert got[("speed", "rmha", "median_ms")]["change %"] == pytest.approx(1.0)
+    assert got[("speed", "rmha", "median_ms")]["change_pct"] == pytest.approx(1.0)
     assert got[("speed", "rmha", "median_ms")]["flag"] == ""  # 0.1 ms < IQR 1 ms
-    assert got[("memory", "mha", "peak_alloc_mib")]["change %"] == pytest.approx(1.0)
+    assert got[("memory", "mha", "peak_alloc_mib")]["change_pct"] == pytest.approx(1.0)
     assert got[("memory", "mha", "peak_alloc_mib")]["flag"] == ""  # within the 2 % tolerance
     acc = got[("train", "mha", "test_acc")]  # mean over seeds 0.55 -> 0.57, std 0.0707: not flagged
-    assert acc["change %"] == pytest.approx((0.57 - 0.55) / 0.55 * 100) and acc["flag"] == ""
+    assert acc["change_pct"] == pytest.approx((0.57 - 0.55) / 0.55 * 100) and acc["flag"] == ""
     assert not any("different devices" in n for n in res.notes)
 
 
