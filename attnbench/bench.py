@@ -54,8 +54,6 @@ def resolve_dtype(dtype: str | None, device: str):
 
 def validate(s: BenchSettings, kind: str) -> None:
     """Every user-caused problem before anything is measured."""
-    from attnbench.attention import parse_names
-
     modes = SPEED_MODES if kind == "speed" else MEMORY_MODES
     if s.mode not in modes:
         raise AttnbenchError(f"unknown mode {s.mode!r}; valid: {', '.join(modes)}", 2)
@@ -76,7 +74,7 @@ def validate(s: BenchSettings, kind: str) -> None:
         if s.compile:
             raise AttnbenchError("--cuda-graph and --compile: choose one (torch.compile has its own "
                                  "mode='reduce-overhead' for graphs)", 2)
-    parse_names(s.attn)
+    sweep_names(s.attn, s.baseline)
     AttnConfig(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads, d_pos=s.d_pos)  # shape errors, one line
 
 
@@ -132,8 +130,16 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def _order(names: list[str], baseline: bool) -> list[str]:
-    """The attentions with the SDPA baselines right after mha (first when mha is absent), so ratios exist."""
+def sweep_names(spec: str | None, baseline: bool) -> list[str]:
+    """The rows of a sweep. --attn names attentions (attention.parse_names: 'all' is every one) and may name the
+    SDPA baselines: those named are measured where named, and the others are not added. Else, with `baseline`,
+    both come right after mha (first when mha is absent), so that ratios exist."""
+    from attnbench.attention import parse_names
+
+    parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
+    if any(p in BASELINES for p in parts):
+        return list(dict.fromkeys(n for p in parts for n in ([p] if p in BASELINES else parse_names(p))))
+    names = parse_names(spec)
     if not baseline:
         return names
     if "mha" in names:
@@ -262,10 +268,8 @@ def run(kind: str, s: BenchSettings, on: Callable[..., None] = _quiet) -> SweepR
 
 def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None]) -> SweepResult:
     """Every cell in order (seq_len, then attention, then implementation), each record appended as it is made."""
-    from attnbench.attention import parse_names
-
     dtype = resolve_dtype(s.dtype, device)
-    names = _order(parse_names(s.attn), s.baseline)
+    names = sweep_names(s.attn, s.baseline)
     impls = ["fast", "reference"] if s.impl == "both" else [s.impl]
     total = len(s.seq_lens) * sum(1 if name in BASELINES else len(impls) for name in names)
     env = results.environment(device)

@@ -83,8 +83,11 @@ def list_cmd(attn: AttnOpt = None, fmt: FormatOpt = FORMAT,
         render_rows(describe_tasks(), fmt, title="Tasks (train --task NAME --task-opt NAME=VALUE,...)")
         return
     from attnbench.attention import describe
+    from attnbench.workload import BASELINE_SUMMARY
 
-    render_rows(describe(attn), fmt, title="Attentions")
+    render_rows(describe(attn), fmt, title="Attentions", notes=[
+        f"baseline of speed and memory (--attn {name}), not an attention: {text}" for name, text in
+        BASELINE_SUMMARY.items()] if attn is None else [])
 
 
 # --------------------------------------------------------------------------------------------------- params
@@ -126,8 +129,11 @@ CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile; comp
 GraphOpt = Annotated[bool, typer.Option("--cuda-graph", help="Time replays of each call captured as a CUDA graph "
                                                               "(GPU work without launch overhead; GPU only).")]
 FlushOpt = Annotated[bool, typer.Option("--flush-l2", help="Flush the L2 cache between timed calls (GPU).")]
+BenchAttnOpt = Annotated[Optional[str], typer.Option("--attn", help="Attention(s), comma-separated, or 'all'; "
+                                                                  "also the baselines sdpa and sdpa+proj.")]
 BaselineOpt = Annotated[bool, typer.Option("--baseline/--no-baseline",
-                                           help="Add the baselines 'sdpa' (bare scaled_dot_product_attention) and 'sdpa+proj'.")]
+                                           help="Add the baselines sdpa (bare scaled_dot_product_attention) and "
+                                                "sdpa+proj (with bare projections) unless --attn names either.")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per measurement, seconds.")]
 DPosOpt = Annotated[Optional[int], typer.Option("--d-pos", help="rmha/rcmha sinusoid width d_R (default: head width).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU measurements: torch's threads "
@@ -146,7 +152,7 @@ def _sweep(kind: str, settings: BenchSettings, fmt: str) -> None:
     render_rows(res.rows, fmt, title=title, columns=res.columns, notes=res.notes)
 
 
-def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
+def _profile_speed(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
                    batch: BatchOpt = _Bench.batch, heads: HeadsOpt = _Bench.heads,
                    d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, d_pos: DPosOpt = None,
                    dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
@@ -166,7 +172,7 @@ def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_len
                                   results_dir=results_dir), fmt)
 
 
-def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
+def _profile_memory(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
                     batch: BatchOpt = _Bench.batch, heads: HeadsOpt = _Bench.heads,
                     d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, d_pos: DPosOpt = None,
                     dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,

@@ -374,3 +374,41 @@ def test_cpu_out_of_memory_in_the_memory_worker_is_oom(monkeypatch, capsys):
     assert memory.main(["memory", json.dumps({"name": "mha"})]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["status"] == "oom" and "can't allocate memory" in res["reason"]
+
+
+# ---------------------------------------------------------------------------------------------- the SDPA baselines
+@pytest.mark.parametrize("spec,baseline,want", [
+    ("mha,rcmha", True, ["mha", "sdpa", "sdpa+proj", "rcmha"]),  # added after mha by default
+    ("rcmha", True, ["sdpa", "sdpa+proj", "rcmha"]),
+    ("mha,rcmha", False, ["mha", "rcmha"]),
+    ("sdpa", True, ["sdpa"]),  # named: those named, where named, and no other
+    ("sdpa+proj,mha", True, ["sdpa+proj", "mha"]),
+    ("mha, sdpa ,sdpa", False, ["mha", "sdpa"]),  # --no-baseline adds none; a named one is still measured
+])
+def test_the_baselines_are_selectable_with_attn(spec, baseline, want):
+    assert bench.sweep_names(spec, baseline) == want
+
+
+def test_speed_and_memory_measure_a_baseline_alone(tmp_path):
+    for cmd, tiny_args in (("speed", TINY), ("memory", TINY[:-2])):  # memory takes no --max-time
+        out = runner.invoke(cli.app, [cmd, "--attn", "sdpa+proj", "--seq-len", "16", *tiny_args, "--format", "json",
+                                      "--results-dir", str(tmp_path / cmd)])
+        assert out.exit_code == 0, out.output
+        assert [(r["attn"], r["status"]) for r in json.loads(out.stdout)] == [("sdpa+proj", "ok")]
+        (rec,) = results.read([tmp_path / cmd])[0]
+        assert rec["attn"] is None and rec["config"]["name"] == "sdpa+proj"
+
+
+@pytest.mark.parametrize("cmd", [["params"], ["train", "--preset", "tiny"], ["list"]])
+def test_a_baseline_is_not_an_attention_elsewhere(cmd, tmp_path):
+    out = runner.invoke(cli.app, [*cmd, "--attn", "mha,sdpa"], env={"ATTNBENCH_DATA": str(tmp_path / "none.txt")})
+    assert out.exit_code == 2
+    assert out.output.strip() == "error: sdpa is a speed/memory baseline, not an attention (attnbench speed --attn sdpa)"
+
+
+def test_list_and_help_name_the_baselines():
+    listed = runner.invoke(cli.app, ["list", "--format", "markdown"])
+    assert listed.exit_code == 0 and "(--attn sdpa), not an attention" in listed.output
+    assert "(--attn sdpa+proj), not an attention" in listed.output
+    helped = runner.invoke(cli.app, ["speed", "--help"], env={"COLUMNS": "200"})
+    assert "also the baselines sdpa and sdpa+proj" in helped.output
