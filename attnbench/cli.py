@@ -56,6 +56,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from attnbench import __version__
+
+        typer.echo(f"attnbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print attnbench's version and exit.")] = False) -> None:
+    pass
+
+
 # Shared options, declared once (style.md: Typer CLIs).
 AttnOpt = Annotated[Optional[str], typer.Option("--attn", help="Attention(s), comma-separated, or 'all'.")]
 DModelOpt = Annotated[int, typer.Option("--d-model", help="Model width D.")]
