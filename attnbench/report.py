@@ -87,7 +87,7 @@ PAPER_FIGURE = "acc"
 
 # --compare: a change is flagged when it exceeds the measured spread.
 COMPARE_METRICS = {"speed": (SPEED_TIME,), "memory": MEMORY_PEAKS,
-                   "train": ("test_acc", "test_loss"), "params": ("params",)}
+                   "train": ("test_acc", "test_loss"), "params": ("total",)}  # params.py: qkv + out + other
 MEMORY_TOLERANCE = 0.02  # memory has no sample spread: flag changes beyond 2 % (allocator block rounding)
 
 

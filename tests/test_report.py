@@ -616,3 +616,12 @@ def test_committed_records_still_read_by_report_and_compare(tmp_path):
     first = json.loads(a.read_text().splitlines()[0])
     row = next(r for r in md_rows(md, first["attn"] or first["config"]["name"]) if "median_ms" in r)
     assert row["median_ms"] == report.cell(first["metrics"]["median_ms"])
+
+
+def test_compare_reads_the_parameter_count_params_records_hold():
+    """params --save writes qkv, out, other and total (no "params"): --compare compares total, not nothing."""
+    f = sorted((COMMITTED.parent.parent / "params").glob("params-*.jsonl"))[0]
+    res = report.compare([f], [f])
+    assert {(r["metric"], r["change_pct"], r["flag"]) for r in res.rows} == {("total", 0.0, "")}
+    assert sorted(r["attention"] for r in res.rows) == sorted(json.loads(line)["attn"]
+                                                              for line in f.read_text().splitlines())
