@@ -24,7 +24,8 @@ FORMATS = ("table", "markdown", "csv", "json")
 # header. The same key reads the same everywhere (tokens_per_s is 'tokens/s' in speed and train alike).
 HEADERS = {
     "seq_len": "T", "median_ms": "median ms", "tokens_per_s": "tokens/s", "core_tflops": "core TFLOP/s",
-    "module_tflops": "module TFLOP/s", "ratio_to_mha": "× mha", "pct_of_ceiling": "% ceiling", "compile_s": "compile s",
+    "module_tflops": "module TFLOP/s", "ratio_to_mha": "× mha", "pct_of_ceiling": "% ceiling",
+    "compile_s": "compile s",
     "inputs_mib": "inputs MiB", "weights_mib": "weights MiB", "activations_mib": "activations MiB",
     "estimate_mib": "estimate MiB", "peak_alloc_mib": "peak MiB", "peak_fwd_mib": "peak fwd MiB",
     "reserved_mib": "reserved MiB", "nvml_peak_mib": "NVML peak MiB", "nvml_avg_mib": "NVML avg MiB",
@@ -200,6 +201,8 @@ def fold(headers: Sequence[str], rows: Sequence[dict[str, str]], width: int,
     """The parts of a table for a terminal `width` wide: [(column indices, their widths)], one part when the whole
     table fits. Each part repeats the key columns and takes as many further columns, in order, as fit with every
     column at least its narrowest (no number broken); the room left goes to the columns that need least to be whole."""
+    if not headers:
+        return [([], [])]
     lo, hi = _narrowest(headers, rows), _natural(headers, rows)
 
     def room(cols: list[int]) -> int:  # characters for cell text: borders and one space of padding each side

@@ -403,7 +403,8 @@ def test_speed_and_memory_measure_a_baseline_alone(tmp_path):
 def test_a_baseline_is_not_an_attention_elsewhere(cmd, tmp_path):
     out = runner.invoke(cli.app, [*cmd, "--attn", "mha,sdpa"], env={"ATTNBENCH_DATA": str(tmp_path / "none.txt")})
     assert out.exit_code == 2
-    assert out.output.strip() == "error: sdpa is a speed/memory baseline, not an attention (attnbench speed --attn sdpa)"
+    assert out.output.strip() == \
+        "error: sdpa is a speed/memory baseline, not an attention (attnbench speed --attn sdpa)"
 
 
 def test_list_and_help_name_the_baselines():

@@ -567,7 +567,7 @@ def test_a_seed_run_twice_counts_once_and_old_records_get_their_attention_parame
     assert attn_params(old) == 7
 
 
-# ---------------------------------------------------------------------------------------------- values that are not numbers
+# ---------------------------------------------------------------------------------------------- not numbers
 def test_a_value_that_is_not_a_number_is_named_and_its_column_kept(tmp_path):
     """A record holding "high", NaN or inf where a figure belongs: the column stays, the cell reads n/a (or the
     mean of the seeds that hold numbers, with their count), and a note names each bad value by file:line."""

@@ -1,5 +1,6 @@
 """Screen output (attnbench/tables.py): machine keys for CSV and JSON, headers for people; the default table stays
-readable when piped or redirected (issue 14) and in a narrow terminal, where no number breaks across lines (issue 21)."""
+readable when piped or redirected (issue 14) and in a narrow terminal, where no number breaks across lines
+(issue 21)."""
 
 from __future__ import annotations
 
@@ -134,3 +135,4 @@ def test_no_rows_is_an_empty_table_not_an_error(fmt, capsys):
     con, buf = _terminal(80)
     render_rows([], fmt, columns=COLUMNS, console=con)
     assert "median" in buf.getvalue() + capsys.readouterr().out or fmt == "json"
+    render_rows([], fmt, console=con)  # nor is a table without columns
