@@ -54,8 +54,6 @@ def resolve_dtype(dtype: str | None, device: str):
 
 def validate(s: BenchSettings, kind: str) -> None:
     """Every user-caused problem before anything is measured."""
-    from attnbench.attention import parse_names
-
     modes = SPEED_MODES if kind == "speed" else MEMORY_MODES
     if s.mode not in modes:
         raise AttnbenchError(f"unknown mode {s.mode!r}; valid: {', '.join(modes)}", 2)
@@ -76,7 +74,7 @@ def validate(s: BenchSettings, kind: str) -> None:
         if s.compile:
             raise AttnbenchError("--cuda-graph and --compile: choose one (torch.compile has its own "
                                  "mode='reduce-overhead' for graphs)", 2)
-    parse_names(s.attn)
+    sweep_names(s.attn, s.baseline)
     AttnConfig(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads, d_pos=s.d_pos)  # shape errors, one line
 
 
@@ -132,8 +130,16 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def _order(names: list[str], baseline: bool) -> list[str]:
-    """The attentions with the SDPA baselines right after mha (first when mha is absent), so ratios exist."""
+def sweep_names(spec: str | None, baseline: bool) -> list[str]:
+    """The rows of a sweep. --attn names attentions (attention.parse_names: 'all' is every one) and may name the
+    SDPA baselines: those named are measured where named, and the others are not added. Else, with `baseline`,
+    both come right after mha (first when mha is absent), so that ratios exist."""
+    from attnbench.attention import parse_names
+
+    parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
+    if any(p in BASELINES for p in parts):
+        return list(dict.fromkeys(n for p in parts for n in ([p] if p in BASELINES else parse_names(p))))
+    names = parse_names(spec)
     if not baseline:
         return names
     if "mha" in names:
@@ -262,10 +268,8 @@ def run(kind: str, s: BenchSettings, on: Callable[..., None] = _quiet) -> SweepR
 
 def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None]) -> SweepResult:
     """Every cell in order (seq_len, then attention, then implementation), each record appended as it is made."""
-    from attnbench.attention import parse_names
-
     dtype = resolve_dtype(s.dtype, device)
-    names = _order(parse_names(s.attn), s.baseline)
+    names = sweep_names(s.attn, s.baseline)
     impls = ["fast", "reference"] if s.impl == "both" else [s.impl]
     total = len(s.seq_lens) * sum(1 if name in BASELINES else len(impls) for name in names)
     env = results.environment(device)
@@ -395,80 +399,63 @@ def _finish(kind: str, records: list[dict], device: str, path: Any, notes: list[
     return SweepResult(path, records, rows, notes, columns)
 
 
-def _or_na(v: Any) -> Any:
-    """A figure the attention did not declare reads n/a, never a made-up number."""
-    return "n/a" if v is None else v
+ROW_KEYS = ["attn", "impl", "seq_len"]  # which cell a row of a sweep is
 
 
-def _fail_cell(rec: dict) -> str:
-    return "OOM" if rec["status"] == "oom" else f"{rec['status']}: {rec['reason']}"
+def _row(r: dict, figures: list[str]) -> dict[str, Any]:
+    """A sweep's row: which cell, how it ended, and its figures under the records' own names (None where a failed
+    cell has none; tables.py shows the failure in their place)."""
+    c, m = r["config"], r["metrics"]
+    return {"attn": c["name"], "impl": c["impl"], "seq_len": c["seq_len"], "status": r["status"],
+            "reason": r.get("reason"), **{k: m.get(k) for k in figures}}
 
 
 def speed_rows(records: list[dict], device: str) -> tuple[list[dict], list[str], list[str]]:
-    """Screen rows of a speed sweep, and the IQR warnings."""
+    """Rows of a speed sweep (the records' metric names; None where the attention declares no core_heads or no MHA
+    ran), the table's columns, and the IQR warnings."""
     rows, notes = [], []
     compiled = any(r["config"].get("compile") for r in records)
+    figures = ["median_ms", "p25_ms", "p75_ms", "tokens_per_s", "core_tflops", "module_tflops", "ratio_to_mha",
+               "pct_of_ceiling"] + (["compile_s"] if compiled else [])
     for r in records:
         c, m = r["config"], r["metrics"]
-        row = {"attn": c["name"], "impl": c["impl"], "T": c["seq_len"]}
-        if r["status"] == "ok":
-            flops_known = m["core_tflops"] is not None  # else the attention declares no core_heads
-            row.update({"median ms": m["median_ms"], "p25–p75 ms": f"{m['p25_ms']:.4g}–{m['p75_ms']:.4g}",
-                        "tokens/s": m["tokens_per_s"], "core TFLOP/s": _or_na(m["core_tflops"]),
-                        "module TFLOP/s": _or_na(m["module_tflops"]), "× mha": m.get("ratio_to_mha"),
-                        "% ceiling": m.get("pct_of_ceiling") if flops_known else "n/a"})
-            if compiled:
-                row["compile s"] = m.get("compile_s")
-            if m["iqr_rel"] > 0.10:
-                notes.append(f"warning: {c['name']} ({c['impl']}) T={c['seq_len']}: IQR/median "
-                             f"{100 * m['iqr_rel']:.0f} % > 10 %, noisy")
-        else:
-            row["median ms"] = _fail_cell(r)
-        rows.append(row)
-    cols = ["attn", "impl", "T", "median ms", "p25–p75 ms", "tokens/s", "core TFLOP/s", "module TFLOP/s", "× mha",
-            "% ceiling"] + (["compile s"] if compiled else [])
-    return rows, cols, notes
+        rows.append(_row(r, figures))
+        if r["status"] == "ok" and m["iqr_rel"] > 0.10:
+            notes.append(f"warning: {c['name']} ({c['impl']}) T={c['seq_len']}: IQR/median "
+                         f"{100 * m['iqr_rel']:.0f} % > 10 %, noisy")
+    return rows, ROW_KEYS + figures, notes
 
 
 def memory_rows(records: list[dict], device: str) -> tuple[list[dict], list[str], list[str]]:
-    """Screen rows of a memory sweep, and notes where measurement and estimate disagree."""
+    """Rows of a memory sweep (the records' metric names), the table's columns, and notes where measurement and
+    estimate disagree."""
     from attnbench.measure.memory import ESTIMATE_NOTE_RATIO
 
     rows, notes = [], []
     cuda = device == "cuda"
+    backward = any(r["config"].get("mode") != "fwd" for r in records)
+    if cuda:  # the allocator peak of the measured call: of fwd+bwd, or of the forward alone in mode fwd
+        figures = ["inputs_mib", "weights_mib", "activations_mib", "estimate_mib",
+                   "peak_alloc_mib" if backward else "peak_fwd_mib", "reserved_mib", "nvml_peak_mib", "nvml_avg_mib"]
+    else:
+        figures = ["inputs_mib", "weights_mib", "estimate_mib", "cpu_peak_rss_mib", "cpu_peak_rss_delta_mib"]
     for r in records:
         c, m = r["config"], r["metrics"]
-        row = {"attn": c["name"], "impl": c["impl"], "T": c["seq_len"]}
-        if r["status"] == "ok":
-            row.update({"inputs MiB": m.get("inputs_mib"), "weights MiB": m.get("weights_mib")})
-            if cuda:
-                row.update({"activations MiB": m.get("activations_mib"), "estimate MiB": _or_na(m.get("estimate_mib")),
-                            "peak MiB": m.get("peak_alloc_mib") or m.get("peak_fwd_mib"),
-                            "reserved MiB": m.get("reserved_mib"),
-                            "NVML peak MiB": m.get("nvml_peak_mib") if m.get("nvml_peak_mib") else "n/a",
-                            "NVML avg MiB": m.get("nvml_avg_mib") if m.get("nvml_avg_mib") else "n/a"})
-                if m.get("nvml_note") and m["nvml_note"] not in notes:
-                    notes.append(m["nvml_note"])
-                meas, est = m.get("activations_mib"), m.get("estimate_mib")
-                if meas and est and not (1 / ESTIMATE_NOTE_RATIO <= meas / est <= ESTIMATE_NOTE_RATIO):
-                    notes.append(f"note: {c['name']} ({c['impl']}) T={c['seq_len']}: activations {meas:.4g} MiB "
-                                 f"vs estimate {est:.4g} MiB")
-            else:
-                row.update({"estimate MiB": _or_na(m.get("estimate_mib")), "peak RSS MiB": m.get("cpu_peak_rss_mib"),
-                            "RSS growth MiB": m.get("cpu_peak_rss_delta_mib")})
-        else:
-            row["inputs MiB"] = _fail_cell(r)
-        rows.append(row)
+        rows.append(_row(r, figures))
+        if r["status"] == "ok" and cuda:
+            if m.get("nvml_note") and m["nvml_note"] not in notes:
+                notes.append(m["nvml_note"])
+            meas, est = m.get("activations_mib"), m.get("estimate_mib")
+            if meas and est and not (1 / ESTIMATE_NOTE_RATIO <= meas / est <= ESTIMATE_NOTE_RATIO):
+                notes.append(f"note: {c['name']} ({c['impl']}) T={c['seq_len']}: activations {meas:.4g} MiB "
+                             f"vs estimate {est:.4g} MiB")
     if cuda:
-        cols = ["attn", "impl", "T", "inputs MiB", "weights MiB", "activations MiB", "estimate MiB", "peak MiB",
-                "reserved MiB", "NVML peak MiB", "NVML avg MiB"]
         notes.append("activations: allocated after forward; peak: allocator peak of the call; both above the "
                      "pre-call allocation. NVML: device-wide (all processes, CUDA context included)")
     else:
-        cols = ["attn", "impl", "T", "inputs MiB", "weights MiB", "estimate MiB", "peak RSS MiB", "RSS growth MiB"]
         notes.append("CPU: peak resident memory of a fresh process per row (whole process, and its growth during "
                      "the measured call); allocator and NVML figures are GPU-only")
-    return rows, cols, notes
+    return rows, ROW_KEYS + figures, notes
 
 
 def settings_dict(s: BenchSettings) -> dict[str, Any]:

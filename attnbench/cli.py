@@ -56,6 +56,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from attnbench import __version__
+
+        typer.echo(f"attnbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print attnbench's version and exit.")] = False) -> None:
+    pass
+
+
 # Shared options, declared once (style.md: Typer CLIs).
 AttnOpt = Annotated[Optional[str], typer.Option("--attn", help="Attention(s), comma-separated, or 'all'.")]
 DModelOpt = Annotated[int, typer.Option("--d-model", help="Model width D.")]
@@ -83,8 +97,11 @@ def list_cmd(attn: AttnOpt = None, fmt: FormatOpt = FORMAT,
         render_rows(describe_tasks(), fmt, title="Tasks (train --task NAME --task-opt NAME=VALUE,...)")
         return
     from attnbench.attention import describe
+    from attnbench.workload import BASELINE_SUMMARY
 
-    render_rows(describe(attn), fmt, title="Attentions")
+    render_rows(describe(attn), fmt, title="Attentions", notes=[
+        f"baseline of speed and memory (--attn {name}), not an attention: {text}" for name, text in
+        BASELINE_SUMMARY.items()] if attn is None else [])
 
 
 # --------------------------------------------------------------------------------------------------- params
@@ -126,8 +143,11 @@ CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile; comp
 GraphOpt = Annotated[bool, typer.Option("--cuda-graph", help="Time replays of each call captured as a CUDA graph "
                                                               "(GPU work without launch overhead; GPU only).")]
 FlushOpt = Annotated[bool, typer.Option("--flush-l2", help="Flush the L2 cache between timed calls (GPU).")]
+BenchAttnOpt = Annotated[Optional[str], typer.Option("--attn", help="Attention(s), comma-separated, or 'all'; "
+                                                                  "also the baselines sdpa and sdpa+proj.")]
 BaselineOpt = Annotated[bool, typer.Option("--baseline/--no-baseline",
-                                           help="Add the baselines 'sdpa' (bare scaled_dot_product_attention) and 'sdpa+proj'.")]
+                                           help="Add the baselines sdpa (bare scaled_dot_product_attention) and "
+                                                "sdpa+proj (with bare projections) unless --attn names either.")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per measurement, seconds.")]
 DPosOpt = Annotated[Optional[int], typer.Option("--d-pos", help="rmha/rcmha sinusoid width d_R (default: head width).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU measurements: torch's threads "
@@ -146,7 +166,7 @@ def _sweep(kind: str, settings: BenchSettings, fmt: str) -> None:
     render_rows(res.rows, fmt, title=title, columns=res.columns, notes=res.notes)
 
 
-def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
+def _profile_speed(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
                    batch: BatchOpt = _Bench.batch, heads: HeadsOpt = _Bench.heads,
                    d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, d_pos: DPosOpt = None,
                    dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
@@ -166,7 +186,7 @@ def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_len
                                   results_dir=results_dir), fmt)
 
 
-def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
+def _profile_memory(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
                     batch: BatchOpt = _Bench.batch, heads: HeadsOpt = _Bench.heads,
                     d_model: DModelOpt = _Bench.d_model, kv_heads: KVHeadsOpt = None, d_pos: DPosOpt = None,
                     dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
@@ -374,12 +394,10 @@ class _TrainProgress:
                                    f"{written or self.record_path})", markup=True)
 
 
-_TRAIN_COLUMNS = {"attn": "attn", "runs": "runs", "paper_acc": "paper acc", "test_acc": "test acc",
-                  "test_exact": "all-right examples", "heldout_acc": "val+test acc",
-                  "test_bpc": "test bpc", "val_loss_best": "best val loss", "params": "params",
-                  "tokens_per_s": "tok/s", "wall_s": "wall s", "alloc_peak_mib": "alloc peak MiB",
-                  "nvml_avg_mib": "NVML avg MiB", "nvml_peak_mib": "NVML peak MiB", "cpu_peak_rss_mib": "RSS peak MiB",
-                  "status": "status"}
+# The train table's columns, in order (headers: tables.HEADERS); a metric's std over seeds beside it (summary.py).
+_TRAIN_COLUMNS = ("attn", "runs_ok", "runs", "paper_acc", "test_acc", "test_exact", "heldout_acc", "test_bpc",
+                  "val_loss_best", "params", "tokens_per_s", "wall_s", "run_share_s", "alloc_peak_mib",
+                  "nvml_avg_mib", "nvml_peak_mib", "cpu_peak_rss_mib", "status")
 
 
 def _show_train(recs: list[dict], plan, source, fmt: str, world: int, written: set) -> None:
@@ -387,19 +405,18 @@ def _show_train(recs: list[dict], plan, source, fmt: str, world: int, written: s
     from rich.console import Console
 
     from attnbench.errors import RunFailed
+    from attnbench.tables import STD, render_rows
     from attnbench.training.summary import extrapolation_rows, summarize
-    from attnbench.tables import render_rows
 
     rows, notes = summarize(recs)
-    shown = [{_TRAIN_COLUMNS[k]: v for k, v in r.items() if k in _TRAIN_COLUMNS} for r in rows]
     # a metric column only when some row has a value (paper_acc: the paper preset; test_exact: a synthetic task)
-    columns = [v for k, v in _TRAIN_COLUMNS.items() if k in ("attn", "runs") or any(r.get(k) is not None for r in rows)]
+    columns = [c for k in _TRAIN_COLUMNS for c in (k, f"{k}{STD}") if any(r.get(c) is not None for r in rows)]
     if world > 1:
         b = plan.cfg.batch
         notes.append(f"{world} processes (DistributedDataParallel): global batch {b} = {world} × {b // world}; "
-                     f"tok/s counts every process")
+                     f"tokens/s counts every process")
     where = ", ".join(sorted(map(str, written))) or str(plan.record_path)
-    render_rows(shown, fmt, title=source.title,
+    render_rows(rows, fmt, title=source.title,
                 columns=columns, notes=[*notes, f"records: {where}"])
     extrapolation = extrapolation_rows(recs)
     if extrapolation:

@@ -31,7 +31,7 @@ from attnbench.errors import AttnbenchError
 from attnbench.record_groups import (DEVICE_KEY, PRESET, SEED, TASK, TASK_OPTS, TRAIN_FIELDS, TRAIN_IGNORE, _freeze,
                                      _num, _ok, attn_config, env_key, env_label, task_of, train_settings, with_defaults)
 from attnbench.results import read, utc_now
-from attnbench.tables import cell, to_markdown
+from attnbench.tables import cell, screen, to_markdown
 
 DEFAULT_RESULTS = ReportSettings.records  # where `report` reads records by default (config.py)
 DEFAULT_OUT = ReportSettings.out  # where it writes report.md and the plots
@@ -68,6 +68,12 @@ WIDTH = "d_model"  # a width sweep (Zoology, arXiv 2312.04927, Figure 2): series
 TASK_FIXED = ("ctx", "eval_stride")  # a synthetic task's sequence length is both (sources.py)
 WIDTH_DERIVED = {"d_ff": 4}  # and in these when derived from it (TrainConfig.resolved: d_ff 0 -> 4 d_model)
 
+# The figures the report reads as numbers, per record kind. One that holds anything else (a string such as "high",
+# NaN, inf) reads NA in its cell, its column stays, and a note names it by file:line (bad_values).
+NA = "n/a"
+NUMERIC = {"speed": (*SPEED_COLUMNS, SPEED_RATIO), "memory": MEMORY_COLUMNS,
+           "train": (*TRAIN_COLUMNS, "nvml_peak_mib", ATTN_PARAMS, report_paper.PAPER_ACC)}
+
 # Config keys (bench.py, train.py) that place a record on an axis or say where it ran, not which series it is in.
 # DEVICE_KEY, SEED, PRESET, TRAIN_FIELDS and TRAIN_IGNORE (train records) live in record_groups.py.
 SEQ_LEN, NAME = "seq_len", "name"
@@ -81,7 +87,7 @@ PAPER_FIGURE = "acc"
 
 # --compare: a change is flagged when it exceeds the measured spread.
 COMPARE_METRICS = {"speed": (SPEED_TIME,), "memory": MEMORY_PEAKS,
-                   "train": ("test_acc", "test_loss"), "params": ("params",)}
+                   "train": ("test_acc", "test_loss"), "params": ("total",)}  # params.py: qkv + out + other
 MEMORY_TOLERANCE = 0.02  # memory has no sample spread: flag changes beyond 2 % (allocator block rounding)
 
 
@@ -188,6 +194,24 @@ def _first_metric(r: dict[str, Any], names: Sequence[str]) -> tuple[str | None, 
         if _num(m.get(n)) is not None:
             return n, _num(m[n])
     return None, None
+
+
+def _figure(m: dict[str, Any], key: str) -> float | int | str | None:
+    """A record's figure as its cell shows it: the number, NA where the record holds something else, None where it
+    holds nothing."""
+    return None if m.get(key) is None else NA if _num(m[key]) is None else _num(m[key])
+
+
+def bad_values(records: Iterable[dict[str, Any]]) -> list[str]:
+    """One line per figure of NUMERIC that a record holds but that is not a finite number: 'file:line: ...'."""
+    out = []
+    for r in records:
+        m = r.get("metrics") or {}
+        for key in NUMERIC.get(r.get("kind"), ()):
+            if m.get(key) is not None and _num(m[key]) is None:
+                out.append(f"{r.get('_source', '?')}: {r['kind']} metric {key} is {m[key]!r}, not a number "
+                           f"(shown as {NA})")
+    return out
 
 
 def fit_exponent(ts: Sequence[float], ys: Sequence[float]) -> float | None:
@@ -335,7 +359,7 @@ def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
                         and _num((b.get("metrics") or {}).get(SPEED_TIME)):
                     ratio = med / _num(b["metrics"][SPEED_TIME])
                 rows.append({"attention": s.label, "T": t, "status": r.get("status", "ok"), **{
-                    c: _num(m.get(c)) for c in SPEED_COLUMNS}, "x MHA": ratio, "reason": r.get("reason")})
+                    c: _figure(m, c) for c in SPEED_COLUMNS}, "x MHA": ratio, "reason": r.get("reason")})
                 if _ok(r) and med is not None and med > 0:
                     xs.append(t), ys.append(med)
                     lo.append(_num(m.get(SPEED_P25)) or med), hi.append(_num(m.get(SPEED_P75)) or med)
@@ -378,7 +402,7 @@ def _memory_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             for t, r in _by_seq(s).items():
                 m = r.get("metrics") or {}
                 rows.append({"attention": s.label, "T": t, "status": r.get("status", "ok"),
-                             **{c: _num(m.get(c)) for c in MEMORY_COLUMNS}, "reason": r.get("reason")})
+                             **{c: _figure(m, c) for c in MEMORY_COLUMNS}, "reason": r.get("reason")})
                 name, peak = _first_metric(r, MEMORY_PEAKS)
                 if _ok(r) and peak is not None and peak > 0:  # a log axis has no 0 (pages too coarse); kept in the table
                     xs.append(t), ys.append(peak), ylabels.add(name)
@@ -475,8 +499,11 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             row: dict[str, Any] = {"attention": s.label, "seeds": len(ok),
                                    "failed": sum(not _ok(r) for r in s.records)}
             for c in TRAIN_COLUMNS:
-                mu, sd = _mean_std([_num((r.get("metrics") or {}).get(c)) for r in ok])
+                figs = [_figure(r.get("metrics") or {}, c) for r in ok]
+                mu, sd = _mean_std([v for v in figs if v != NA])
                 row[c] = mu if not sd else f"{cell(mu)} ± {cell(sd)}"  # mean ± std across seeds
+                if NA in figs:  # named in a note; the seeds with a number, or n/a
+                    row[c] = NA if mu is None else f"{cell(row[c])} (n={len(figs) - figs.count(NA)})"
             rows.append(row)
         doc.table(rows, ["attention", "seeds", "failed", *TRAIN_COLUMNS])
         doc.add("Cells with two seeds or more read mean ± standard deviation across seeds.")
@@ -846,7 +873,7 @@ def build_report(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                              + (f" ({len(problems)} line(s) skipped; first: {problems[0]})" if problems else ""))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
+    notes: list[str] = bad_values(records)
     plt = load_pyplot() if plots else None
     if plots and plt is None:
         notes.append("matplotlib is not installed: tables only (pip install 'attnbench[plot]' for the plots)")
@@ -905,6 +932,8 @@ def _compare_entries(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any
                 ok = [r for r in rs if _ok(r)]
                 mu, sd = _mean_std([_num((r.get("metrics") or {}).get(metric)) for r in ok])
                 entry = {"value": mu, "spread": sd, "status": "ok" if ok else rs[-1].get("status"), "n": len(ok)}
+                if mu is None and any(_figure(r.get("metrics") or {}, metric) == NA for r in ok):
+                    entry["status"] = NA  # not a number in any seed: named in a note
             else:
                 r = rs[-1]  # the latest measurement of this setting in the run
                 m = r.get("metrics") or {}
@@ -912,6 +941,8 @@ def _compare_entries(records: list[dict[str, Any]]) -> dict[tuple, dict[str, Any
                 if kind == "speed" and _num(m.get(SPEED_P25)) is not None and _num(m.get(SPEED_P75)) is not None:
                     spread = _num(m[SPEED_P75]) - _num(m[SPEED_P25])
                 entry = {"value": _num(m.get(metric)), "spread": spread, "status": r.get("status", "ok"), "n": 1}
+                if entry["status"] == "ok" and _figure(m, metric) == NA:
+                    entry["status"] = NA  # not a number: named in a note
             if entry["value"] is None and entry["status"] == "ok":
                 continue  # the metric is not in this record (e.g. rss on CUDA)
             out[(kind, attn, cfg, metric)] = entry
@@ -936,7 +967,7 @@ def compare(a: Sequence[str | os.PathLike], b: Sequence[str | os.PathLike]) -> C
     if not ra or not rb:
         raise AttnbenchError(f"no attnbench records in {'A' if not ra else 'B'} "
                              f"({', '.join(map(str, a if not ra else b))})")
-    notes = []
+    notes = bad_values([*ra, *rb])
     da = sorted({env_key(r)[0] for r in ra})
     db = sorted({env_key(r)[0] for r in rb})
     if da != db:
@@ -971,9 +1002,9 @@ def compare(a: Sequence[str | os.PathLike], b: Sequence[str | os.PathLike]) -> C
                 flag = "*" if abs(y["value"] - x["value"]) > spread else ""
         rows.append({"kind": kind, "attention": attn, "settings": _settings_label(cfg, varying[kind]),
                      "metric": metric,
-                     "A": x["value"] if x["status"] == "ok" else x["status"],
-                     "B": y["value"] if y["status"] == "ok" else y["status"],
-                     "change %": change, "spread %": spread_pct, "flag": flag})
+                     "a": x["value"] if x["status"] == "ok" else x["status"],
+                     "b": y["value"] if y["status"] == "ok" else y["status"],
+                     "change_pct": change, "spread_pct": spread_pct, "flag": flag})
     only_a, only_b = len(set(ea) - set(eb)), len(set(eb) - set(ea))
     if only_a or only_b:
         notes.append(f"{only_a} row(s) only in A and {only_b} only in B were left out")
@@ -984,12 +1015,12 @@ def compare(a: Sequence[str | os.PathLike], b: Sequence[str | os.PathLike]) -> C
     return CompareResult(rows, notes, pa + pb)
 
 
-COMPARE_COLUMNS = ("kind", "attention", "settings", "metric", "A", "B", "change %", "spread %", "flag")
+COMPARE_COLUMNS = ("kind", "attention", "settings", "metric", "a", "b", "change_pct", "spread_pct", "flag")
 
 
 def compare_markdown(result: CompareResult, a: Sequence[str], b: Sequence[str]) -> str:
     lines = ["# attnbench comparison", "", f"A: {', '.join(map(str, a))}", "", f"B: {', '.join(map(str, b))}", "",
-             to_markdown(result.rows, COMPARE_COLUMNS), ""]
+             to_markdown(*screen(result.rows, COMPARE_COLUMNS)), ""]
     lines += [f"- {n}" for n in result.notes]
     lines += [f"- skipped `{p}`" for p in result.problems]
     return "\n".join(lines) + "\n"

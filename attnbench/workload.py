@@ -12,6 +12,8 @@ from attnbench.config import AttnConfig
 BASELINE = "sdpa"  # bare scaled_dot_product_attention(is_causal=True) on [B, n, T, d]
 BASELINE_PROJ = "sdpa+proj"  # the same call with bare F.linear Q|K|V (one GEMM) and O: MHA's cost, no module code
 BASELINES = (BASELINE, BASELINE_PROJ)
+BASELINE_SUMMARY = {BASELINE: "bare scaled_dot_product_attention(q, k, v, is_causal=True) on [B, n, T, d]",
+                    BASELINE_PROJ: "the same call with bare F.linear projections (Q|K|V, O): mha without module code"}
 
 
 @dataclass

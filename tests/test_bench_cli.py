@@ -4,6 +4,7 @@ here says device cpu: on a GPU machine "auto" would measure CUDA in bf16 (issue 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from attnbench import bench, cli, results
 from attnbench.errors import AttnbenchError
+from attnbench.tables import screen
 
 runner = CliRunner()
 TINY = ["--device", "cpu", "--batch", "1", "--heads", "2", "--d-model", "16", "--max-time", "0.05"]
@@ -88,7 +90,8 @@ def test_oom_becomes_a_cell_and_the_sweep_goes_on(tmp_path, monkeypatch):
     assert status[("mha", 16)] == "oom"
     assert status[("mha", 32)] == status[("sdpa", 16)] == status[("sdpa", 32)] == "ok"
     assert "out of memory" in recs[0]["reason"]
-    assert res.rows[0]["median ms"] == "OOM"
+    assert (res.rows[0]["status"], res.rows[0]["median_ms"]) == ("oom", None)
+    assert screen(res.rows, res.columns)[0][0]["median ms"] == "OOM"  # on screen, in place of the figures
     sdpa16 = next(r for r in recs if r["config"]["name"] == "sdpa" and r["config"]["seq_len"] == 16)
     assert sdpa16["metrics"]["ratio_to_mha"] is None  # no mha to compare with at that length
 
@@ -107,7 +110,9 @@ def test_unsupported_becomes_na(tmp_path, monkeypatch):
     assert by[("mha", "reference")]["status"] == "n/a"
     assert by[("mha", "fast")]["status"] == "ok" and by[("sdpa", "fast")]["status"] == "ok"
     row = next(r for r in res.rows if r["impl"] == "reference")
-    assert row["median ms"] == "n/a: no reference path for this shape"
+    assert (row["status"], row["reason"], row["median_ms"]) == ("n/a", "no reference path for this shape", None)
+    shown = screen(res.rows, res.columns)[0][res.rows.index(row)]
+    assert shown["median ms"] == "n/a: no reference path for this shape"
 
 
 def test_wrong_fast_path_is_not_timed(tmp_path, monkeypatch):
@@ -144,7 +149,7 @@ def test_memory_sweep_cpu_fresh_process(tmp_path):
     assert m["cpu_peak_rss_mib"] > 10 and m["cpu_peak_rss_delta_mib"] >= 0
     assert m["weights_mib"] == pytest.approx(4 * 16 * 16 * 4 / 2**20)
     assert m["inputs_mib"] == pytest.approx(32 * 16 * 4 / 2**20) and m["estimate_mib"] > 0
-    assert "peak RSS MiB" in res.columns
+    assert "cpu_peak_rss_mib" in res.columns and res.rows[0]["cpu_peak_rss_mib"] == m["cpu_peak_rss_mib"]
 
 
 def test_memory_oom_in_worker_is_a_cell(tmp_path, monkeypatch):
@@ -153,7 +158,8 @@ def test_memory_oom_in_worker_is_a_cell(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "cpu_peak_rss", lambda spec, timeout_s=600: {"status": "oom", "reason": "killed"})
     res = bench.run("memory", tiny(tmp_path, seq_lens=(16, 32), attn="mha", baseline=False))
     assert [r["status"] for r in res.records] == ["oom", "oom"]
-    assert [r["inputs MiB"] for r in res.rows] == ["OOM", "OOM"]
+    assert [r["status"] for r in res.rows] == ["oom", "oom"]
+    assert [r["inputs MiB"] for r in screen(res.rows, res.columns)[0]] == ["OOM", "OOM"]
 
 
 def test_cli_speed_json(tmp_path):
@@ -162,7 +168,10 @@ def test_cli_speed_json(tmp_path):
     assert out.exit_code == 0, out.output
     rows = json.loads(out.stdout)
     assert [r["attn"] for r in rows] == ["mha", "sdpa", "sdpa+proj"]
-    assert all(isinstance(r["median ms"], float) for r in rows)
+    for r in rows:  # machine keys, numbers as numbers: the IQR as two of them
+        assert all(re.fullmatch(r"[a-z][a-z0-9_]*", k) for k in r), r
+        assert all(isinstance(r[k], float) for k in ("median_ms", "p25_ms", "p75_ms", "tokens_per_s", "ratio_to_mha"))
+        assert r["p25_ms"] <= r["median_ms"] <= r["p75_ms"] and r["seq_len"] == 16 and r["status"] == "ok"
     assert len(list(tmp_path.glob("speed-*.jsonl"))) == 1
 
 
@@ -348,7 +357,7 @@ def test_cpu_out_of_memory_in_the_sweep_is_an_oom_cell(tmp_path, monkeypatch):
     out = runner.invoke(cli.app, ["speed", "--attn", "mha", "--seq-len", "16", *TINY, "--no-baseline", "--format",
                                   "json", "--results-dir", str(tmp_path)])
     assert out.exit_code == 0, out.output
-    assert [r["median ms"] for r in json.loads(out.stdout)] == ["OOM"]
+    assert [(r["status"], r["median_ms"]) for r in json.loads(out.stdout)] == [("oom", None)]
     (rec,) = results.read([tmp_path])[0]
     assert rec["status"] == "oom" and "can't allocate memory" in rec["reason"]
 
@@ -365,3 +374,42 @@ def test_cpu_out_of_memory_in_the_memory_worker_is_oom(monkeypatch, capsys):
     assert memory.main(["memory", json.dumps({"name": "mha"})]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["status"] == "oom" and "can't allocate memory" in res["reason"]
+
+
+# ---------------------------------------------------------------------------------------------- the SDPA baselines
+@pytest.mark.parametrize("spec,baseline,want", [
+    ("mha,rcmha", True, ["mha", "sdpa", "sdpa+proj", "rcmha"]),  # added after mha by default
+    ("rcmha", True, ["sdpa", "sdpa+proj", "rcmha"]),
+    ("mha,rcmha", False, ["mha", "rcmha"]),
+    ("sdpa", True, ["sdpa"]),  # named: those named, where named, and no other
+    ("sdpa+proj,mha", True, ["sdpa+proj", "mha"]),
+    ("mha, sdpa ,sdpa", False, ["mha", "sdpa"]),  # --no-baseline adds none; a named one is still measured
+])
+def test_the_baselines_are_selectable_with_attn(spec, baseline, want):
+    assert bench.sweep_names(spec, baseline) == want
+
+
+def test_speed_and_memory_measure_a_baseline_alone(tmp_path):
+    for cmd, tiny_args in (("speed", TINY), ("memory", TINY[:-2])):  # memory takes no --max-time
+        out = runner.invoke(cli.app, [cmd, "--attn", "sdpa+proj", "--seq-len", "16", *tiny_args, "--format", "json",
+                                      "--results-dir", str(tmp_path / cmd)])
+        assert out.exit_code == 0, out.output
+        assert [(r["attn"], r["status"]) for r in json.loads(out.stdout)] == [("sdpa+proj", "ok")]
+        (rec,) = results.read([tmp_path / cmd])[0]
+        assert rec["attn"] is None and rec["config"]["name"] == "sdpa+proj"
+
+
+@pytest.mark.parametrize("cmd", [["params"], ["train", "--preset", "tiny"], ["list"]])
+def test_a_baseline_is_not_an_attention_elsewhere(cmd, tmp_path):
+    out = runner.invoke(cli.app, [*cmd, "--attn", "mha,sdpa"], env={"ATTNBENCH_DATA": str(tmp_path / "none.txt")})
+    assert out.exit_code == 2
+    assert out.output.strip() == \
+        "error: sdpa is a speed/memory baseline, not an attention (attnbench speed --attn sdpa)"
+
+
+def test_list_and_help_name_the_baselines():
+    listed = runner.invoke(cli.app, ["list", "--format", "markdown"])
+    assert listed.exit_code == 0 and "(--attn sdpa), not an attention" in listed.output
+    assert "(--attn sdpa+proj), not an attention" in listed.output
+    helped = runner.invoke(cli.app, ["speed", "--help"], env={"COLUMNS": "200"})
+    assert "also the baselines sdpa and sdpa+proj" in helped.output

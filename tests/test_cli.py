@@ -98,3 +98,13 @@ def test_params_save_writes_records(tmp_path):
     qkv = {x["attn"]: x["metrics"]["qkv"] for x in records}
     assert qkv == {"mha": 1_769_472, "sha": 147_456, "mhe-add": 149_760}
     assert all(x["kind"] == "params" and x["config"]["d_model"] == 768 for x in records)
+
+
+def test_version_prints_the_version_and_exits_0():
+    from attnbench import __version__
+
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.stdout == f"attnbench {__version__}\n"
+    out = subprocess.run([sys.executable, "-m", "attnbench", "--version", "list"], capture_output=True, text=True,
+                         timeout=60)  # eager: before any command
+    assert out.returncode == 0 and out.stdout == f"attnbench {__version__}\n"

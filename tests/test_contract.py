@@ -241,7 +241,7 @@ def test_a_class_in_a_file_outside_the_repository_runs_through_every_command(out
     r = cli("memory", "--attn", name, "--seq-len", 16, "--results-dir", tmp_path / "memory", *SMALL)
     assert r.exit_code == 0, r.output
     (row,) = json.loads(r.stdout)
-    assert row["attn"] == name and row["estimate MiB"] == "n/a" and row["peak RSS MiB"] > 0
+    assert row["attn"] == name and row["estimate_mib"] is None and row["cpu_peak_rss_mib"] > 0
     r = cli("list", "--attn", name, "--format", "json")
     assert r.exit_code == 0 and json.loads(r.stdout)[0]["name"] == name, r.output
 

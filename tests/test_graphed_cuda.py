@@ -108,4 +108,4 @@ def test_speed_cli_with_cuda_graph_writes_records(tmp_path):
     import json
 
     rows = json.loads(out.stdout)
-    assert {r["attn"] for r in rows} >= {"mha", "mdha"} and all(r["median ms"] > 0 for r in rows)
+    assert {r["attn"] for r in rows} >= {"mha", "mdha"} and all(r["median_ms"] > 0 for r in rows)

@@ -161,14 +161,14 @@ def test_compare_percentages_and_flags(tmp_path):
                                      train_rec("mha", 1, 0.62)])
     res = report.compare([a], [b])
     got = {(r["kind"], r["attention"], r["metric"]): r for r in res.rows}
-    assert got[("speed", "mha", "median_ms")]["change %"] == pytest.approx(20.0)
+    assert got[("speed", "mha", "median_ms")]["change_pct"] == pytest.approx(20.0)
     assert got[("speed", "mha", "median_ms")]["flag"] == "*"  # 2 ms > IQR 1 ms
-    assert got[("speed", "rmha", "median_ms")]["change %"] == pytest.approx(1.0)
+    assert got[("speed", "rmha", "median_ms")]["change_pct"] == pytest.approx(1.0)
     assert got[("speed", "rmha", "median_ms")]["flag"] == ""  # 0.1 ms < IQR 1 ms
-    assert got[("memory", "mha", "peak_alloc_mib")]["change %"] == pytest.approx(1.0)
+    assert got[("memory", "mha", "peak_alloc_mib")]["change_pct"] == pytest.approx(1.0)
     assert got[("memory", "mha", "peak_alloc_mib")]["flag"] == ""  # within the 2 % tolerance
     acc = got[("train", "mha", "test_acc")]  # mean over seeds 0.55 -> 0.57, std 0.0707: not flagged
-    assert acc["change %"] == pytest.approx((0.57 - 0.55) / 0.55 * 100) and acc["flag"] == ""
+    assert acc["change_pct"] == pytest.approx((0.57 - 0.55) / 0.55 * 100) and acc["flag"] == ""
     assert not any("different devices" in n for n in res.notes)
 
 
@@ -565,3 +565,63 @@ def test_a_seed_run_twice_counts_once_and_old_records_get_their_attention_parame
     assert attn_params(old) == f["n_layers"] * sum(p.numel() for p in layer.parameters())
     old["metrics"]["attn_params"] = 7
     assert attn_params(old) == 7
+
+
+# ---------------------------------------------------------------------------------------------- not numbers
+def test_a_value_that_is_not_a_number_is_named_and_its_column_kept(tmp_path):
+    """A record holding "high", NaN or inf where a figure belongs: the column stays, the cell reads n/a (or the
+    mean of the seeds that hold numbers, with their count), and a note names each bad value by file:line."""
+    recs = [train_rec("mha", 0, "high"), train_rec("mha", 1, float("nan")), train_rec("sha", 0, 0.5),
+            train_rec("sha", 1, float("inf")), speed_rec("mha", 64, 1.0), speed_rec("rmha", 64, 2.0)]
+    recs[-1]["metrics"]["tokens_per_s"] = "fast"
+    f = write(tmp_path / "t.jsonl", recs)
+    res = report.build_report([f], tmp_path / "out", plots=False)
+    md = res.markdown.read_text()
+    assert [r["test_acc"] for r in md_rows(md, "mha") if "seeds" in r] == ["n/a"]
+    assert [r["test_acc"] for r in md_rows(md, "sha") if "seeds" in r] == ["0.5 (n=1)"]
+    assert next(r for r in md_rows(md, "rmha") if "median_ms" in r)["tokens_per_s"] == "n/a"
+    bad = [n for n in res.notes if "not a number" in n]
+    assert bad == [f"{f}:1: train metric test_acc is 'high', not a number (shown as n/a)",
+                   f"{f}:2: train metric test_acc is nan, not a number (shown as n/a)",
+                   f"{f}:4: train metric test_acc is inf, not a number (shown as n/a)",
+                   f"{f}:6: speed metric tokens_per_s is 'fast', not a number (shown as n/a)"]
+    assert all(f"> {n}" in md for n in bad)
+    out = CliRunner().invoke(app, ["report", str(f), "--out", str(tmp_path / "o"), "--no-plots"])
+    assert out.exit_code == 0 and f"note: {bad[0]}" in out.stderr.replace("\n", "")
+
+
+def test_compare_names_a_value_that_is_not_a_number(tmp_path):
+    a = write(tmp_path / "a.jsonl", [speed_rec("mha", 64, 10.0)])
+    bad = speed_rec("mha", 64, 10.0)
+    bad["metrics"]["median_ms"] = "high"
+    b = write(tmp_path / "b.jsonl", [bad])
+    res = report.compare([a], [b])
+    (row,) = res.rows
+    assert (row["a"], row["b"], row["change_pct"]) == (10.0, "n/a", None)
+    assert f"{b}:1: speed metric median_ms is 'high', not a number (shown as n/a)" in res.notes
+
+
+COMMITTED = Path(__file__).resolve().parent.parent / "results" / "h100" / "spread-38a3c8e"
+
+
+def test_committed_records_still_read_by_report_and_compare(tmp_path):
+    """The records under results/ keep their keys (snake_case already; only the screen's headers changed): report
+    and --compare read a committed run as before."""
+    a, b = sorted(COMMITTED.glob("speed-*.jsonl"))
+    res = report.compare([a], [b])
+    assert res.rows and not res.problems and not [n for n in res.notes if "not a number" in n]
+    assert {r["metric"] for r in res.rows} == {"median_ms"} and all(isinstance(r["change_pct"], float)
+                                                                    for r in res.rows)
+    md = report.build_report([a], tmp_path / "out", plots=False).markdown.read_text()
+    first = json.loads(a.read_text().splitlines()[0])
+    row = next(r for r in md_rows(md, first["attn"] or first["config"]["name"]) if "median_ms" in r)
+    assert row["median_ms"] == report.cell(first["metrics"]["median_ms"])
+
+
+def test_compare_reads_the_parameter_count_params_records_hold():
+    """params --save writes qkv, out, other and total (no "params"): --compare compares total, not nothing."""
+    f = sorted((COMMITTED.parent.parent / "params").glob("params-*.jsonl"))[0]
+    res = report.compare([f], [f])
+    assert {(r["metric"], r["change_pct"], r["flag"]) for r in res.rows} == {("total", 0.0, "")}
+    assert sorted(r["attention"] for r in res.rows) == sorted(json.loads(line)["attn"]
+                                                              for line in f.read_text().splitlines())

@@ -391,7 +391,8 @@ def test_summary_tests_differences_with_welch_and_holm():
     recs = [rec("mha", a) for a in (0.50, 0.52, 0.51)] + [rec("rcmha", a) for a in (0.60, 0.62, 0.61)] + \
         [rec("mdha", a) for a in (0.51, 0.53, 0.50)] + [rec("sha", 0.4)]
     rows, notes = summarize(recs)
-    assert rows[0]["params"] == 10 and "±" in rows[0]["test_acc"]
+    assert rows[0]["params"] == 10 and rows[0]["params_std"] is None  # the same in every seed: no spread
+    assert rows[0]["test_acc"] == pytest.approx(0.51) and rows[0]["test_acc_std"] == pytest.approx(0.01)
     text = "\n".join(notes)
     from attnbench import stats
 
@@ -524,7 +525,7 @@ def test_a_record_that_cannot_be_written_goes_to_the_fallback_folder(tmp_path, m
     (moved,) = (tmp_path / "fallback").glob("train-*.jsonl")
     (rec,) = _lines(moved)
     assert rec["status"] == "ok" and rec["metrics"]["steps"] == 4
-    assert f"mha,1/1,{rec['metrics']['test_acc']}" in r.stdout  # the metrics are on screen
+    assert f"mha,1,1,{rec['metrics']['test_acc']}" in r.stdout  # the metrics are on screen (runs_ok, runs)
     assert f"could not be written; the records are in {moved}" in r.output
 
 

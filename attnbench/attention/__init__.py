@@ -77,6 +77,11 @@ def is_external(name: str) -> bool:
 def check_name(name: str) -> str:
     if name in _REGISTRY or is_external(name) or name in _entry_points():
         return name
+    from attnbench.workload import BASELINES
+
+    if name in BASELINES:
+        raise AttnbenchError(f"{name} is a speed/memory baseline, not an attention (attnbench speed --attn {name})",
+                             exit_code=2)
     raise AttnbenchError(f"unknown attention {name!r}; valid: {', '.join(names())}, or path/to/file.py:Class, "
                          f"or package.module:Class", exit_code=2)
 

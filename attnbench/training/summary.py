@@ -1,4 +1,4 @@
-"""The train command's screen summary: one row per attention (mean, and ± std over seeds), and, with two seeds or
+"""The train command's screen summary: one row per attention (mean, and std over seeds), and, with two seeds or
 more, which test-accuracy and test-bpc differences are significant (stats.pairwise: Welch's t-test, Holm's
 correction). `attnbench report` adds confidence intervals and retention ratios; this is what the terminal shows."""
 
@@ -8,34 +8,31 @@ import statistics
 from typing import Any
 
 from attnbench.stats import pairwise
+from attnbench.tables import STD  # metric + STD: its standard deviation over seeds (None with one seed)
 
 SUMMARY_METRICS = ("paper_acc", "test_acc", "test_exact", "heldout_acc", "test_bpc", "test_loss", "val_loss_best",
-                   "tokens_per_s", "wall_s", "params", "alloc_peak_mib", "nvml_avg_mib", "nvml_peak_mib",
+                   "tokens_per_s", "wall_s", "run_share_s", "params", "alloc_peak_mib", "nvml_avg_mib", "nvml_peak_mib",
                    "cpu_peak_rss_mib")
 
 
 def summarize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows per attention (mean, and std over seeds when there are several) and one statement per pair of
-    attentions with two seeds or more: the difference of mean test accuracy (and bpc) and the verdict of Welch's
-    t-test with Holm's correction over that metric's pairs."""
+    """Rows per attention (runs_ok of runs; each metric's mean, and its std over seeds as metric_std) and one
+    statement per pair of attentions with two seeds or more: the difference of mean test accuracy (and bpc) and the
+    verdict of Welch's t-test with Holm's correction over that metric's pairs."""
     by: dict[str, list[dict]] = {}
     for r in records:
         by.setdefault(r["attn"], []).append(r)
     rows = []
     for attn, recs in by.items():
         ok = [r for r in recs if r["status"] == "ok"]
-        row: dict[str, Any] = {"attn": attn, "runs": f"{len(ok)}/{len(recs)}"}
+        row: dict[str, Any] = {"attn": attn, "runs_ok": len(ok), "runs": len(recs)}
         if len(ok) < len(recs):
             row["status"] = "; ".join(r["reason"] for r in recs if r["status"] != "ok")
         for m in SUMMARY_METRICS:
             vals = [r["metrics"].get(m) for r in ok if r["metrics"].get(m) is not None]
-            if not vals:
-                row[m] = None
-                continue
             same = len(set(vals)) == 1  # e.g. params: no spread to show
-            mean = vals[0] if same else statistics.fmean(vals)
-            sd = statistics.stdev(vals) if len(vals) > 1 and not same else None
-            row[m] = mean if sd is None else f"{_fmt(mean)} ± {_fmt(sd)}"
+            row[m] = (vals[0] if same else statistics.fmean(vals)) if vals else None
+            row[m + STD] = statistics.stdev(vals) if len(vals) > 1 and not same else None
         rows.append(row)
     notes = []
     for m, higher in (("test_acc", True), ("test_bpc", False)):
@@ -48,10 +45,6 @@ def summarize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
             notes.append(f"{m}: {p['a']} − {p['b']} = {p['diff']:+.4f}, {p['verdict']} (Welch t-test, "
                          f"{p['n_a']} and {p['n_b']} seeds)")
     return rows, notes
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
 
 
 def extrapolation_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
