@@ -2,7 +2,8 @@
 
 Errors are caught once, at the top (`_TopLevel.invoke`, under `main()` and the tests' CliRunner alike): an
 AttnbenchError becomes one red line on stderr and its exit code (errors.py: 1 a run failed, 2 bad input,
-130 interrupted); the traceback only with ATTNBENCH_DEBUG=1. Option defaults come from the dataclasses in config.py.
+130 interrupted, 143 terminated); the traceback only with ATTNBENCH_DEBUG=1. Option defaults come from the
+dataclasses in config.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typer.core import TyperGroup
 
 from attnbench.config import FORMAT, AttnConfig, BenchSettings, ParamsSettings, ReportSettings, TrainJob
 
-EXIT_CODES = "Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted."
+EXIT_CODES = "Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted, 143 terminated (SIGTERM)."
 
 
 def _say_error(message: str) -> None:
@@ -32,7 +33,7 @@ class _TopLevel(TyperGroup):
     """The one error funnel (style.md, habit 11): nothing below it catches broadly."""
 
     def invoke(self, ctx):
-        from attnbench.errors import EXIT_INTERRUPTED, AttnbenchError
+        from attnbench.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AttnbenchError, Terminated
 
         try:
             return super().invoke(ctx)
@@ -41,9 +42,10 @@ class _TopLevel(TyperGroup):
                 raise
             _say_error(str(e))
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            _say_error("interrupted; every finished measurement is already on disk")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as e:
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            _say_error(f"{what}; every finished measurement is already on disk")
+            raise typer.Exit(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED) from None
 
 
 app = typer.Typer(
@@ -108,6 +110,12 @@ def _param_count(attn: AttnOpt = None, d_model: DModelOpt = AttnConfig.d_model, 
     if save:
         path = save_records(table, results_dir)
         typer.echo(f"records: {path}", err=fmt in ("json", "csv"))
+    failed = [f"{r['attn']}: closed form {r['closed_form']:,} against {r['total']:,} counted" for r in table.rows
+              if r["matches"] is False] + [f"{i['identity']} fails" for i in table.identities if not i["holds"]]
+    if failed:
+        from attnbench.errors import RunFailed
+
+        raise RunFailed("; ".join(failed))
 
 
 app.command("param-count")(_param_count)
@@ -130,20 +138,48 @@ BaselineOpt = Annotated[bool, typer.Option("--baseline/--no-baseline",
                                            help="Add the baselines 'sdpa' (bare scaled_dot_product_attention) and 'sdpa+proj'.")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per measurement, seconds.")]
 DPosOpt = Annotated[Optional[int], typer.Option("--d-pos", help="rmha/rcmha sinusoid width d_R (default: head width).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU measurements: torch's threads "
-                                                                "(default: torch's own, about one per core).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU: torch's threads (default: one per core, "
+                                                                "less the cores other work keeps busy).")]
+TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="Stop a cell still running after this many "
+                                                                      "seconds and record it as timeout (default: "
+                                                                      "60 + 20 × --max-time for speed, 300 for "
+                                                                      "memory).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run what the size guard refuses: an estimated peak above "
+                                                        "the free memory (speed: also a cell sure to pass "
+                                                        "--timeout).")]
 
 
 def _sweep(kind: str, settings: BenchSettings, fmt: str) -> None:
+    """Run the sweep and print its rows, also those measured before Ctrl-C or SIGTERM; then one line and exit 1
+    for failed cells (error, timeout), 130 or 143 when stopped."""
     from attnbench.bench import run
     from attnbench.tables import SweepProgress, check_format, render_rows
+    from attnbench.watchdog import sigterm_as_interrupt
 
     check_format(fmt)
-    with SweepProgress() as progress:  # on stderr, and only when it is a terminal
+    with sigterm_as_interrupt(), SweepProgress() as progress:  # on stderr, and only when it is a terminal
         res = run(kind, settings, on=progress.on)
     title = f"{'Speed' if kind == 'speed' else 'Memory'} ({settings.mode}, B={settings.batch}, " \
             f"heads={settings.heads}, d_model={settings.d_model})"
     render_rows(res.rows, fmt, title=title, columns=res.columns, notes=res.notes)
+    _sweep_outcome(res)
+
+
+def _sweep_outcome(res) -> None:
+    """One line and the exit code of a sweep that did not end well: interrupted (130), terminated (143), a cell
+    failed (1: error or timeout; oom and n/a are results, exit 0)."""
+    from attnbench.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Interrupted, RunFailed
+
+    kept = f"{len(res.records)} of {res.total} cells measured" + (f", kept in {res.path}" if res.records else "")
+    if res.stopped == "terminated":
+        raise Interrupted(f"terminated (SIGTERM): {kept}", EXIT_TERMINATED)
+    if res.stopped == "interrupted":
+        raise Interrupted(f"interrupted: {kept}", EXIT_INTERRUPTED)
+    if res.failed:
+        cells = "; ".join(f"{r['config']['name']} ({r['config']['impl']}) T={r['config']['seq_len']}: "
+                          f"{r['status']}" for r in res.failed)
+        stuck = "; the sweep stopped there" if res.stopped == "stuck" else ""
+        raise RunFailed(f"{len(res.failed)} of {res.total} cells failed ({cells}){stuck}; {kept}")
 
 
 def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
@@ -154,7 +190,8 @@ def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_len
                    impl: ImplOpt = _Bench.impl, compile: CompileOpt = _Bench.compile,
                    cuda_graph: GraphOpt = _Bench.cuda_graph,
                    flush_l2: FlushOpt = _Bench.flush_l2, baseline: BaselineOpt = _Bench.baseline,
-                   max_time: MaxTimeOpt = _Bench.max_time_s, threads: ThreadsOpt = _Bench.threads,
+                   max_time: MaxTimeOpt = _Bench.max_time_s, timeout: TimeoutOpt = _Bench.timeout_s,
+                   force: ForceOpt = _Bench.force, threads: ThreadsOpt = _Bench.threads,
                    fmt: FormatOpt = FORMAT, results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Time every attention: median and IQR, tokens/s, TFLOP/s, ratio to MHA and to a measured matmul ceiling."""
     from attnbench.bench import parse_seq_lens
@@ -162,8 +199,8 @@ def _profile_speed(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_len
     _sweep("speed", BenchSettings(attn=attn, seq_lens=parse_seq_lens(seq_len), batch=batch, heads=heads,
                                   d_model=d_model, kv_heads=kv_heads, d_pos=d_pos, dtype=dtype, device=device,
                                   mode=mode, impl=impl, compile=compile, cuda_graph=cuda_graph, flush_l2=flush_l2,
-                                  baseline=baseline, max_time_s=max_time, threads=threads,
-                                  results_dir=results_dir), fmt)
+                                  baseline=baseline, max_time_s=max_time, timeout_s=timeout, force=force,
+                                  threads=threads, results_dir=results_dir), fmt)
 
 
 def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
@@ -172,6 +209,7 @@ def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_le
                     dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
                     mode: Annotated[str, typer.Option("--mode", help="fwd|fwd+bwd.")] = _Bench.mode,
                     impl: ImplOpt = _Bench.impl, baseline: BaselineOpt = _Bench.baseline,
+                    timeout: TimeoutOpt = _Bench.timeout_s, force: ForceOpt = _Bench.force,
                     threads: ThreadsOpt = _Bench.threads, fmt: FormatOpt = FORMAT,
                     results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Memory of every attention: allocator (activations, peak, reserved), NVML device-wide, CPU peak RSS, estimate."""
@@ -179,8 +217,8 @@ def _profile_memory(attn: AttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_le
 
     _sweep("memory", BenchSettings(attn=attn, seq_lens=parse_seq_lens(seq_len), batch=batch, heads=heads,
                                    d_model=d_model, kv_heads=kv_heads, d_pos=d_pos, dtype=dtype, device=device,
-                                   mode=mode, impl=impl, baseline=baseline, threads=threads,
-                                   results_dir=results_dir), fmt)
+                                   mode=mode, impl=impl, baseline=baseline, timeout_s=timeout, force=force,
+                                   threads=threads, results_dir=results_dir), fmt)
 
 
 app.command("profile-speed")(_profile_speed)

@@ -299,8 +299,19 @@ class BenchSettings:
     baseline: bool = True  # the bare SDPA row
     check_seq_len: int = 64  # size of the fast-vs-reference check
     max_time_s: float = 2.0  # time cap per measurement
-    threads: int | None = None  # CPU measurements: torch's intra-op threads (None: torch's default)
+    # a cell still running after this many seconds is stopped and recorded as `timeout`; None: cell_timeout_s's
+    timeout_s: float | None = None
+    force: bool = False  # run cells the size guard refuses (too big for free memory, or sure to pass the timeout)
+    threads: int | None = None  # CPU measurements: torch's threads (None: the cores other work leaves idle)
     results_dir: str = RESULTS_DIR
+
+    def cell_timeout_s(self, kind: str) -> float:
+        """The time limit of one cell: timeout_s, else for speed 60 s + 20 × max_time_s (a cell of calls each as long
+        as max_time_s takes about 15 × max_time_s: first call, warm-up, a block of five), for memory 300 s (a fresh
+        process, then two calls)."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return 60.0 + 20.0 * self.max_time_s if kind == "speed" else 300.0
 
 
 # ---------------------------------------------------------------------------------------------- params, report
@@ -321,7 +332,8 @@ class ReportSettings:
 # ---------------------------------------------------------------------------------------------- checks
 def flag(name: str) -> str:
     """A field's CLI spelling: n_layers -> layers, other underscores -> dashes."""
-    return {"n_layers": "layers", "n_heads": "heads", "max_time_s": "max-time"}.get(name, name.replace("_", "-"))
+    return {"n_layers": "layers", "n_heads": "heads", "max_time_s": "max-time", "timeout_s": "timeout"}.get(
+        name, name.replace("_", "-"))
 
 
 def check_finite(obj: Any) -> None:
