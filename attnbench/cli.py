@@ -251,6 +251,8 @@ def _train(
                                                             "(or a .pt in it), as printed when it stopped.")] = None,
     results_dir: ResultsOpt = _J.results_dir,
     checkpoints_dir: _T[str, typer.Option("--checkpoints-dir", help="Where checkpoints go.")] = _J.checkpoints_dir,
+    threads: ThreadsOpt = _J.threads,
+    force: ForceOpt = _J.force,
     fmt: FormatOpt = FORMAT,
     n_layers: _T[Optional[int], _o("--layers", "Decoder blocks.")] = None,
     d_model: _T[Optional[int], _o("--d-model", "Model width D.")] = None,
@@ -298,7 +300,7 @@ def _train(
     """Train language models, one per attention, on Tiny Shakespeare or a synthetic recall task, and compare them."""
     job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, parallel=parallel, data=data,
                    results_dir=results_dir,
-                   checkpoints_dir=checkpoints_dir)
+                   checkpoints_dir=checkpoints_dir, threads=threads, force=force)
     overrides = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, kv_heads=kv_heads, d_ff=d_ff, act=act,
                      dropout=dropout, ctx=ctx, mem_len=mem_len, attn_impl=attn_impl, pos=pos, max_rel=max_rel,
                      flavour=flavour, batch=batch, steps=steps, epochs=epochs, lr=lr, min_lr=min_lr,
@@ -332,6 +334,7 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
     sha = source.config().get("data_sha256", "")
     if plan.data_sha256 and sha != plan.data_sha256:
         raise AttnbenchError("the corpus differs from the one this run was trained on; pass the same --data")
+    _host_checks(job, plan, source.vocab_size)
     with distributed.session(resolve_device(plan.cfg.device).type) as proc:
         if proc.is_main:
             plan.start(sha)
@@ -343,6 +346,38 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
                           command=results.command_line(), on=progress, proc=proc)
     if proc.is_main:
         _show_train(recs, plan, source, fmt, proc.world, progress.written)
+
+
+def _host_checks(job: TrainJob, plan, vocab: int) -> None:
+    """Before training (this session's --threads and --force, also on --resume): torch's CPU threads (--threads,
+    else the cores other work leaves idle: host.cpu_threads), the busy-machine warning (rank 0, stderr), the size
+    guard (guard.check_training; --force skips it). Under torchrun each process runs this."""
+    import torch
+
+    from attnbench import guard, host
+    from attnbench.device import resolve_device
+    from attnbench.errors import AttnbenchError
+
+    device = resolve_device(plan.cfg.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if job.threads is not None and job.threads <= 0:
+        raise AttnbenchError(f"--threads must be positive, got {job.threads}")
+    if job.threads is not None and device.type != "cpu":
+        raise AttnbenchError(f"--threads sets torch's CPU threads (device is {device.type}); add --device cpu")
+    if not job.force:
+        where = str(device)  # cpu, cuda:N; plain cuda: this process's GPU (torchrun pins LOCAL_RANK later)
+        if where == "cuda":
+            where = f"cuda:{int(os.environ['LOCAL_RANK']) if world > 1 else torch.cuda.current_device()}"
+        per_device = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if device.type == "cpu" else 1
+        guard.check_training(plan.cfg, plan.attns, vocab, where, world, per_device,
+                             plan.job.parallel if plan.cfg.flavour == "labml" else 1)
+    if device.type == "cpu":
+        torch.set_num_threads(job.threads or host.cpu_threads(torch.get_num_threads())[0])
+        busy = host.busy_warning(host.load_average(), host.cores(), torch.get_num_threads())
+        if busy and os.environ.get("RANK", "0") == "0":
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {busy}", soft_wrap=True)
 
 
 class _TrainProgress:

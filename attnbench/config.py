@@ -275,6 +275,8 @@ class TrainJob:
     data: str | None = None  # corpus file; None: the lookup order of data.find_corpus
     results_dir: str = RESULTS_DIR
     checkpoints_dir: str = "checkpoints"
+    threads: int | None = None  # CPU: torch's threads; None: the cores other work leaves idle (host.cpu_threads)
+    force: bool = False  # train even where the size guard (guard.py) estimates it will not fit in free memory
 
 
 # ---------------------------------------------------------------------------------------------- speed, memory
