@@ -381,3 +381,14 @@ def test_ctrl_c_inside_a_long_call_acts_within_two_seconds(tmp_path):
     assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["mha", "fast", "32"], [slow, "fast", "32"],
                                                                       ["mha", "fast", "128"]]
     assert "3 of 4 cells measured" in err and "Traceback" not in err
+
+
+def test_the_memory_worker_leaves_the_callers_signals_alone(capsys):
+    """Only the worker process ignores the terminal's Ctrl-C (its parent kills it): main() run in-process, as a test
+    does, must not make this process deaf to Ctrl-C (a later real process would inherit the ignored signal)."""
+    from attnbench.measure import memory
+
+    before = signal.getsignal(signal.SIGINT)
+    assert memory.main(["memory", json.dumps({"name": "no such attention"})]) == 0
+    assert signal.getsignal(signal.SIGINT) == before
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["status"] != "ok"

@@ -192,9 +192,6 @@ def cpu_peak_rss(spec: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]
 
 
 def main(argv: list[str]) -> int:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the parent's to act on: it kills us
     spec = json.loads(argv[1])
     try:
         res = _worker(spec)
@@ -208,4 +205,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the parent's to act on: it kills us
     sys.exit(main(sys.argv))
