@@ -14,7 +14,8 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from attnbench.config import FORMAT, AttnConfig, BenchSettings, ParamsSettings, ReportSettings, TrainJob
+from attnbench.config import (FORMAT, MEMORY_TIMEOUT_S, SPEED_TIMEOUT, AttnConfig, BenchSettings, ParamsSettings,
+                              ReportSettings, TrainJob)
 
 EXIT_CODES = "Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted, 143 terminated (SIGTERM)."
 
@@ -140,10 +141,10 @@ MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per meas
 DPosOpt = Annotated[Optional[int], typer.Option("--d-pos", help="rmha/rcmha sinusoid width d_R (default: head width).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU: torch's threads (default: one per core, "
                                                                 "less the cores other work keeps busy).")]
-TimeoutOpt = Annotated[Optional[float], typer.Option("--timeout", help="Stop a cell still running after this many "
-                                                                      "seconds and record it as timeout (default: "
-                                                                      "60 + 20 × --max-time for speed, 300 for "
-                                                                      "memory).")]
+TimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", help=f"Stop a cell still running after this many seconds and record it as timeout (default: "
+                      f"{SPEED_TIMEOUT[0]:g} + {SPEED_TIMEOUT[1]:g} × --max-time for speed, {MEMORY_TIMEOUT_S:g} "
+                      f"for memory).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Run what the size guard refuses: an estimated peak above "
                                                         "the free memory (speed: also a cell sure to pass "
                                                         "--timeout).")]

@@ -308,12 +308,16 @@ class BenchSettings:
     results_dir: str = RESULTS_DIR
 
     def cell_timeout_s(self, kind: str) -> float:
-        """The time limit of one cell: timeout_s, else for speed 60 s + 20 × max_time_s (a cell of calls each as long
-        as max_time_s takes about 15 × max_time_s: first call, warm-up, a block of five), for memory 300 s (a fresh
-        process, then two calls)."""
+        """The time limit of one cell: timeout_s, else SPEED_TIMEOUT for speed, MEMORY_TIMEOUT_S for memory."""
         if self.timeout_s is not None:
             return self.timeout_s
-        return 60.0 + 20.0 * self.max_time_s if kind == "speed" else 300.0
+        return SPEED_TIMEOUT[0] + SPEED_TIMEOUT[1] * self.max_time_s if kind == "speed" else MEMORY_TIMEOUT_S
+
+
+# A cell's default time limit. Speed: seconds + factor × max_time_s (a cell of calls each as long as max_time_s takes
+# about 15 × max_time_s: the first call, warm-up, a block of five). Memory: a fresh process, then two calls.
+SPEED_TIMEOUT = (60.0, 20.0)
+MEMORY_TIMEOUT_S = 300.0
 
 
 # ---------------------------------------------------------------------------------------------- params, report
