@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -179,18 +180,42 @@ def test_force_runs_what_the_guard_refuses(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------------- time limits
 def _loop_until_stopped(w, s, device, seq_len):
-    while True:  # a measurement that never ends by itself, checking its limit between calls as timing does
+    for _ in range(3000):  # 30 s of calls, checking the limit between them as timing does; then it would pass
         watchdog.check()
         time.sleep(0.01)
+    return {"metrics": {}}
+
+
+def _blocking_call(monkeypatch, after: int = 0, send: signal.Signals | None = None):
+    """measure_speed replaced by one call that blocks until the test releases it (at most 60 s), from its
+    (after+1)-th call on, having sent this process `send`: if the command returns before the release, it did not
+    wait for the call."""
+    real, calls, release, box = bench.measure_speed, [], threading.Event(), {}
+
+    def blocking(*a):
+        calls.append(1)
+        if len(calls) > after:
+            # like a long torch call: signals wait until it returns, were it running in the main thread
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                if send is not None:
+                    os.kill(os.getpid(), send)
+                release.wait(60)
+            finally:  # also when a signal handler raised at the end of the wait, were it in the main thread
+                box["returned"] = not release.is_set()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            return None
+        return real(*a)
+
+    monkeypatch.setattr(bench, "measure_speed", blocking)
+    return release, box
 
 
 def test_a_cell_past_its_limit_is_a_timeout_and_the_sweep_goes_on(tmp_path, monkeypatch):
     real = bench.measure_speed
     monkeypatch.setattr(bench, "measure_speed",
                         lambda w, s, d, t: (_loop_until_stopped if t == 16 else real)(w, s, d, t))
-    t0 = time.monotonic()
     r = _speed(tmp_path, "--seq-len", "16,32", "--no-baseline", "--timeout", "0.5", "--format", "json")
-    assert time.monotonic() - t0 < 20
     assert r.exit_code == 1
     rows = json.loads(r.stdout)
     assert rows[0]["median ms"].startswith("timeout: stopped at the 0.5 s limit") and isinstance(rows[1]["median ms"],
@@ -202,10 +227,11 @@ def test_a_cell_past_its_limit_is_a_timeout_and_the_sweep_goes_on(tmp_path, monk
 
 def test_a_cell_stuck_in_one_call_stops_the_sweep(tmp_path, monkeypatch):
     monkeypatch.setattr(watchdog, "GRACE_S", 0.2)
-    monkeypatch.setattr(bench, "measure_speed", lambda *a: time.sleep(2))  # one long call: no check in between
-    t0 = time.monotonic()
+    release, box = _blocking_call(monkeypatch)  # one long call: no check in between
     r = _speed(tmp_path, "--seq-len", "16,32", "--no-baseline", "--timeout", "0.3", "--format", "csv")
-    assert time.monotonic() - t0 < 1.8  # not waiting for the call
+    still_running = "returned" not in box
+    release.set()
+    assert still_running  # the command ended while the call still ran
     assert r.exit_code == 1
     (rec,) = results.read([tmp_path])[0]  # the second cell never ran
     assert rec["status"] == "timeout" and "still inside one call" in rec["reason"]
@@ -231,10 +257,8 @@ def test_cell_min_seconds_is_a_lower_bound_from_the_ceiling():
 
 
 def test_the_memory_worker_is_stopped_at_the_limit(tmp_path):
-    t0 = time.monotonic()
     res = bench.run("memory", BenchSettings(attn="mha", seq_lens=(16,), batch=1, heads=2, d_model=16, device="cpu",
                                             baseline=False, timeout_s=0.3, results_dir=str(tmp_path)))
-    assert time.monotonic() - t0 < 10
     (rec,) = res.records
     assert rec["status"] == "timeout" and "stopped at the 0.3 s limit" in rec["reason"]
 
@@ -322,20 +346,14 @@ def test_ctrl_c_in_a_sweep_prints_the_rows_so_far(tmp_path, monkeypatch):
 
 
 def test_sigterm_acts_as_ctrl_c_with_its_own_exit_code(tmp_path, monkeypatch):
-    real, calls = bench.measure_speed, []
-
-    def terminated_second(*a):
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the main thread acts on it at once
-        return real(*a)
-
-    monkeypatch.setattr(bench, "measure_speed", terminated_second)
+    """SIGTERM lands while the second cell's call is blocked: the command ends without waiting for the call, with
+    the first row printed and exit code 143."""
+    release, box = _blocking_call(monkeypatch, after=1, send=signal.SIGTERM)
     before = signal.getsignal(signal.SIGTERM)
-    t0 = time.monotonic()
     r = _speed(tmp_path, "--seq-len", "16,32", "--no-baseline", "--format", "csv")
-    assert time.monotonic() - t0 < 4
+    still_running = "returned" not in box
+    release.set()
+    assert still_running  # the command ended while the call still ran
     assert r.exit_code == 143
     assert len(r.stdout.splitlines()) == 2 and r.stdout.splitlines()[1].startswith("mha,fast,16,")
     assert "error: terminated (SIGTERM): 1 of 2 cells measured, kept in" in r.stderr
@@ -343,39 +361,41 @@ def test_sigterm_acts_as_ctrl_c_with_its_own_exit_code(tmp_path, monkeypatch):
 
 
 SLOW = '''
-import time
+import torch
 from examples.sliding_window import SlidingWindow
 
 
 class Slow(SlidingWindow):
-    """A forward that takes a minute: what a huge CPU operator looks like to Python."""
+    """At T=128 one torch call of about an hour on one thread (62 products of 8192 x 8192 matrices): a huge CPU
+    operator, which Python cannot interrupt."""
 
     def forward(self, x, mem=None):
         if x.shape[1] == 128:
-            time.sleep(60)
+            torch.linalg.matrix_power(torch.full((8192, 8192), 1e-4), 2**62)
         return super().forward(x, mem)
 '''
 
 
-def test_ctrl_c_inside_a_long_call_acts_within_two_seconds(tmp_path):
-    """A real process: Ctrl-C lands while a call is running for a minute (issue 21: Ctrl-C took 60-150 s to act);
-    the command still ends at once, after printing the rows measured before it, with exit code 130. (SIGTERM takes
-    the same path: test_sigterm_acts_as_ctrl_c_with_its_own_exit_code.)"""
+def test_ctrl_c_inside_a_long_call_does_not_wait_for_it(tmp_path):
+    """A real process: Ctrl-C lands inside a torch call of an hour (issue 21: Ctrl-C took 60-150 s to act); the
+    command ends anyway, after printing the rows measured before it, with exit code 130. (SIGTERM takes the same
+    path: test_sigterm_acts_as_ctrl_c_with_its_own_exit_code.) Measured on the team's 2-core machine: it ends 1 to
+    2.5 s after the signal, most of it the interpreter's exit."""
     (tmp_path / "slow.py").write_text(SLOW)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     p = subprocess.Popen([sys.executable, "-m", "attnbench", "speed", "--attn", f"mha,{tmp_path / 'slow.py'}:Slow",
                           "--seq-len", "32,128", *TINY, "--no-baseline", "--threads", "1", "--format", "csv",
                           "--results-dir", str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env, cwd=ROOT)
-    deadline = time.monotonic() + 120
     while not any(len(f.read_text().splitlines()) >= 3 for f in (tmp_path / "r").glob("speed-*.jsonl")):
-        assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+        assert p.poll() is None, p.communicate()
         time.sleep(0.1)
-    time.sleep(0.5)  # inside the minute-long call of Slow at T=128
-    t0 = time.monotonic()
+    time.sleep(0.5)  # inside the hour-long call of Slow at T=128
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
-    assert time.monotonic() - t0 < 2.5, err
+    try:
+        out, err = p.communicate(timeout=120)  # a hang guard: the call it must not wait for takes an hour
+    finally:
+        p.kill()
     assert p.returncode == 130, err
     slow = f"{tmp_path / 'slow.py'}:Slow"
     assert [line.split(",")[:3] for line in out.splitlines()[1:]] == [["mha", "fast", "32"], [slow, "fast", "32"],
