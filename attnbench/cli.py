@@ -563,7 +563,21 @@ def _env(fmt: FormatOpt = FORMAT) -> None:
 
 
 def main() -> None:
-    app()
+    """The command line. A measurement given up inside a torch call (Ctrl-C, SIGTERM, a cell stuck past its limit)
+    still runs on its thread: the process then ends at once with the command's exit code (os._exit, after flushing
+    the output), as finalising the interpreter under it can abort inside torch."""
+    from attnbench import watchdog
+
+    try:
+        app()
+    except SystemExit as e:
+        if watchdog.left_running():
+            import sys
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.code if isinstance(e.code, int) else int(e.code is not None))
+        raise
 
 
 if __name__ == "__main__":

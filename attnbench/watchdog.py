@@ -9,6 +9,8 @@ still inside one call well past its limit is given up (`Stuck`).
     run_limited(fn, seconds)   fn() on a worker thread under a time limit; the caller stays responsive
     check()                    in the worker, between two calls: CellTimeout past the limit or once cancelled
     seconds_left()             what the running cell has left (None outside one)
+    left_running()             a worker given up while inside a call is still running (the process should end
+                               with os._exit: letting the interpreter finalise under it can abort in torch)
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class _Limit:
 
 
 _local = threading.local()
+_given_up: list[threading.Thread] = []  # workers left inside a call (Ctrl-C, SIGTERM, Stuck)
 
 
 def check() -> None:
@@ -102,12 +105,22 @@ def run_limited(fn: Callable[[], Any], seconds: float) -> Any:
             worker.join(POLL_S)
             if worker.is_alive() and limit.left() < -GRACE_S:
                 limit.cancelled.set()
+                _given_up.append(worker)
                 raise Stuck(f"still inside one call {GRACE_S:.0f} s after the {seconds:.3g} s limit (--timeout); "
                             f"torch cannot stop a call midway")
     except KeyboardInterrupt:
         limit.cancelled.set()
         worker.join(CANCEL_WAIT_S)
+        if worker.is_alive():
+            _given_up.append(worker)
         raise
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def left_running() -> bool:
+    """A worker given up inside a call is still running: ending the interpreter normally under it can abort in torch's
+    destructors ("terminate called without an active exception", exit 134 instead of 130), so main() ends the
+    process with os._exit once its output is flushed."""
+    return any(t.is_alive() for t in _given_up)
