@@ -6,7 +6,8 @@ measured matmul ceiling, so that a cell sure to pass its time limit is not start
 The estimates are built from what each attention declares about itself (`activation_estimate`, `closed_form`,
 `core_heads`; docs/contract.md) and err high on purpose: they must refuse what would run out of memory or hang a
 machine for minutes (issue 21: `speed --seq-len 10000000` grew to 10 GB and ran for minutes), never a size that fits.
-An attention that declares no estimate is guarded by what is known without it (inputs, weights, the model around it).
+They are as good as the attention's own estimate (rmha / rcmha fast on CPU keep more than theirs: docs/usage.md).
+A cell of an attention that declares no estimate is not guarded; a training run is guarded by the rest of the model.
 
     cell_bytes(name, impl, s, seq_len, dtype_bytes)     a speed/memory cell's peak, bytes by part (None: unknown)
     cell_min_seconds(name, s, seq_len, ceiling_tflops)  a lower bound on a speed cell's time (None: unknown)

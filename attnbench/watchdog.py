@@ -106,7 +106,7 @@ def run_limited(fn: Callable[[], Any], seconds: float) -> Any:
             if worker.is_alive() and limit.left() < -GRACE_S:
                 limit.cancelled.set()
                 _given_up.append(worker)
-                raise Stuck(f"still inside one call {GRACE_S:.0f} s after the {seconds:.3g} s limit (--timeout); "
+                raise Stuck(f"still inside one call {GRACE_S:.3g} s after the {seconds:.3g} s limit (--timeout); "
                             f"torch cannot stop a call midway")
     except KeyboardInterrupt:
         limit.cancelled.set()
