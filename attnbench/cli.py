@@ -369,9 +369,9 @@ def _host_checks(job: TrainJob, plan, vocab: int) -> None:
         where = str(device)  # cpu, cuda:N; plain cuda: this process's GPU (torchrun pins LOCAL_RANK later)
         if where == "cuda":
             where = f"cuda:{int(os.environ['LOCAL_RANK']) if world > 1 else torch.cuda.current_device()}"
+        # one run: what must fit at the least (runs trained at once only add to it)
         per_device = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if device.type == "cpu" else 1
-        guard.check_training(plan.cfg, plan.attns, vocab, where, world, per_device,
-                             plan.job.parallel if plan.cfg.flavour == "labml" else 1)
+        guard.check_training(plan.cfg, plan.attns, vocab, where, world, per_device)
     if device.type == "cpu":
         torch.set_num_threads(job.threads or host.cpu_threads(torch.get_num_threads())[0])
         busy = host.busy_warning(host.load_average(), host.cores(), torch.get_num_threads())
