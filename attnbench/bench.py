@@ -9,13 +9,14 @@ row ("sdpa", attn=None) is timed by the same code as the baseline MHA is compare
 from __future__ import annotations
 
 import gc
-import os
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from attnbench import results
 from attnbench.config import AttnConfig, BenchSettings, check_finite
-from attnbench.errors import AttnbenchError, classify
+from attnbench.errors import FAILED_STATUSES, AttnbenchError, Terminated, classify
+from attnbench.host import busy_warning, cores, cpu_threads, free_memory, load_average
+from attnbench.watchdog import Stuck, run_limited
 from attnbench.workload import BASELINES, Workload, build_workload
 
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -64,6 +65,8 @@ def validate(s: BenchSettings, kind: str) -> None:
     check_finite(s)
     if s.max_time_s <= 0:
         raise AttnbenchError(f"--max-time must be positive, got {s.max_time_s}", 2)
+    if s.timeout_s is not None and s.timeout_s <= 0:
+        raise AttnbenchError(f"--timeout must be positive, got {s.timeout_s}", 2)
     if s.threads is not None and s.threads <= 0:
         raise AttnbenchError(f"--threads must be positive, got {s.threads}", 2)
     if not s.seq_lens or any(t <= 0 for t in s.seq_lens):
@@ -155,29 +158,13 @@ class SweepResult:
     rows: list[dict]
     notes: list[str]
     columns: list[str]
+    total: int = 0  # cells planned
+    stopped: str | None = None  # "interrupted" (Ctrl-C), "terminated" (SIGTERM), "stuck" (a call past its limit)
 
-
-def cores() -> int:
-    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def load_average() -> float | None:
-    """The 1-minute load average (None where the OS has none)."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
-
-
-def busy_warning(load: float | None, n_cores: int, threads: int | None = None) -> str | None:
-    """One line when the machine looks busy (1-minute load average above its cores): CPU timings then measure the
-    contention (a tiny MHA took 38 ms with torch's default threads on a loaded two-core machine, 0.54 ms with one)."""
-    if load is None or load <= n_cores:
-        return None
-    hint = ", or with fewer threads (--threads 1)" if threads != 1 else ""
-    return (f"the machine looks busy (load average {load:.1f} on {n_cores} cores): CPU timings will be slow and "
-            f"noisy; measure when it is idle{hint}")
+    @property
+    def failed(self) -> list[dict]:
+        """The records that make the command exit 1 (errors.FAILED_STATUSES: error, timeout)."""
+        return [r for r in self.records if r["status"] in FAILED_STATUSES]
 
 
 def _quiet(event: str, **data: Any) -> None:
@@ -219,6 +206,8 @@ def measure_speed(w: Workload, s: BenchSettings, device: str, seq_len: int) -> d
 
 def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dtype) -> dict[str, Any]:
     """Memory of one workload: allocator + NVML on CUDA, peak RSS of a fresh process on CPU; plus the estimate."""
+    import torch
+
     from attnbench.measure import memory
 
     backward = s.mode != "fwd"
@@ -227,7 +216,7 @@ def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dty
     else:
         spec = {"name": w.name, "impl": w.impl, "batch": s.batch, "seq_len": seq_len, "d_model": s.d_model,
                 "heads": s.heads, "kv_heads": s.kv_heads, "d_pos": s.d_pos, "dtype": str(dtype).replace("torch.", ""),
-                "backward": backward, "threads": s.threads}
+                "backward": backward, "threads": torch.get_num_threads()}  # the sweep's (--threads or the policy)
         m = memory.cpu_peak_rss(spec)
         status = m.pop("status", "ok")
         if status != "ok":
@@ -243,7 +232,9 @@ def run(kind: str, s: BenchSettings, on: Callable[..., None] = _quiet) -> SweepR
 
     Progress goes to `on(event, **data)` (library code prints nothing): 'start' (total cells), 'warning' (text, before
     any CPU timing), 'measure' (what is measured now, done, total) and 'done' (record, done, total) per cell.
-    `s.threads`: torch's CPU threads while the sweep runs (restored after), in the records' env.threads."""
+    `s.threads`: torch's CPU threads while the sweep runs (restored after), in the records' env.threads; unset, the
+    host's policy (host.cpu_threads). Ctrl-C or SIGTERM (errors.Terminated) during the cells ends the sweep with
+    what was measured (`stopped` says why)."""
     import torch
 
     from attnbench.device import select
@@ -258,55 +249,124 @@ def run(kind: str, s: BenchSettings, on: Callable[..., None] = _quiet) -> SweepR
         raise AttnbenchError(f"--threads sets the threads of CPU measurements (device is {device}); "
                              f"add --device cpu")
     before = torch.get_num_threads()
-    if s.threads is not None:
-        torch.set_num_threads(s.threads)
+    threads, notes = s.threads, []
+    if threads is None and device == "cpu":
+        threads, busy = cpu_threads(before)
+        if threads < before:
+            notes.append(f"CPU threads: {threads} of {before}, other work keeps {busy:.1f} cores busy "
+                         f"(--threads N sets them)")
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
-        return _sweep(kind, s, device, on)
+        return _sweep(kind, s, device, on, notes)
     finally:
         torch.set_num_threads(before)
 
 
-def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None]) -> SweepResult:
-    """Every cell in order (seq_len, then attention, then implementation), each record appended as it is made."""
-    dtype = resolve_dtype(s.dtype, device)
+def _cells(s: BenchSettings) -> list[tuple[int, str, str]]:
+    """(seq_len, name, impl) in the sweep's order: seq_len, then attention, then implementation."""
     names = sweep_names(s.attn, s.baseline)
     impls = ["fast", "reference"] if s.impl == "both" else [s.impl]
-    total = len(s.seq_lens) * sum(1 if name in BASELINES else len(impls) for name in names)
+    return [(T, name, impl) for T in s.seq_lens for name in names
+            for impl in (["fast"] if name in BASELINES else impls)]
+
+
+def _refuse_too_big(cells: list[tuple[int, str, str]], s: BenchSettings, device: str, dtype) -> None:
+    """The size guard (guard.py), before anything runs: one line naming the first cell whose estimated peak exceeds
+    the device's free memory (the host's on CPU) and how many more do; --force skips it."""
+    from attnbench.guard import cell_bytes, refusal, too_big
+
+    if s.force:
+        return
+    free = free_memory(device)
+    estimates = [(T, name, impl, cell_bytes(name, impl, s, T, dtype.itemsize)) for T, name, impl in cells]
+    refused = [e for e in estimates if too_big(e[3], free)]
+    if not refused:
+        return
+    T, name, impl, parts = refused[0]
+    more = f" ({len(refused) - 1} more of the {len(cells)} cells are too big as well)" if len(refused) > 1 else ""
+    where = "the host" if device == "cpu" else f"the GPU ({device})"
+    raise AttnbenchError(refusal(f"{name} ({impl}) at T={T:,}, batch {s.batch}, {s.mode}", parts, free, where,
+                                 "lower --seq-len or --batch", more))
+
+
+def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None], notes: list[str]) -> SweepResult:
+    """Every cell in order, each record appended as it is made; Ctrl-C, SIGTERM or a cell stuck in one call past
+    its limit end the sweep with the records made so far."""
+    dtype = resolve_dtype(s.dtype, device)
+    cells = _cells(s)
+    _refuse_too_big(cells, s, device, dtype)
     env = results.environment(device)
     command = results.command_line()
     path = results.new_run_path(kind, s.results_dir)
-    on("start", kind=kind, total=total, device=device)
-    ceiling, notes = _opening(kind, s, device, dtype, total, on)
+    on("start", kind=kind, total=len(cells), device=device)
+    ceiling, opening, busy = _opening(kind, s, device, dtype, len(cells), on)
+    notes += opening
     checks: dict[str, dict] = {}
     records: list[dict] = []
     mha_ms: dict[tuple, float] = {}
-    for T in s.seq_lens:
-        for name in names:
-            for impl in (["fast"] if name in BASELINES else impls):
-                config = _cell_config(kind, s, name, impl, T, dtype, device)
-                on("measure", what=f"{name} ({impl}) T={T}", done=len(records), total=total)
-                status, reason, extra, metrics = _measure_cell(kind, s, name, impl, T, device, dtype, config, checks)
-                if kind == "speed" and status == "ok":
-                    _compare(metrics, name, impl, T, mha_ms, ceiling)
-                rec = results.make_record(kind, None if name in BASELINES else name, command, config, metrics,
-                                          env, status=status, reason=reason, **extra)
-                results.append(path, rec)
-                records.append(rec)
-                on("done", record=rec, done=len(records), total=total)
-    return _finish(kind, records, device, path, notes)
+    stopped = None
+    try:
+        for T, name, impl in cells:
+            config = _cell_config(kind, s, name, impl, T, dtype, device)
+            on("measure", what=f"{name} ({impl}) T={T}", done=len(records), total=len(cells))
+            try:
+                status, reason, extra, metrics = _limited_cell(kind, s, name, impl, T, device, dtype, config, checks,
+                                                               ceiling)
+            except Stuck as e:
+                status, reason, extra, metrics = "timeout", f"{e}; the sweep stops here", {}, {}
+                stopped = "stuck"
+            if kind == "speed" and status == "ok":
+                _compare(metrics, name, impl, T, mha_ms, ceiling)
+            rec = results.make_record(kind, None if name in BASELINES else name, command, config, metrics,
+                                      env, status=status, reason=reason, **extra)
+            results.append(path, rec)
+            records.append(rec)
+            on("done", record=rec, done=len(records), total=len(cells))
+            if stopped:
+                break
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM as Terminated: what was measured is kept and shown
+        stopped = "terminated" if isinstance(e, Terminated) else "interrupted"
+    res = _finish(kind, records, device, path, notes, busy)
+    res.total, res.stopped = len(cells), stopped
+    return res
+
+
+def _limited_cell(kind: str, s: BenchSettings, name: str, impl: str, T: int, device: str, dtype,
+                  config: dict[str, Any], checks: dict[str, dict],
+                  ceiling: dict[str, Any]) -> tuple[str, Any, dict, dict]:
+    """_measure_cell under the cell's time limit (watchdog.py), on a worker thread so that Ctrl-C acts at once; a
+    speed cell whose FLOPs alone would pass the limit (guard.cell_min_seconds) is not started (--force starts it)."""
+    import torch
+
+    from attnbench.guard import cell_min_seconds
+
+    limit = s.cell_timeout_s(kind)
+    least = None if kind != "speed" or s.force else cell_min_seconds(name, s, T, ceiling.get("ceiling_tflops"))
+    if least is not None and least > limit:
+        return "timeout", (f"not run: it needs at least {least:.3g} s (its FLOPs at twice the measured matmul rate) "
+                           f"and the limit is {limit:.3g} s (--timeout; --force runs it)"), {}, {}
+    gpu = torch.cuda.current_device() if device == "cuda" else None
+
+    def cell():
+        if gpu is not None:  # the current GPU is the thread's own
+            torch.cuda.set_device(gpu)
+        return _measure_cell(kind, s, name, impl, T, device, dtype, config, checks)
+
+    return run_limited(cell, limit)
 
 
 def _opening(kind: str, s: BenchSettings, device: str, dtype, total: int,
-             on: Callable[..., None]) -> tuple[dict[str, Any], list[str]]:
-    """Before the cells: the busy-machine warning and, for speed, the matmul ceiling; (ceiling, notes)."""
+             on: Callable[..., None]) -> tuple[dict[str, Any], list[str], bool]:
+    """Before the cells: the busy-machine warning and, for speed, the matmul ceiling; (ceiling, notes, busy)."""
     import torch
 
     notes: list[str] = []
-    if kind == "speed" and device == "cpu":
-        busy = busy_warning(load_average(), cores(), s.threads)
-        if busy:
-            on("warning", text=busy)
-            notes.append(f"warning: {busy}")
+    busy = busy_warning(load_average(), cores(), torch.get_num_threads()) if kind == "speed" and device == "cpu" \
+        else None
+    if busy:
+        on("warning", text=busy)
+        notes.append(f"warning: {busy}")
     ceiling: dict[str, Any] = {}
     if kind == "speed":
         from attnbench.measure.flops import CONVENTION, matmul_ceiling
@@ -326,7 +386,7 @@ def _opening(kind: str, s: BenchSettings, device: str, dtype, total: int,
         if s.cuda_graph:
             notes.append("timed as replays of each call captured as a CUDA graph: the GPU's work, without the "
                          "host's (Python, autograd, kernel launches)")
-    return ceiling, notes
+    return ceiling, notes, busy is not None
 
 
 def _cell_config(kind: str, s: BenchSettings, name: str, impl: str, T: int, dtype, device: str) -> dict[str, Any]:
@@ -389,9 +449,9 @@ def _compare(metrics: dict[str, Any], name: str, impl: str, T: int, mha_ms: dict
         metrics["pct_of_ceiling"] = 100 * metrics["module_tflops"] / ceiling["ceiling_tflops"]
 
 
-def _finish(kind: str, records: list[dict], device: str, path: Any, notes: list[str]) -> SweepResult:
+def _finish(kind: str, records: list[dict], device: str, path: Any, notes: list[str], busy: bool) -> SweepResult:
     """The table rows and the closing notes."""
-    rows, columns, more = (speed_rows if kind == "speed" else memory_rows)(records, device)
+    rows, columns, more = speed_rows(records, device, busy) if kind == "speed" else memory_rows(records, device)
     notes += more
     if kind == "memory":
         notes.append("MiB = 2^20 bytes; allocator figures exclude inputs and weights (shown apart)")
@@ -410,19 +470,26 @@ def _row(r: dict, figures: list[str]) -> dict[str, Any]:
             "reason": r.get("reason"), **{k: m.get(k) for k in figures}}
 
 
-def speed_rows(records: list[dict], device: str) -> tuple[list[dict], list[str], list[str]]:
+def speed_rows(records: list[dict], device: str, busy: bool = False) -> tuple[list[dict], list[str], list[str]]:
     """Rows of a speed sweep (the records' metric names; None where the attention declares no core_heads or no MHA
-    ran), the table's columns, and the IQR warnings."""
-    rows, notes = [], []
+    ran), the table's columns, and the IQR warnings (timing.noisy): one per noisy row, or, on a machine the busy
+    warning named, one line for them all."""
+    from attnbench.measure.timing import noisy
+
+    rows, notes, spread = [], [], []
     compiled = any(r["config"].get("compile") for r in records)
     figures = ["median_ms", "p25_ms", "p75_ms", "tokens_per_s", "core_tflops", "module_tflops", "ratio_to_mha",
                "pct_of_ceiling"] + (["compile_s"] if compiled else [])
     for r in records:
         c, m = r["config"], r["metrics"]
         rows.append(_row(r, figures))
-        if r["status"] == "ok" and m["iqr_rel"] > 0.10:
-            notes.append(f"warning: {c['name']} ({c['impl']}) T={c['seq_len']}: IQR/median "
-                         f"{100 * m['iqr_rel']:.0f} % > 10 %, noisy")
+        if r["status"] == "ok" and noisy(m, r.get("timing", {}).get("timer", "perf_counter")):
+            spread.append(f"{c['name']} ({c['impl']}) T={c['seq_len']}: IQR/median {100 * m['iqr_rel']:.0f} %")
+    if busy and spread:
+        notes.append(f"warning: {len(spread)} of {len(records)} rows noisy (IQR/median > 10 %), as expected on a "
+                     f"busy machine: {'; '.join(spread)}")
+    else:
+        notes += [f"warning: {w} > 10 %, noisy" for w in spread]
     return rows, ROW_KEYS + figures, notes
 
 

@@ -2,7 +2,8 @@
 
 Errors are caught once, at the top (`_TopLevel.invoke`, under `main()` and the tests' CliRunner alike): an
 AttnbenchError becomes one red line on stderr and its exit code (errors.py: 1 a run failed, 2 bad input,
-130 interrupted); the traceback only with ATTNBENCH_DEBUG=1. Option defaults come from the dataclasses in config.py.
+130 interrupted, 143 terminated); the traceback only with ATTNBENCH_DEBUG=1. Option defaults come from the
+dataclasses in config.py.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from attnbench.config import FORMAT, AttnConfig, BenchSettings, ParamsSettings, ReportSettings, TrainJob
+from attnbench.config import (FORMAT, MEMORY_TIMEOUT_S, SPEED_TIMEOUT, AttnConfig, BenchSettings, ParamsSettings,
+                              ReportSettings, TrainJob)
 
-EXIT_CODES = "Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted."
+EXIT_CODES = "Exit codes: 0 done, 1 a run failed, 2 bad input, 130 interrupted, 143 terminated (SIGTERM)."
 
 
 def _say_error(message: str) -> None:
@@ -32,7 +34,7 @@ class _TopLevel(TyperGroup):
     """The one error funnel (style.md, habit 11): nothing below it catches broadly."""
 
     def invoke(self, ctx):
-        from attnbench.errors import EXIT_INTERRUPTED, AttnbenchError
+        from attnbench.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, AttnbenchError, Terminated
 
         try:
             return super().invoke(ctx)
@@ -41,9 +43,10 @@ class _TopLevel(TyperGroup):
                 raise
             _say_error(str(e))
             raise typer.Exit(e.exit_code) from None
-        except KeyboardInterrupt:
-            _say_error("interrupted; every finished measurement is already on disk")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except KeyboardInterrupt as e:
+            what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+            _say_error(f"{what}; every finished measurement is already on disk")
+            raise typer.Exit(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED) from None
 
 
 app = typer.Typer(
@@ -125,6 +128,12 @@ def _param_count(attn: AttnOpt = None, d_model: DModelOpt = AttnConfig.d_model, 
     if save:
         path = save_records(table, results_dir)
         typer.echo(f"records: {path}", err=fmt in ("json", "csv"))
+    failed = [f"{r['attn']}: closed form {r['closed_form']:,} against {r['total']:,} counted" for r in table.rows
+              if r["matches"] is False] + [f"{i['identity']} fails" for i in table.identities if not i["holds"]]
+    if failed:
+        from attnbench.errors import RunFailed
+
+        raise RunFailed("; ".join(failed))
 
 
 app.command("param-count")(_param_count)
@@ -150,20 +159,48 @@ BaselineOpt = Annotated[bool, typer.Option("--baseline/--no-baseline",
                                                 "sdpa+proj (with bare projections) unless --attn names either.")]
 MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="Time cap per measurement, seconds.")]
 DPosOpt = Annotated[Optional[int], typer.Option("--d-pos", help="rmha/rcmha sinusoid width d_R (default: head width).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU measurements: torch's threads "
-                                                                "(default: torch's own, about one per core).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU: torch's threads (default: one per core, "
+                                                                "less the cores other work keeps busy).")]
+TimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--timeout", help=f"Stop a cell still running after this many seconds and record it as timeout (default: "
+                      f"{SPEED_TIMEOUT[0]:g} + {SPEED_TIMEOUT[1]:g} × --max-time for speed, {MEMORY_TIMEOUT_S:g} "
+                      f"for memory).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Run what the size guard refuses: an estimated peak above "
+                                                        "the free memory (speed: also a cell sure to pass "
+                                                        "--timeout).")]
 
 
 def _sweep(kind: str, settings: BenchSettings, fmt: str) -> None:
+    """Run the sweep and print its rows, also those measured before Ctrl-C or SIGTERM; then one line and exit 1
+    for failed cells (error, timeout), 130 or 143 when stopped."""
     from attnbench.bench import run
     from attnbench.tables import SweepProgress, check_format, render_rows
+    from attnbench.watchdog import sigterm_as_interrupt
 
     check_format(fmt)
-    with SweepProgress() as progress:  # on stderr, and only when it is a terminal
+    with sigterm_as_interrupt(), SweepProgress() as progress:  # on stderr, and only when it is a terminal
         res = run(kind, settings, on=progress.on)
     title = f"{'Speed' if kind == 'speed' else 'Memory'} ({settings.mode}, B={settings.batch}, " \
             f"heads={settings.heads}, d_model={settings.d_model})"
     render_rows(res.rows, fmt, title=title, columns=res.columns, notes=res.notes)
+    _sweep_outcome(res)
+
+
+def _sweep_outcome(res) -> None:
+    """One line and the exit code of a sweep that did not end well: interrupted (130), terminated (143), a cell
+    failed (1: error or timeout; oom and n/a are results, exit 0)."""
+    from attnbench.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Interrupted, RunFailed
+
+    kept = f"{len(res.records)} of {res.total} cells measured" + (f", kept in {res.path}" if res.records else "")
+    if res.stopped == "terminated":
+        raise Interrupted(f"terminated (SIGTERM): {kept}", EXIT_TERMINATED)
+    if res.stopped == "interrupted":
+        raise Interrupted(f"interrupted: {kept}", EXIT_INTERRUPTED)
+    if res.failed:
+        cells = "; ".join(f"{r['config']['name']} ({r['config']['impl']}) T={r['config']['seq_len']}: "
+                          f"{r['status']}" for r in res.failed)
+        stuck = "; the sweep stopped there" if res.stopped == "stuck" else ""
+        raise RunFailed(f"{len(res.failed)} of {res.total} cells failed ({cells}){stuck}; {kept}")
 
 
 def _profile_speed(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
@@ -174,7 +211,8 @@ def _profile_speed(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.se
                    impl: ImplOpt = _Bench.impl, compile: CompileOpt = _Bench.compile,
                    cuda_graph: GraphOpt = _Bench.cuda_graph,
                    flush_l2: FlushOpt = _Bench.flush_l2, baseline: BaselineOpt = _Bench.baseline,
-                   max_time: MaxTimeOpt = _Bench.max_time_s, threads: ThreadsOpt = _Bench.threads,
+                   max_time: MaxTimeOpt = _Bench.max_time_s, timeout: TimeoutOpt = _Bench.timeout_s,
+                   force: ForceOpt = _Bench.force, threads: ThreadsOpt = _Bench.threads,
                    fmt: FormatOpt = FORMAT, results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Time every attention: median and IQR, tokens/s, TFLOP/s, ratio to MHA and to a measured matmul ceiling."""
     from attnbench.bench import parse_seq_lens
@@ -182,8 +220,8 @@ def _profile_speed(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.se
     _sweep("speed", BenchSettings(attn=attn, seq_lens=parse_seq_lens(seq_len), batch=batch, heads=heads,
                                   d_model=d_model, kv_heads=kv_heads, d_pos=d_pos, dtype=dtype, device=device,
                                   mode=mode, impl=impl, compile=compile, cuda_graph=cuda_graph, flush_l2=flush_l2,
-                                  baseline=baseline, max_time_s=max_time, threads=threads,
-                                  results_dir=results_dir), fmt)
+                                  baseline=baseline, max_time_s=max_time, timeout_s=timeout, force=force,
+                                  threads=threads, results_dir=results_dir), fmt)
 
 
 def _profile_memory(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.seq_lens[0]),
@@ -192,6 +230,7 @@ def _profile_memory(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.s
                     dtype: DtypeOpt = None, device: DeviceOpt = _Bench.device,
                     mode: Annotated[str, typer.Option("--mode", help="fwd|fwd+bwd.")] = _Bench.mode,
                     impl: ImplOpt = _Bench.impl, baseline: BaselineOpt = _Bench.baseline,
+                    timeout: TimeoutOpt = _Bench.timeout_s, force: ForceOpt = _Bench.force,
                     threads: ThreadsOpt = _Bench.threads, fmt: FormatOpt = FORMAT,
                     results_dir: ResultsOpt = _Bench.results_dir) -> None:
     """Memory of every attention: allocator (activations, peak, reserved), NVML device-wide, CPU peak RSS, estimate."""
@@ -199,8 +238,8 @@ def _profile_memory(attn: BenchAttnOpt = None, seq_len: SeqLenOpt = str(_Bench.s
 
     _sweep("memory", BenchSettings(attn=attn, seq_lens=parse_seq_lens(seq_len), batch=batch, heads=heads,
                                    d_model=d_model, kv_heads=kv_heads, d_pos=d_pos, dtype=dtype, device=device,
-                                   mode=mode, impl=impl, baseline=baseline, threads=threads,
-                                   results_dir=results_dir), fmt)
+                                   mode=mode, impl=impl, baseline=baseline, timeout_s=timeout, force=force,
+                                   threads=threads, results_dir=results_dir), fmt)
 
 
 app.command("profile-speed")(_profile_speed)
@@ -234,6 +273,8 @@ def _train(
                                                             "(or a .pt in it), as printed when it stopped.")] = None,
     results_dir: ResultsOpt = _J.results_dir,
     checkpoints_dir: _T[str, typer.Option("--checkpoints-dir", help="Where checkpoints go.")] = _J.checkpoints_dir,
+    threads: ThreadsOpt = _J.threads,
+    force: ForceOpt = _J.force,
     fmt: FormatOpt = FORMAT,
     n_layers: _T[Optional[int], _o("--layers", "Decoder blocks.")] = None,
     d_model: _T[Optional[int], _o("--d-model", "Model width D.")] = None,
@@ -281,7 +322,7 @@ def _train(
     """Train language models, one per attention, on Tiny Shakespeare or a synthetic recall task, and compare them."""
     job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, ensemble=ensemble, data=data,
                    results_dir=results_dir,
-                   checkpoints_dir=checkpoints_dir)
+                   checkpoints_dir=checkpoints_dir, threads=threads, force=force)
     overrides = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, kv_heads=kv_heads, d_ff=d_ff, act=act,
                      dropout=dropout, ctx=ctx, mem_len=mem_len, attn_impl=attn_impl, pos=pos, max_rel=max_rel,
                      flavour=flavour, batch=batch, steps=steps, epochs=epochs, lr=lr, min_lr=min_lr,
@@ -316,6 +357,7 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
     sha = source.config().get("data_sha256", "")
     if plan.data_sha256 and sha != plan.data_sha256:
         raise AttnbenchError("the corpus differs from the one this run was trained on; pass the same --data")
+    _host_checks(job, plan, source.vocab_size)
     with distributed.session(resolve_device(plan.cfg.device).type) as proc:
         if proc.is_main:
             plan.start(sha)
@@ -324,6 +366,38 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
             recs = engine.run_plan(plan, source, command=results.command_line(), on=progress, proc=proc)
     if proc.is_main:
         _show_train(recs, plan, source, fmt, proc.world, progress.written)
+
+
+def _host_checks(job: TrainJob, plan, vocab: int) -> None:
+    """Before training (this session's --threads and --force, also on --resume): torch's CPU threads (--threads,
+    else the cores other work leaves idle: host.cpu_threads), the busy-machine warning (rank 0, stderr), the size
+    guard (guard.check_training; --force skips it). Under torchrun each process runs this."""
+    import torch
+
+    from attnbench import guard, host
+    from attnbench.device import resolve_device
+    from attnbench.errors import AttnbenchError
+
+    device = resolve_device(plan.cfg.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if job.threads is not None and job.threads <= 0:
+        raise AttnbenchError(f"--threads must be positive, got {job.threads}")
+    if job.threads is not None and device.type != "cpu":
+        raise AttnbenchError(f"--threads sets torch's CPU threads (device is {device.type}); add --device cpu")
+    if not job.force:
+        where = str(device)  # cpu, cuda:N; plain cuda: this process's GPU (torchrun pins LOCAL_RANK later)
+        if where == "cuda":
+            where = f"cuda:{int(os.environ['LOCAL_RANK']) if world > 1 else torch.cuda.current_device()}"
+        # one run: what must fit at the least (runs trained at once only add to it)
+        per_device = int(os.environ.get("LOCAL_WORLD_SIZE", world)) if device.type == "cpu" else 1
+        guard.check_training(plan.cfg, plan.attns, vocab, where, world, per_device)
+    if device.type == "cpu":
+        torch.set_num_threads(job.threads or host.cpu_threads(torch.get_num_threads())[0])
+        busy = host.busy_warning(host.load_average(), host.cores(), torch.get_num_threads())
+        if busy and os.environ.get("RANK", "0") == "0":
+            from rich.console import Console
+
+            Console(stderr=True, highlight=False).print(f"[yellow]warning:[/] {busy}", soft_wrap=True)
 
 
 class _TrainProgress:
@@ -519,7 +593,21 @@ def _env(fmt: FormatOpt = FORMAT) -> None:
 
 
 def main() -> None:
-    app()
+    """The command line. A measurement given up inside a torch call (Ctrl-C, SIGTERM, a cell stuck past its limit)
+    still runs on its thread: the process then ends at once with the command's exit code (os._exit, after flushing
+    the output), as finalising the interpreter under it can abort inside torch."""
+    from attnbench import watchdog
+
+    try:
+        app()
+    except SystemExit as e:
+        if watchdog.left_running():
+            import sys
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.code if isinstance(e.code, int) else int(e.code is not None))
+        raise
 
 
 if __name__ == "__main__":

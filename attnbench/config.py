@@ -277,6 +277,8 @@ class TrainJob:
     data: str | None = None  # corpus file; None: the lookup order of data.find_corpus
     results_dir: str = RESULTS_DIR
     checkpoints_dir: str = "checkpoints"
+    threads: int | None = None  # CPU: torch's threads; None: the cores other work leaves idle (host.cpu_threads)
+    force: bool = False  # train even where the size guard (guard.py) estimates it will not fit in free memory
 
 
 # ---------------------------------------------------------------------------------------------- speed, memory
@@ -301,8 +303,23 @@ class BenchSettings:
     baseline: bool = True  # the bare SDPA row
     check_seq_len: int = 64  # size of the fast-vs-reference check
     max_time_s: float = 2.0  # time cap per measurement
-    threads: int | None = None  # CPU measurements: torch's intra-op threads (None: torch's default)
+    # a cell still running after this many seconds is stopped and recorded as `timeout`; None: cell_timeout_s's
+    timeout_s: float | None = None
+    force: bool = False  # run cells the size guard refuses (too big for free memory, or sure to pass the timeout)
+    threads: int | None = None  # CPU measurements: torch's threads (None: the cores other work leaves idle)
     results_dir: str = RESULTS_DIR
+
+    def cell_timeout_s(self, kind: str) -> float:
+        """The time limit of one cell: timeout_s, else SPEED_TIMEOUT for speed, MEMORY_TIMEOUT_S for memory."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return SPEED_TIMEOUT[0] + SPEED_TIMEOUT[1] * self.max_time_s if kind == "speed" else MEMORY_TIMEOUT_S
+
+
+# A cell's default time limit. Speed: seconds + factor × max_time_s (a cell of calls each as long as max_time_s takes
+# about 15 × max_time_s: the first call, warm-up, a block of five). Memory: a fresh process, then two calls.
+SPEED_TIMEOUT = (60.0, 20.0)
+MEMORY_TIMEOUT_S = 300.0
 
 
 # ---------------------------------------------------------------------------------------------- params, report
@@ -323,7 +340,8 @@ class ReportSettings:
 # ---------------------------------------------------------------------------------------------- checks
 def flag(name: str) -> str:
     """A field's CLI spelling: n_layers -> layers, other underscores -> dashes."""
-    return {"n_layers": "layers", "n_heads": "heads", "max_time_s": "max-time"}.get(name, name.replace("_", "-"))
+    return {"n_layers": "layers", "n_heads": "heads", "max_time_s": "max-time", "timeout_s": "timeout"}.get(
+        name, name.replace("_", "-"))
 
 
 def check_finite(obj: Any) -> None:

@@ -34,6 +34,18 @@ class Workload:
     activations: dict[str, int] | None = None  # estimated bytes kept for backward, by tensor group; None: n/a
 
 
+def baseline_activations(name: str, batch: int, seq_len: int, d_model: int, heads: int,
+                         dtype_bytes: int) -> dict[str, int]:
+    """The bytes a baseline keeps for backward, by tensor group: the bare kernel its output and log-sum-exp;
+    sdpa+proj what MHA keeps (the same tensors)."""
+    if name == BASELINE:
+        elems = batch * heads * seq_len
+        return {"out B*n*T*d": elems * (d_model // heads) * dtype_bytes, "lse B*n*T (fp32)": 4 * elems}
+    from attnbench.attention import get
+
+    return get("mha").activation_estimate(AttnConfig(d_model=d_model, n_heads=heads), batch, seq_len, dtype_bytes)
+
+
 def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int, heads: int, kv_heads: int | None,
                    device: str, dtype, compile: bool = False, d_pos: int | None = None) -> Workload:
     """The attention `name` (or the bare SDPA baseline) on random inputs of the benchmark shape."""
@@ -49,8 +61,7 @@ def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int,
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
         fn = torch.compile(fwd) if compile else fwd
-        elems = batch * heads * seq_len  # the bare kernel keeps only its output and log-sum-exp
-        est = {"out B*n*T*d": elems * d * dtype.itemsize, "lse B*n*T (fp32)": 4 * elems}
+        est = baseline_activations(name, batch, seq_len, d_model, heads, dtype.itemsize)
         return Workload(name, "fast", fn, [q, k, v], [], [q, k, v], heads, d,
                         config={"shape": "[B, n, T, d]", "is_causal": True}, linear_fwd_flops=0.0, activations=est)
     if name == BASELINE_PROJ:
@@ -68,10 +79,7 @@ def build_workload(name: str, impl: str, batch: int, seq_len: int, d_model: int,
             return F.linear(y.transpose(1, 2).reshape(B, T, D), ws[1])  # [B, T, D]
 
         fn = torch.compile(fwd_proj) if compile else fwd_proj
-        from attnbench.attention import get  # MHA's estimate: the same tensors are kept
-
-        est = get("mha").activation_estimate(AttnConfig(d_model=d_model, n_heads=heads), batch, seq_len,
-                                             dtype.itemsize)
+        est = baseline_activations(name, batch, seq_len, d_model, heads, dtype.itemsize)
         return Workload(name, "fast", fn, [x, *ws], ws, [x], heads, d,
                         config={"shape": "[B, T, D]", "is_causal": True, "projections": "F.linear: Q|K|V fused, O; no bias"},
                         linear_fwd_flops=4 * 2.0 * batch * seq_len * d_model * d_model, activations=est)

@@ -47,6 +47,7 @@ def cuda_memory(forward, leaves, params, inputs, device, backward: bool = True, 
     import torch
 
     from attnbench.measure.nvml import NvmlSampler
+    from attnbench.watchdog import check
 
     def zero():
         for t in leaves:
@@ -81,6 +82,7 @@ def cuda_memory(forward, leaves, params, inputs, device, backward: bool = True, 
         t0 = time.perf_counter()
         calls = 0
         while calls < 3 or time.perf_counter() - t0 < nvml_min_s:
+            check()
             zero()
             run()
             torch.cuda.synchronize(dev)
@@ -152,20 +154,40 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
 def cpu_peak_rss(spec: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
     """Peak resident memory of one configuration measured in a fresh Python process.
 
-    Returns the worker's figures; status "oom" when the worker ran out of memory or was killed (OOM killer)."""
+    Returns the worker's figures; status "oom" when the worker ran out of memory or was killed (OOM killer),
+    "timeout" past `timeout_s` or the cell's limit (watchdog.py). The worker is killed when the cell stops (its
+    limit, or Ctrl-C in the main thread): watchdog.check() runs while it is waited for."""
+    import time
+
+    from attnbench.errors import CellTimeout
+    from attnbench.watchdog import check, seconds_left
+
     root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    left = seconds_left()
+    limit = min(timeout_s, left) if left is not None else timeout_s
+    p = subprocess.Popen([sys.executable, "-m", "attnbench.measure.memory", json.dumps(spec)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.monotonic()
     try:
-        p = subprocess.run([sys.executable, "-m", "attnbench.measure.memory", json.dumps(spec)], env=env,
-                           capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return {"status": "error", "reason": f"memory worker timed out after {timeout_s:.0f} s"}
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+        while True:
+            try:
+                out, err = p.communicate(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                check()
+                if time.monotonic() - t0 > limit:
+                    raise CellTimeout(f"memory worker stopped at the {limit:.3g} s limit (--timeout)") from None
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if p.returncode == 0 and lines:
         return json.loads(lines[-1])
     if p.returncode in (-9, 137):
         return {"status": "oom", "reason": "worker killed (likely the OOM killer)"}
-    tail = (p.stderr.strip().splitlines() or ["no output"])[-1]
+    tail = (err.strip().splitlines() or ["no output"])[-1]
     return {"status": "error", "reason": f"memory worker failed: {tail}"}
 
 
@@ -183,4 +205,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the parent's to act on: it kills us
     sys.exit(main(sys.argv))
