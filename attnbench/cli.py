@@ -342,6 +342,8 @@ def _typed(context: typer.Context) -> dict:
 
 def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: str, typed: dict) -> None:
     """Under torchrun every process runs this; only rank 0 shows progress and writes files."""
+    import torch
+
     from attnbench import results
     from attnbench.data import load_corpus
     from attnbench.device import resolve_device
@@ -357,13 +359,17 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
     sha = source.config().get("data_sha256", "")
     if plan.data_sha256 and sha != plan.data_sha256:
         raise AttnbenchError("the corpus differs from the one this run was trained on; pass the same --data")
-    _host_checks(job, plan, source.vocab_size)
-    with distributed.session(resolve_device(plan.cfg.device).type) as proc:
-        if proc.is_main:
-            plan.start(sha)
-        plan.run_dir, plan.records = distributed.broadcast((plan.run_dir, plan.records))
-        with _TrainProgress(proc, plan.record_path) as progress:
-            recs = engine.run_plan(plan, source, command=results.command_line(), on=progress, proc=proc)
+    threads = torch.get_num_threads()
+    try:  # this command's CPU threads (_host_checks) end with it
+        _host_checks(job, plan, source.vocab_size)
+        with distributed.session(resolve_device(plan.cfg.device).type) as proc:
+            if proc.is_main:
+                plan.start(sha)
+            plan.run_dir, plan.records = distributed.broadcast((plan.run_dir, plan.records))
+            with _TrainProgress(proc, plan.record_path) as progress:
+                recs = engine.run_plan(plan, source, command=results.command_line(), on=progress, proc=proc)
+    finally:
+        torch.set_num_threads(threads)
     if proc.is_main:
         _show_train(recs, plan, source, fmt, proc.world, progress.written)
 
