@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from attnbench import results
 from attnbench.config import AttnConfig, BenchSettings, check_finite
-from attnbench.errors import FAILED_STATUSES, AttnbenchError, Terminated, classify
+from attnbench.errors import FAILED_STATUSES, AttnbenchError, RunFailed, Terminated, classify
 from attnbench.host import busy_warning, cores, cpu_threads, free_memory, load_average
 from attnbench.watchdog import Stuck, run_limited
 from attnbench.workload import BASELINES, Workload, build_workload
@@ -23,6 +23,8 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 IMPL_CHOICES = ("fast", "reference", "both")
 SPEED_MODES = ("fwd", "bwd", "fwd+bwd", "step")
 MEMORY_MODES = ("fwd", "fwd+bwd")
+CAUSALITY_MIN_LIMIT_S = 60.0  # the causality check's time limit: the cell's, but never less (a tiny --timeout is the
+# cells' business; a check of a few milliseconds must not fail on a busy machine)
 CHECK_TOL = {"float32": 1e-3, "bfloat16": 3e-2, "float16": 5e-3}  # max |fast-ref| / max |ref|
 
 
@@ -230,8 +232,9 @@ def measure_memory(w: Workload, s: BenchSettings, device: str, seq_len: int, dty
 def run(kind: str, s: BenchSettings, on: Callable[..., None] = _quiet) -> SweepResult:
     """The sweep for kind 'speed' or 'memory'. Each record is appended to disk as soon as it exists.
 
-    Progress goes to `on(event, **data)` (library code prints nothing): 'start' (total cells), 'warning' (text, before
-    any CPU timing), 'measure' (what is measured now, done, total) and 'done' (record, done, total) per cell.
+    Progress goes to `on(event, **data)` (library code prints nothing): 'check' (what: the causality check of an
+    attention at a length, before anything is measured), 'start' (total cells), 'warning' (text, before any CPU
+    timing), 'measure' (what is measured now, done, total) and 'done' (record, done, total) per cell.
     `s.threads`: torch's CPU threads while the sweep runs (restored after), in the records' env.threads; unset, the
     host's policy (host.cpu_threads). Ctrl-C or SIGTERM (errors.Terminated) during the cells ends the sweep with
     what was measured (`stopped` says why)."""
@@ -302,6 +305,11 @@ def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None], no
     on("start", kind=kind, total=len(cells), device=device)
     ceiling, opening, busy = _opening(kind, s, device, dtype, len(cells), on)
     notes += opening
+    causal = _check_causality(kind, cells, s, device, dtype, ceiling, on)
+    if causal:
+        from attnbench.causality import note
+
+        notes.append(note(list(causal.values())))
     checks: dict[str, dict] = {}
     records: list[dict] = []
     mha_ms: dict[tuple, float] = {}
@@ -310,9 +318,15 @@ def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None], no
         for T, name, impl in cells:
             config = _cell_config(kind, s, name, impl, T, dtype, device)
             on("measure", what=f"{name} ({impl}) T={T}", done=len(records), total=len(cells))
+            verdict = causal.get((name, impl, T))
+            if verdict is not None:
+                config["causality"] = verdict.summary()
             try:
-                status, reason, extra, metrics = _limited_cell(kind, s, name, impl, T, device, dtype, config, checks,
-                                                               ceiling)
+                if verdict is not None and verdict.failed:  # the check ran out of memory (or failed) at this size
+                    status, reason, extra, metrics = verdict.failed[0], f"causality check: {verdict.failed[1]}", {}, {}
+                else:
+                    status, reason, extra, metrics = _limited_cell(kind, s, name, impl, T, device, dtype, config,
+                                                                   checks, ceiling)
             except Stuck as e:
                 status, reason, extra, metrics = "timeout", f"{e}; the sweep stops here", {}, {}
                 stopped = "stuck"
@@ -330,6 +344,38 @@ def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None], no
     res = _finish(kind, records, device, path, notes, busy)
     res.total, res.stopped = len(cells), stopped
     return res
+
+
+def _check_causality(kind: str, cells: list[tuple[int, str, str]], s: BenchSettings, device: str, dtype,
+                     ceiling: dict[str, Any], on: Callable[..., None]) -> dict[tuple[str, str, int], Any]:
+    """Every attention and implementation of the sweep at each of its lengths (causality.py), before any cell is
+    measured: a leak refuses the whole command (exit 2; nothing leaky is ever in a table). Rows of a pass: at most
+    the sweep's batch, so the check needs about what the cell needs; under the cell's time limit (at least
+    CAUSALITY_MIN_LIMIT_S). A check out of
+    memory or past the limit makes its cells oom or timeout; a cell that will not be started (its FLOPs alone pass
+    the limit) is not checked."""
+    from attnbench import causality
+    from attnbench.guard import cell_min_seconds
+
+    out = {}
+    limit = s.cell_timeout_s(kind)
+    check_limit = max(limit, CAUSALITY_MIN_LIMIT_S)
+    for T, name, impl in cells:
+        if name in BASELINES or (name, impl, T) in out:
+            continue
+        least = None if kind != "speed" or s.force else cell_min_seconds(name, s, T, ceiling.get("ceiling_tflops"))
+        if least is not None and least > limit:
+            continue
+        on("check", what=f"causality {name} ({impl}) T={T}")
+        cfg = AttnConfig.from_kwargs(d_model=s.d_model, n_heads=s.heads, kv_heads=s.kv_heads, impl=impl,
+                                     d_pos=s.d_pos)
+        try:
+            out[(name, impl, T)] = run_limited(lambda: causality.require(name, cfg, T, device=device, dtype=dtype,
+                                                                         rows=s.batch), check_limit)
+        except Stuck as e:
+            raise RunFailed(f"the causality check of {name} ({impl}) at T={T}: {e}; nothing was measured (lower "
+                            f"--seq-len or --batch, or raise --timeout)") from None
+    return out
 
 
 def _limited_cell(kind: str, s: BenchSettings, name: str, impl: str, T: int, device: str, dtype,

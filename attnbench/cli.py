@@ -124,12 +124,22 @@ def _param_count(attn: AttnOpt = None, d_model: DModelOpt = AttnConfig.d_model, 
     if save:
         check_writable_dir(results_dir, "--results-dir")
     table = param_table(attn, d_model=d_model, n_heads=heads, kv_heads=kv_heads, layers=layers)
+    from attnbench.causality import note
+    from attnbench.params import check_causality
+
+    verdicts = check_causality(table)
+    table.notes.append(note(verdicts))
     render_params(table, fmt)
     if save:
         path = save_records(table, results_dir)
         typer.echo(f"records: {path}", err=fmt in ("json", "csv"))
     failed = [f"{r['attn']}: closed form {r['closed_form']:,} against {r['total']:,} counted" for r in table.rows
               if r["matches"] is False] + [f"{i['identity']} fails" for i in table.identities if not i["holds"]]
+    leaky = [v for v in verdicts if v.leak]
+    if leaky:
+        from attnbench.attention.contract import refuse
+
+        raise refuse(leaky[0].name, leaky[0].problem())
     if failed:
         from attnbench.errors import RunFailed
 
@@ -362,6 +372,9 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
     threads = torch.get_num_threads()
     try:  # this command's CPU threads (_host_checks) end with it
         _host_checks(job, plan, source.vocab_size)
+        from attnbench import causality
+
+        plan.causality = causality.for_training(plan.attns, plan.cfg)  # before anything trains: a refusal exits 2
         with distributed.session(resolve_device(plan.cfg.device).type) as proc:
             if proc.is_main:
                 plan.start(sha)
@@ -496,6 +509,10 @@ def _show_train(recs: list[dict], plan, source, fmt: str, world: int, written: s
         notes.append(f"{world} processes (DistributedDataParallel): global batch {b} = {world} × {b // world}; "
                      f"tokens/s counts every process")
     where = ", ".join(sorted(map(str, written))) or str(plan.record_path)
+    if plan.causality:
+        from attnbench.causality import note
+
+        notes.append(note(list(plan.causality.values())))
     render_rows(rows, fmt, title=source.title,
                 columns=columns, notes=[*notes, f"records: {where}"])
     extrapolation = extrapolation_rows(recs)

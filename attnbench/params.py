@@ -92,6 +92,23 @@ def param_table(attn: str | None = None, layers: int = 1, **config: Any) -> Para
     return table
 
 
+def check_causality(table: ParamTable) -> list:
+    """Each row's attention through the causality check (causality.py), as the default preset trains it (its
+    AttnConfig, at its context ctx, on the CPU in float32): params measures no sequence, so the length is the
+    default run's. Sets each row's "causality" (ok | refused: ... | the check's failure); returns the verdicts."""
+    from attnbench import causality
+    from attnbench.config import PRESETS
+
+    c = PRESETS["default"]
+    verdicts = []
+    for row in table.rows:
+        v = causality.check(row["attn"], c.attn_config(), c.ctx, c.mem_len)
+        row["causality"] = "ok" if v.ok else (f"refused: {v.problem()}" if v.leak else
+                                              f"{v.failed[0]}: {v.failed[1]}")
+        verdicts.append(v)
+    return verdicts
+
+
 def _build_for_counting(cls, config: dict[str, Any]):
     """The module on the meta device (nothing allocated, any size can be counted); on the CPU for a class from
     outside that cannot be built there."""

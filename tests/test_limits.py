@@ -368,15 +368,17 @@ def test_sigterm_acts_as_ctrl_c_with_its_own_exit_code(tmp_path, monkeypatch):
 
 SLOW = '''
 import torch
+from attnbench.causality import SPLITS
 from examples.sliding_window import SlidingWindow
 
 
 class Slow(SlidingWindow):
     """At T=128 one torch call of about an hour on one thread (62 products of 8192 x 8192 matrices): a huge CPU
-    operator, which Python cannot interrupt."""
+    operator, which Python cannot interrupt. Only in a cell (batch > SPLITS): the causality check before the cells
+    runs batches of at most SPLITS rows."""
 
     def forward(self, x, mem=None):
-        if x.shape[1] == 128:
+        if x.shape[1] == 128 and x.shape[0] > SPLITS:
             torch.linalg.matrix_power(torch.full((8192, 8192), 1e-4), 2**62)
         return super().forward(x, mem)
 '''
@@ -390,7 +392,8 @@ def test_ctrl_c_inside_a_long_call_does_not_wait_for_it(tmp_path):
     (tmp_path / "slow.py").write_text(SLOW)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     p = subprocess.Popen([sys.executable, "-m", "attnbench", "speed", "--attn", f"mha,{tmp_path / 'slow.py'}:Slow",
-                          "--seq-len", "32,128", *TINY, "--no-baseline", "--threads", "1", "--format", "csv",
+                          "--seq-len", "32,128", *TINY, "--batch", "8", "--no-baseline", "--threads", "1",
+                          "--format", "csv",
                           "--results-dir", str(tmp_path / "r")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env, cwd=ROOT)
     while not any(len(f.read_text().splitlines()) >= 3 for f in (tmp_path / "r").glob("speed-*.jsonl")):

@@ -404,7 +404,7 @@ def finish(g: Group, st: GroupState, sample: int) -> list[dict[str, Any]]:
 def train_group(attn: str, seeds: list[int], source, c: TrainConfig, *, record_path: Path, ckpt_path: Path,
                 command: str, on: Callback = _quiet, sample: int = 0, resume: dict | None = None,
                 proc: distributed.Proc = distributed.SINGLE, stacked: bool = False,
-                note: str | None = None, auto: dict | None = None) -> list[dict[str, Any]]:
+                note: str | None = None, auto: dict | None = None, causality=None) -> list[dict[str, Any]]:
     """Train the group (attention `attn`, `seeds` alone or stacked), evaluate it, write one record per member;
     returns the records (also for members stopped by a non-finite loss: status "error").
 
@@ -414,6 +414,8 @@ def train_group(attn: str, seeds: list[int], source, c: TrainConfig, *, record_p
     kernels.STACKED_FALLBACKS.clear()
     g, st = start(attn, seeds, source, c, ckpt_path=ckpt_path, resume=resume, proc=proc, stacked=stacked)
     g.config["ensemble_note"] = note
+    if causality is not None:
+        g.config["causality"] = causality.summary()  # the check this session ran before training (causality.py)
     if auto is not None:
         g.config["ensemble_auto"] = auto  # --ensemble auto's measurement (stacking_pays)
     g.record_path, g.command = record_path, command
@@ -512,7 +514,8 @@ def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
             resume = checkpoints.load(ckpt) if ckpt.is_file() else None
             out += train_group(attn, seeds, source, plan.cfg, record_path=plan.record_path, ckpt_path=ckpt,
                                command=command, on=on, sample=plan.job.sample, resume=resume, proc=proc,
-                               stacked=len(seeds) > 1, note=note, auto=measured.get(attn))
+                               stacked=len(seeds) > 1, note=note, auto=measured.get(attn),
+                               causality=plan.causality.get(attn))
         except Interrupted as e:
             raise Interrupted(f"{e}; continue with: {plan.resume_command(proc.world)}", e.exit_code) from None
         except RunFailed as e:

@@ -41,6 +41,7 @@ class Plan:
     run_dir: str = ""  # <checkpoints_dir>/<stamp>: checkpoints and plan.json
     records: list[str] = field(default_factory=list)  # record files, one per session; the last is written
     data_sha256: str = ""
+    causality: dict[str, Any] = field(default_factory=dict)  # attention -> causality.Verdict of this session
 
     def specs(self) -> list[RunSpec]:
         """(attention, seed) pairs; seeds cfg.seed … cfg.seed + seeds - 1, each shared by every attention."""
