@@ -1,0 +1,13 @@
+"""Every query sees the next token too."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _base import Masked  # noqa: E402
+
+
+class Peek(Masked):
+    def mask(self, T, L, device):
+        m = super().mask(T, L, device)
+        return m | m.roll(1, 1)
