@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from attnbench import watchdog
 from attnbench.config import AttnConfig
 
 SPLITS = 6  # split points per variant: 0, T-2 and four more over the length (2^m - 1 first, then evenly spaced)
@@ -138,7 +139,8 @@ def check(name: str, cfg: AttnConfig, T: int, mem_len: int = 0, device: Any = "c
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     v.seconds = time.perf_counter() - t0
-    _CACHE[key] = v
+    if not (v.failed and v.failed[0] == "timeout"):  # a limit is the caller's, not the attention's
+        _CACHE[key] = v
     return v
 
 
@@ -175,6 +177,7 @@ def _check(cls, cfg: AttnConfig, T: int, M: int, dev, dtype, rows: int, autocast
         module.train(mode == "train")
         mem = M if mem == "M" else 0
         for start in range(0, len(splits), rows):
+            watchdog.check()  # under a sweep's cell limit (bench.py): CellTimeout once it has passed
             test = _one_pass(module, splits[start:start + rows], T, mem, cfg.d_model, dev, dtype, gen, tol, autocast)
             if test is not None:
                 return _locate(module, T, mem, cfg.d_model, dev, dtype, gen, tol, autocast, rows, test[0],
@@ -258,6 +261,7 @@ def _locate(module, T, mem, D, dev, dtype, gen, tol, autocast, rows, test, first
     i = first
     cands = list(range(0, first))
     for start in range(0, len(cands), rows):
+        watchdog.check()
         got = _one_pass(module, cands[start:start + rows], T, mem, D, dev, dtype, gen, tol, autocast)
         if got is not None:
             i = min(got[1])
@@ -289,6 +293,7 @@ def _first_input(module, i, T, mem, D, dev, dtype, gen, tol, autocast, rows, tes
         y = _call(module, x, m)
         later = list(range(i + 1, T))
         for start in range(0, len(later), rows):
+            watchdog.check()
             js = later[start:start + rows]
             x2 = x.repeat(len(js), 1, 1)
             for r, j in enumerate(js):
