@@ -301,11 +301,12 @@ def _sweep(kind: str, s: BenchSettings, device: str, on: Callable[..., None], no
     _refuse_too_big(cells, s, device, dtype)
     env = results.environment(device)
     command = results.command_line()
-    path = results.new_run_path(kind, s.results_dir)
+    results.check_writable_dir(s.results_dir, "--results-dir")
     on("start", kind=kind, total=len(cells), device=device)
     ceiling, opening, busy = _opening(kind, s, device, dtype, len(cells), on)
     notes += opening
     causal = _check_causality(kind, cells, s, device, dtype, ceiling, on)
+    path = results.new_run_path(kind, s.results_dir)  # after the check: a refused sweep leaves no file
     if causal:
         from attnbench.causality import note
 

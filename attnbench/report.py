@@ -78,7 +78,8 @@ NUMERIC = {"speed": (*SPEED_COLUMNS, SPEED_RATIO), "memory": MEMORY_COLUMNS,
 # DEVICE_KEY, SEED, PRESET, TRAIN_FIELDS and TRAIN_IGNORE (train records) live in record_groups.py.
 SEQ_LEN, NAME = "seq_len", "name"
 PLOT_KEYS = ("mode", "dtype", "batch", "d_model", "heads")  # one plot per device group and these settings
-BENCH_IGNORE = (SEQ_LEN, DEVICE_KEY, NAME, "attn_config", "causal")  # attn_config is absent from failed cells
+# attn_config is absent from failed cells; causality is the check's own record (its seconds), not a setting
+BENCH_IGNORE = (SEQ_LEN, DEVICE_KEY, NAME, "attn_config", "causal", "causality")
 
 # The RCMHA paper's (Sugiharto et al. 2023, arXiv 2308.03429) Tiny Shakespeare accuracies are each attention's
 # `paper_figures["acc"]` (docs/contract.md); attention.md, "RCMHA". report_paper.py sets them beside our runs of
