@@ -48,10 +48,18 @@ print(f"corpus: {CORPUS}" if CORPUS.is_file() else
       f"corpus: not found ({CORPUS}): the tests that train on it are skipped")
 EOF
 )
+# pytest-xdist workers (-n N) share the host's cores: each worker's torch would otherwise start one thread per core
+# (8 x 16 threads on 16 cores under -n 8, the likely reason that run crawled), so each gets its share unless
+# OMP_NUM_THREADS is set.
+workers=$(printf '%s\n' "$@" | sed -n 's/^-n\([0-9]\+\)$/\1/p; /^-n$/{n;s/^\([0-9]\+\)$/\1/p}' | tail -1)
+if [ -n "$workers" ] && [ "$workers" -gt 0 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+  export OMP_NUM_THREADS=$(( $(nproc) / workers > 0 ? $(nproc) / workers : 1 ))
+fi
 log=$(mktemp)
 cmd=("$PY" -m pytest -rs -p no:cacheprovider "$@")
+threads="OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"
 echo "$header"
-echo "command: ${cmd[*]}"
+echo "command: $threads ${cmd[*]}"
 "${cmd[@]}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 # pytest's summary line: decorated with '=' by default, bare under -q
@@ -64,7 +72,7 @@ if [ -n "${OUT:-}" ]; then
   cp "$log" "$OUT/gpu-tests.txt"
   {
     echo "$header"
-    echo "command: ${cmd[*]}"
+    echo "command: $threads ${cmd[*]}"
     echo
     sed -n '/short test summary info/,$p' "$log" | grep -E '^(SKIPPED|FAILED|ERROR|XFAIL|XPASS)' || true
     echo

@@ -166,8 +166,8 @@ def test_paper_run_interrupted_then_resumed_gives_the_same_result(tmp_path, monk
     whole = _group(tmp_path, "rmha", [0], name="whole")
     real = engine.log_losses
 
-    def interrupt(g, st, pending, on):
-        real(g, st, pending, on)
+    def interrupt(g, st, pending, on, since):
+        real(g, st, pending, on, since)
         if st.pos.step >= 12:
             os.kill(os.getpid(), signal.SIGINT)  # taken at the batch boundary
 
@@ -181,3 +181,31 @@ def test_paper_run_interrupted_then_resumed_gives_the_same_result(tmp_path, monk
     resumed = _group(tmp_path, "rmha", [0], resume=ck, name="cut")
     for k in ("paper_acc", "test_loss", "test_acc"):
         assert resumed[0]["metrics"][k] == pytest.approx(whole[0]["metrics"][k], rel=1e-6), k
+
+
+def test_the_wait_at_the_loss_sync_is_training_time(tmp_path, monkeypatch):
+    """On a GPU the steps only queue work and the host waits for it where the losses come back (`.cpu()` every
+    log_every steps). A clock that moves only there must be all accounted for: as training time (or evaluation),
+    never lost between them (the stacked paper runs' tok/s once counted 340 of 573 s)."""
+    import types
+
+    from attnbench.training import distributed, engine
+    from attnbench.training.sources import make_source
+
+    clock, syncs = [0.0], []
+    monkeypatch.setattr(engine, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    real_cpu = torch.Tensor.cpu
+
+    def slow_cpu(self, *a, **k):  # the host waiting 1 s for the queued steps
+        clock[0] += 1.0
+        syncs.append(1)
+        return real_cpu(self, *a, **k)
+
+    c = replace(PRESETS["paper"], steps=30, epochs=0.0, log_every=10, device="cpu", n_layers=2, max_rel=64).resolved()
+    g, st = engine.start("mha", [0, 1], make_source(c, _corpus()), c, ckpt_path=tmp_path / "c.pt", resume=None,
+                         proc=distributed.SINGLE, stacked=True)
+    monkeypatch.setattr(torch.Tensor, "cpu", slow_cpu)
+    engine.loop(g, st, lambda ev, **d: None, lambda: None)
+    monkeypatch.setattr(torch.Tensor, "cpu", real_cpu)
+    assert len(syncs) >= 3 and st.pos.step == 30
+    assert st.train_s + st.eval_s == pytest.approx(len(syncs)), (st.train_s, st.eval_s, len(syncs))

@@ -221,11 +221,11 @@ def loop(g: Group, st: GroupState, on: Callback, stop: Callable[[], int | None])
                 st.pos.batch = b + 1
                 at_log = split == "train" and (st.pos.step % g.cfg.log_every == 0 or b + 1 == ch.stop)
                 if at_log and pending:
-                    st.train_s += time.perf_counter() - ts
-                    log_losses(g, st, pending, on)
+                    log_losses(g, st, pending, on, ts)
                     pending, ts = [], time.perf_counter()
                 _maybe_stop(g, st, stop, at_log)
         if ch.kind == "score":  # the paper schedule's validation batches: time outside training steps
+            _sync(g.device)  # their queued GPU work is theirs, not the next training chunk's
             st.eval_s += time.perf_counter() - ts
         st.pos.chunk, st.pos.batch = st.pos.chunk + 1, None
         ts = time.perf_counter()
@@ -284,13 +284,20 @@ def _leave_graph(g: Group, split: str) -> None:
         g.in_graph[split] = False
 
 
-def log_losses(g: Group, st: GroupState, pending: list[torch.Tensor], on: Callback) -> None:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def log_losses(g: Group, st: GroupState, pending: list[torch.Tensor], on: Callback, since: float) -> None:
     """Mean training loss per member since the last log, over every process (one host sync); a member whose loss
-    was not finite stops there, with its record (every rank takes the same decision)."""
+    was not finite stops there, with its record (every rank takes the same decision). The time from `since` to the
+    sync is training time: on a GPU the steps only queue work, and the sync is where the host waits for it."""
     losses = torch.stack(pending).float()  # [k, n]
     if g.proc.world > 1:  # the global batch's mean loss
         losses = distributed.all_reduce_sum(losses) / g.proc.world
     losses = losses.cpu()
+    st.train_s += time.perf_counter() - since
     first_step = st.pos.step - len(losses)
     for i in st.live():
         ms, col = st.members[i], losses[:, i]
