@@ -141,7 +141,12 @@ def start(attn: str, seeds: list[int], source, c: TrainConfig, *, ckpt_path: Pat
         # graph's private pool without allocating
         torch.cuda.reset_peak_memory_stats(device)
     t = time.perf_counter()
-    graph_note = _capture(g) if graphs_on else ("off" if device.type == "cuda" else "off: no GPU")
+    if not graphs_on:
+        graph_note = "off" if device.type == "cuda" else "off: no GPU"
+    elif st.pos.chunk >= len(schedule.chunks):  # resumed for its test pass only: no step left to capture
+        graph_note = "off: nothing left to train"
+    else:
+        graph_note = _capture(g)
     g.setup_s = time.perf_counter() - t
     g.config = records.config(g, resume, graph_note)
     return g, st
