@@ -9,6 +9,7 @@ dataclasses in config.py.
 from __future__ import annotations
 
 import os
+import time
 from typing import Annotated, Optional
 
 import typer
@@ -48,6 +49,8 @@ class _TopLevel(TyperGroup):
             _say_error(f"{what}; every finished measurement is already on disk")
             raise typer.Exit(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED) from None
 
+
+_STARTED = time.perf_counter()  # this command's start: --stop-after counts from here
 
 app = typer.Typer(
     cls=_TopLevel,
@@ -285,6 +288,11 @@ def _train(
     checkpoints_dir: _T[str, typer.Option("--checkpoints-dir", help="Where checkpoints go.")] = _J.checkpoints_dir,
     threads: ThreadsOpt = _J.threads,
     force: ForceOpt = _J.force,
+    stop_after: _T[Optional[float], typer.Option(
+        "--stop-after", help="A time budget in seconds from this command's start: stop (checkpoint, partial records, "
+                             "exit 75) where the next stretch of training would not end in time, at an epoch "
+                             "boundary for runs with memory (a checkpoint without it); continue with --resume.")]
+    = _J.stop_after,
     fmt: FormatOpt = FORMAT,
     n_layers: _T[Optional[int], _o("--layers", "Decoder blocks.")] = None,
     d_model: _T[Optional[int], _o("--d-model", "Model width D.")] = None,
@@ -332,7 +340,7 @@ def _train(
     """Train language models, one per attention, on Tiny Shakespeare or a synthetic recall task, and compare them."""
     job = TrainJob(attn=attn, preset=preset, seeds=seeds, sample=sample, ensemble=ensemble, data=data,
                    results_dir=results_dir,
-                   checkpoints_dir=checkpoints_dir, threads=threads, force=force)
+                   checkpoints_dir=checkpoints_dir, threads=threads, force=force, stop_after=stop_after)
     overrides = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, kv_heads=kv_heads, d_ff=d_ff, act=act,
                      dropout=dropout, ctx=ctx, mem_len=mem_len, attn_impl=attn_impl, pos=pos, max_rel=max_rel,
                      flavour=flavour, batch=batch, steps=steps, epochs=epochs, lr=lr, min_lr=min_lr,
@@ -380,7 +388,8 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
                 plan.start(sha)
             plan.run_dir, plan.records = distributed.broadcast((plan.run_dir, plan.records))
             with _TrainProgress(proc, plan.record_path) as progress:
-                recs = engine.run_plan(plan, source, command=results.command_line(), on=progress, proc=proc)
+                recs = engine.run_plan(plan, source, command=results.command_line(), on=progress, proc=proc,
+                                       deadline=None if job.stop_after is None else _STARTED + job.stop_after)
     finally:
         torch.set_num_threads(threads)
     if proc.is_main:
@@ -399,6 +408,8 @@ def _host_checks(job: TrainJob, plan, vocab: int) -> None:
 
     device = resolve_device(plan.cfg.device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if job.stop_after is not None and not job.stop_after > 0:
+        raise AttnbenchError(f"--stop-after must be a positive number of seconds, got {job.stop_after}")
     if job.threads is not None and job.threads <= 0:
         raise AttnbenchError(f"--threads must be positive, got {job.threads}")
     if job.threads is not None and device.type != "cpu":

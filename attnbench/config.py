@@ -279,6 +279,9 @@ class TrainJob:
     checkpoints_dir: str = "checkpoints"
     threads: int | None = None  # CPU: torch's threads; None: the cores other work leaves idle (host.cpu_threads)
     force: bool = False  # train even where the size guard (guard.py) estimates it will not fit in free memory
+    # this command's time budget, seconds from its start: stop (exit 75) at the last stop point where the next
+    # stretch of training would not end in time (engine._at_stop_point); None: no budget
+    stop_after: float | None = None
 
 
 # ---------------------------------------------------------------------------------------------- speed, memory

@@ -6,6 +6,7 @@ Exit codes, the same in every command (the CLI's `main()` turns an AttnbenchErro
     2    bad input: an option, name, size, path or device the command cannot use (Typer's usage errors are 2 too)
     130  interrupted (Ctrl-C); what finished is on disk
     143  terminated (SIGTERM), where a command handles it: as Ctrl-C, what finished is on disk
+    75   train --stop-after: stopped where the next stretch would not end in time; continue with --resume
 A measurement that ends out of memory or not applicable (oom, n/a) is a result, not a failure; one that ends in an
 error or past its time limit (error, timeout) is a failure: the command still finishes the others, then exits 1.
 """
@@ -16,6 +17,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
+EXIT_STOPPED = 75  # sysexits.h's EX_TEMPFAIL ("try again later"): a batch job's requeue code
 FAILED_STATUSES = ("error", "timeout")  # a record with one of these makes its command exit 1
 
 

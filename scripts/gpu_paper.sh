@@ -1,73 +1,58 @@
 #!/usr/bin/env bash
-# The RCMHA paper's table and ablation (issues 12 and 19), one attention per device call: `--preset paper` is 156,850
+# The RCMHA paper's table and ablation (issues 12 and 19), one attention per stage: `--preset paper` is 156,850
 # training and 17,420 validation steps (10 labml epochs), and the seeds of an attention train together as one stacked
-# model (training/members.py), so one call trains every seed of one attention and its test passes within the device's
-# 10-minute limit. A run that reaches the limit is stopped by SIGINT at a batch boundary and keeps partial records and
-# a checkpoint in $CKPT (default checkpoints/paper, git-ignored, so kept on the device between calls while the machine
-# stays warm); the next `run` of the same ATTN SEEDS ACT continues from it with --resume. A machine that was given
-# back has lost it: the stage then starts over.
+# model (training/members.py).
 #   bash scripts/gpu_paper.sh run ATTN [SEEDS] [ACT]   # seeds 0..SEEDS-1 (default 5); ACT relu (the paper's) or relu2
 #   RESULTS=... the results folder (default results/scratch/paper); commit the records under results/h200/paper/
-# Several attentions at once, each a stacked group in a process of its own: one group of five seeds leaves most of an
-# H200 idle (small float32 kernels), so the groups share it under MPS. They run in the background (setsid), so they
-# outlive the device call that started them while the machine stays warm (30 s after a call), and the next call
-# waits for them; none needs a checkpoint to cross calls.
-#   LIMIT_S=1500 bash scripts/gpu_paper.sh start ATTN[,ATTN...] [SEEDS] [ACT]   # each one's `run`, stopped at LIMIT_S
-#   COPY_TO=$OUT bash scripts/gpu_paper.sh wait SECONDS   # until all have ended or SECONDS passed; a progress line a
-#                                                         # minute; then the records and logs are copied to COPY_TO
+#   LIMIT_S=... the call's time for this stage (default 570); DATA=... another corpus (a CPU trial of the stage)
+# A run longer than one device call (rcmha x 5: about 830 s of training) is continued in the next call, and nothing
+# may depend on the machine staying warm between the two (it goes back 30 s after a call): `run` stops the run with
+# `train --stop-after` at the last epoch boundary that leaves time (exit 75; an epoch of rcmha x 5 is about 83 s),
+# where its checkpoint holds no Transformer-XL memory (about 52 MB for rcmha x 5, 48 MB for mha x 5); with
+# COPY_TO=$OUT the run's folder comes back in 15 MiB pieces, $OUT/ck-ATTN-SEEDS-ACT.tar.*. Copy them into ckpt-in/
+# here (git-ignored), carry it (the run tool's carry: ["ckpt-in"]) and repeat the same `run`: it unpacks them and
+# continues with --resume (CARRIED=... another folder). A hard stop (timeout's SIGINT, 30 s after --stop-after)
+# keeps a checkpoint wherever the run stands, in $CKPT (default checkpoints/paper, git-ignored).
 # The table: mha, mdha, rmha, rcmha at relu; the ablation adds the same at relu2. Then:
 #   attnbench report results/h200/paper   (paper table, Welch + Holm claims, the 2×2×2 ablation)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/input.txt}"
 RESULTS="${RESULTS:-results/scratch/paper}"
-stage="${1:?stage: run ATTN [SEEDS] [ACT] | start ATTN[,ATTN...] [SEEDS] [ACT] | wait SECONDS}"
+stage="${1:?stage: run ATTN [SEEDS] [ACT]}"
 case "$stage" in
   run)
     attn="${2:?ATTN}" seeds="${3:-5}" act="${4:-relu}"
     ckpt="${CKPT:-checkpoints/paper}" mark="${CKPT:-checkpoints/paper}/run-$attn-$seeds-$act"
+    parts="ck-$attn-$seeds-$act.tar."  # a stopped run's folder, in pieces a device call can bring back and carry
     mkdir -p "$ckpt"
+    if compgen -G "${CARRIED:-ckpt-in}/$parts*" >/dev/null; then  # brought back from the last call: continue it
+      top=$(cat "${CARRIED:-ckpt-in}/$parts"* | tar -tf - | head -1 | cut -d/ -f1)
+      cat "${CARRIED:-ckpt-in}/$parts"* | tar -C "$ckpt" -xf - && echo "$ckpt/$top" >"$mark"
+    fi
     if [ -s "$mark" ] && [ -d "$(cat "$mark")" ]; then
       args=(--resume "$(cat "$mark")" --results-dir "$RESULTS")
     else
       args=(--preset paper --attn "$attn" --seeds "$seeds" --act "$act" --device "${DEVICE:-cuda}" --results-dir "$RESULTS"
             --checkpoints-dir "$ckpt" --format markdown)
     fi
+    [ -n "${DATA:-}" ] && args+=(--data "$DATA")  # another corpus (a small one for a CPU trial of the stages)
+    limit="${LIMIT_S:-570}"
     set +e
-    timeout -s INT "${LIMIT_S:-570}" python -m attnbench train "${args[@]}"
+    # --stop-after: stop at the last epoch boundary that leaves time (exit 75; its checkpoint holds no memory);
+    # timeout: the hard stop, 30 s later (Ctrl-C's path: a checkpoint wherever it stands)
+    timeout -s INT "$limit" python -m attnbench train "${args[@]}" --stop-after "$((limit - 30))"
     rc=$?
     set -e
     if [ "$rc" = 0 ]; then rm -f "$mark"
     elif [ ! -s "$mark" ]; then ls -td "$ckpt"/*/ 2>/dev/null | head -1 | sed 's:/$::' > "$mark"; fi
-    exit "$rc" ;;
-  start)
-    attns="${2:?ATTN[,ATTN...]}" seeds="${3:-5}" act="${4:-relu}"
-    bg="${CKPT:-checkpoints/paper}/bg"
-    mkdir -p "$bg"
-    if [ "${MPS:-1}" = 1 ] && command -v nvidia-cuda-mps-control >/dev/null && [ "$(id -u)" = 0 ] \
-       && ! pgrep -x nvidia-cuda-mps >/dev/null; then
-      nvidia-cuda-mps-control -d && echo "MPS control daemon started"
+    if [ "$rc" != 0 ] && [ -n "${COPY_TO:-}" ] && [ -s "$mark" ]; then  # the run's folder, in 15 MiB pieces
+      mkdir -p "$COPY_TO"
+      tar -C "$(dirname "$(cat "$mark")")" --exclude auto.pt -cf - "$(basename "$(cat "$mark")")" \
+        | split -b 15m - "$COPY_TO/$parts"
+      echo "checkpoint folder $(cat "$mark") in $(ls "$COPY_TO/$parts"* | wc -l) pieces: $COPY_TO/$parts*"
     fi
-    for attn in ${attns//,/ }; do
-      log="$bg/run-$attn-$seeds-$act.log"
-      setsid nohup bash "$0" run "$attn" "$seeds" "$act" >"$log" 2>&1 </dev/null &
-      echo $! >"$bg/run-$attn-$seeds-$act.pid"
-      echo "started $attn seeds 0-$((seeds - 1)) act $act (pid $!, stopped at ${LIMIT_S:-570} s), log $log"
-    done ;;
-  wait)
-    limit="${2:?SECONDS}" bg="${CKPT:-checkpoints/paper}/bg" t0=$SECONDS
-    alive() { for f in "$bg"/*.pid; do [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && return 0; done; return 1; }
-    while alive && [ $((SECONDS - t0)) -lt "$limit" ]; do
-      sleep 5
-      if [ $(((SECONDS - t0) % 60)) -lt 5 ]; then
-        for log in "$bg"/*.log; do
-          echo "$(date -u +%T) $(basename "$log" .log): $(grep -E 'step [0-9]+:' "$log" | tail -1 | sed 's/^ *//')"
-        done
-      fi
-    done
-    for log in "$bg"/*.log; do echo "== $log"; tail -25 "$log"; done
-    if [ -n "${COPY_TO:-}" ]; then mkdir -p "$COPY_TO/logs" && cp -r "$RESULTS" "$COPY_TO"/ && cp "$bg"/*.log "$COPY_TO/logs/"; fi
-    if alive; then echo "still running after $limit s"; exit 3; fi ;;
-  *) echo "unknown stage $stage (run ATTN [SEEDS] [ACT] | start ATTN[,ATTN...] [SEEDS] [ACT] | wait SECONDS)" >&2
+    exit "$rc" ;;
+  *) echo "unknown stage $stage (run ATTN [SEEDS] [ACT])" >&2
      exit 2 ;;
 esac

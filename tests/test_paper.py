@@ -209,3 +209,37 @@ def test_the_wait_at_the_loss_sync_is_training_time(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.Tensor, "cpu", real_cpu)
     assert len(syncs) >= 3 and st.pos.step == 30
     assert st.train_s + st.eval_s == pytest.approx(len(syncs)), (st.train_s, st.eval_s, len(syncs))
+
+
+def test_stop_after_stops_at_an_epoch_boundary_with_no_memory_saved_and_resumes_exactly(tmp_path):
+    """--stop-after (engine.train_group's deadline) on the paper schedule stops only where both streams start over,
+    so the checkpoint holds no Transformer-XL memory (a quarter of a stacked rcmha group's, which then fits through
+    a device call's file limits); the run continued from it, stopped again and finished, equals the uninterrupted run."""
+    import time
+
+    from attnbench.errors import EXIT_STOPPED, Interrupted
+    from attnbench.training.engine import train_group
+    from attnbench.training.sources import make_source
+
+    c = replace(PRESETS["paper"], epochs=3, device="cpu", n_layers=2, max_rel=64).resolved()
+
+    def run(name, resume=None, deadline=None):
+        return train_group("mha", [0, 1], make_source(c, _corpus()), c, record_path=tmp_path / f"{name}.jsonl",
+                           ckpt_path=tmp_path / f"{name}.pt", command="test", resume=resume, stacked=True,
+                           deadline=deadline)
+
+    whole = run("whole")
+    per_epoch = whole[0]["metrics"]["steps"] // 3
+    for epoch in (1, 2):  # time is up at once: each session trains one epoch, then stops at the next boundary
+        resume = torch.load(tmp_path / "cut.pt", weights_only=False) if epoch > 1 else None
+        with pytest.raises(Interrupted) as e:
+            run("cut", resume, deadline=time.perf_counter())
+        assert e.value.exit_code == EXIT_STOPPED and "--stop-after" in str(e.value)
+        ck = torch.load(tmp_path / "cut.pt", weights_only=False)
+        assert ck["pos"]["step"] == epoch * per_epoch and ck["pos"]["batch"] is None
+        assert ck["mems"] == {"train": None, "score": None} and set(ck["pos"]["m_len"].values()) == {0}
+    done = run("cut", torch.load(tmp_path / "cut.pt", weights_only=False))
+    for a, b in zip(whole, done):
+        assert b["status"] == "ok" and b["metrics"]["steps"] == a["metrics"]["steps"]
+        for k in ("paper_acc", "test_loss", "test_acc"):
+            assert b["metrics"][k] == pytest.approx(a["metrics"][k], rel=1e-6), k

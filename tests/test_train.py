@@ -535,3 +535,24 @@ def test_cli_resume_with_a_changed_flag_is_refused_in_one_line(tmp_path):
     assert r.exit_code == 2
     assert r.output.strip() == "error: --steps 50: --resume continues the run as planned (12); start a new run to " \
                                "change it"
+
+
+@needs_corpus
+def test_cli_stop_after_stops_between_stretches_exits_75_and_resume_finishes(tmp_path):
+    """--stop-after's time long gone (this process started before the test): each session trains its first stretch
+    (a training chunk and its validation pass), then stops at the next stop point with exit 75 and the command that
+    continues; a session without the budget finishes the run with every step."""
+    args = ("--attn", "mha", "--preset", "tiny", "--steps", "12", "--eval-every", "4", "--format", "json")
+    r = _cli(tmp_path, *args, "--stop-after", "0.001")
+    assert r.exit_code == 75, r.output
+    assert "stopped by --stop-after at step 4" in r.output and "continue with: attnbench train --resume" in r.output
+    run_dir = next((tmp_path / "ck").glob("train-*"))
+    partial = [json.loads(x) for f in (tmp_path / "results").glob("train-*.jsonl") for x in f.read_text().splitlines()]
+    assert [(p["status"], p["metrics"]["steps"]) for p in partial] == [("interrupted", 4)]
+    r = _cli(tmp_path, "--resume", str(run_dir), "--stop-after", "0.001")  # the budget may change on resume
+    assert r.exit_code == 75 and "at step 8" in r.output, r.output
+    r = _cli(tmp_path, "--resume", str(run_dir), "--format", "json")
+    assert r.exit_code == 0, r.output
+    last = [json.loads(x) for f in (tmp_path / "results").glob("train-*.jsonl") for x in f.read_text().splitlines()][-1]
+    assert last["status"] == "ok" and last["metrics"]["steps"] == 12
+    assert _cli(tmp_path, *args, "--stop-after", "0").exit_code == 2

@@ -31,7 +31,7 @@ import torch
 from attnbench import kernels
 from attnbench.config import TrainConfig
 from attnbench.device import resolve_device
-from attnbench.errors import EXIT_TERMINATED, AttnbenchError, Interrupted, RunFailed, classify
+from attnbench.errors import EXIT_STOPPED, EXIT_TERMINATED, AttnbenchError, Interrupted, RunFailed, classify
 from attnbench.training import checkpoints, distributed, members as membership, records
 from attnbench.training.evaluation import extrapolation, generate
 from attnbench.training.optim import autocast, lr_at, make_optimizer, score_step, set_lr, train_step
@@ -101,6 +101,10 @@ class Group:
     in_graph: dict[str, bool] = field(default_factory=lambda: {"train": False, "score": False})
     t0: float = 0.0
     last_save: float = 0.0
+    deadline: float | None = None  # --stop-after: perf_counter() by which this command means to have stopped
+    point_t: float | None = None  # when the loop last passed a stop point (_at_stop_point), this session
+    stretch_s: float = 0.0  # the longest stretch between two stop points seen this session
+    after_others: bool = False  # another group of this command trained before this one
 
     @property
     def amp(self):
@@ -111,10 +115,14 @@ class Group:
 
 
 class _Stop(Exception):
-    """A stop request reached a batch boundary (the checkpoint is saved there)."""
+    """A stop request reached a batch boundary (the checkpoint is saved there): a signal's number, or STOP_AFTER."""
 
     def __init__(self, signum: int):
         self.signum = signum
+
+
+STOP_AFTER = -1  # _Stop's cause when --stop-after's time ran out (not a signal)
+STRETCH_MARGIN = 1.05  # the next stretch is taken to last this much longer than the longest one seen
 
 
 # ================================================================================================ start
@@ -206,6 +214,7 @@ def loop(g: Group, st: GroupState, on: Callback, stop: Callable[[], int | None])
     chunks, pending = g.schedule.chunks, []
     g.t0 = g.last_save = ts = time.perf_counter()
     while st.pos.chunk < len(chunks) and st.live():
+        _at_stop_point(g, st)
         ch = chunks[st.pos.chunk]
         if ch.kind == "validate":
             validate(g, st, on)
@@ -332,6 +341,46 @@ def validate(g: Group, st: GroupState, on: Callback) -> None:
     on("eval", step=st.pos.step, val=[ms_all[i] for i in st.live()])
 
 
+def _stale(g: Group, st: GroupState, split: str) -> bool:
+    """Whether `split`'s Transformer-XL memory will never be read again: the stream's next batch starts it over
+    (a new epoch: _batch then empties the memory), or no batch of the split is left."""
+    kind = "train" if split == "train" else "score"
+    chunks = g.schedule.chunks[st.pos.chunk:]
+    if st.pos.batch is not None and chunks and chunks[0].kind == kind:
+        return False  # in the middle of the split's chunk
+    nxt = next((ch for ch in chunks if ch.kind == kind), None)
+    return nxt is None or g.loaders[split].restarts(nxt.start)
+
+
+def _stop_point(g: Group, st: GroupState) -> bool:
+    """A place where --stop-after may stop the run: before a training chunk, where no memory is carried (every
+    stream with memory starts over: the paper schedule's epoch boundaries), so that the checkpoint is smallest."""
+    chunks = g.schedule.chunks
+    if st.pos.batch is not None or st.pos.chunk >= len(chunks) or chunks[st.pos.chunk].kind != "train":
+        return False
+    return not g.cfg.mem_len or all(_stale(g, st, s) for s in g.loaders if s in g.mems)
+
+
+def _at_stop_point(g: Group, st: GroupState) -> None:
+    """--stop-after: at a stop point, stop (checkpoint, _Stop(STOP_AFTER)) when the next stretch, taken to last
+    STRETCH_MARGIN times the longest one seen this session, would end past the deadline. The first stretch of a
+    session always runs (nothing is measured before it), so every session makes progress; a later group of the
+    same command stops at once where the deadline has passed."""
+    if g.deadline is None or not _stop_point(g, st):
+        return
+    now = time.perf_counter()
+    if g.point_t is not None:
+        g.stretch_s = max(g.stretch_s, now - g.point_t)
+    g.point_t = now
+    late = (g.stretch_s > 0 and now + STRETCH_MARGIN * g.stretch_s > g.deadline) or (g.after_others
+                                                                                    and now >= g.deadline)
+    if g.proc.world > 1:  # the ranks' clocks differ a little: all stop if any would
+        late = bool(distributed.all_reduce_max(torch.tensor([float(late)], device=g.device)).item())
+    if late:
+        save_checkpoint(g, st)
+        raise _Stop(STOP_AFTER)
+
+
 def _maybe_stop(g: Group, st: GroupState, stop: Callable[[], int | None], at_log: bool) -> None:
     """At a batch boundary: a stop request saves the checkpoint and raises _Stop (under torchrun the ranks agree
     at the log steps, so that all stop at the same step); else a checkpoint when the last is old."""
@@ -357,12 +406,18 @@ def save_checkpoint(g: Group, st: GroupState) -> None:
         _leave_graph(g, split)
     state = {k: v for k, v in asdict(st).items() if k not in ("pos", "members")}
     state["seconds"] = st.seconds + g.elapsed()
+    # a memory that will never be read again is not saved (at an epoch boundary of the paper schedule the
+    # checkpoint is then a quarter smaller, small enough to travel between machines); _batch empties it anyway
+    stale = {s for s in g.mems if _stale(g, st, s)}
+    mems = {s: None if m is None or s in stale else [t.cpu() for t in m] for s, m in g.mems.items()}
+    pos = asdict(st.pos)
+    pos["m_len"] = {s: 0 if s in stale else n for s, n in pos["m_len"].items()}
     checkpoints.atomic_save({
         "kind": checkpoints.KIND, "attn": g.attn, "seeds": [m.seed for m in st.members], "cfg": asdict(g.cfg),
         "world_size": g.proc.world, "vocab": g.source.chars, "members": g.members.state_dict(),
-        "opt": g.opt.state_dict(), "states": [asdict(m) for m in st.members], "pos": asdict(st.pos),
+        "opt": g.opt.state_dict(), "states": [asdict(m) for m in st.members], "pos": pos,
         "group": state, "counters": {} if g.counter is None else {"correct": g.counter.cpu()},
-        "mems": {s: None if m is None else [t.cpu() for t in m] for s, m in g.mems.items()}}, g.ckpt_path)
+        "mems": mems}, g.ckpt_path)
 
 
 def _load(g: Group, st: GroupState, ck: dict[str, Any]) -> None:
@@ -416,16 +471,19 @@ def finish(g: Group, st: GroupState, sample: int) -> list[dict[str, Any]]:
 def train_group(attn: str, seeds: list[int], source, c: TrainConfig, *, record_path: Path, ckpt_path: Path,
                 command: str, on: Callback = _quiet, sample: int = 0, resume: dict | None = None,
                 proc: distributed.Proc = distributed.SINGLE, stacked: bool = False,
-                note: str | None = None, auto: dict | None = None, causality=None) -> list[dict[str, Any]]:
+                note: str | None = None, auto: dict | None = None, causality=None,
+                deadline: float | None = None, after_others: bool = False) -> list[dict[str, Any]]:
     """Train the group (attention `attn`, `seeds` alone or stacked), evaluate it, write one record per member;
     returns the records (also for members stopped by a non-finite loss: status "error").
 
     A stop request (Ctrl-C or SIGTERM, taken at the next batch boundary) or a peer process failing: the checkpoint
     is brought up to date and partial records written (status "interrupted"); then Interrupted (130, 143 for
-    SIGTERM) or RunFailed says how to continue (run_plan adds the command)."""
+    SIGTERM) or RunFailed says how to continue (run_plan adds the command). `deadline` (--stop-after, a
+    time.perf_counter() value): the same at the last stop point before it (_at_stop_point), exit 75."""
     kernels.STACKED_FALLBACKS.clear()
     g, st = start(attn, seeds, source, c, ckpt_path=ckpt_path, resume=resume, proc=proc, stacked=stacked)
     g.config["ensemble_note"] = note
+    g.deadline, g.after_others = deadline, after_others
     if causality is not None:
         g.config["causality"] = causality.summary()  # the check this session ran before training (causality.py)
     if auto is not None:
@@ -441,7 +499,8 @@ def train_group(attn: str, seeds: list[int], source, c: TrainConfig, *, record_p
                 save_checkpoint(g, st)
                 tests = finish(g, st, sample)
         except _Stop as s:
-            stopped = (s.signum, f"interrupted at step {st.pos.step}")
+            stopped = (s.signum, f"stopped by --stop-after at step {st.pos.step}, where the next stretch would not "
+                                 f"end in time" if s.signum == STOP_AFTER else f"interrupted at step {st.pos.step}")
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the loop's boundaries
             stopped = (signal.SIGINT, _where_stopped(g, st))
         except Exception as e:
@@ -458,7 +517,7 @@ def train_group(attn: str, seeds: list[int], source, c: TrainConfig, *, record_p
         recs.append(records.write_member(g, st, i, tests[i] if tests else None, on, partial=bool(stopped), nvml=nv))
     if stopped:
         signum, why = stopped
-        code = EXIT_TERMINATED if signum == signal.SIGTERM else None
+        code = {signal.SIGTERM: EXIT_TERMINATED, STOP_AFTER: EXIT_STOPPED}.get(signum)
         seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}-{seeds[-1]}"
         text = f"{attn} ({seeds_text}): {why}; checkpoint and partial records saved"
         raise (RunFailed(text) if signum is None else Interrupted(text, *([code] if code else [])))
@@ -495,7 +554,7 @@ def stop_requests():
 
 # ================================================================================================ a plan
 def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
-             proc: distributed.Proc = distributed.SINGLE) -> list[dict[str, Any]]:
+             proc: distributed.Proc = distributed.SINGLE, deadline: float | None = None) -> list[dict[str, Any]]:
     """Every group of the plan in order: finished runs of earlier sessions are kept as they are, an interrupted
     group continues from its checkpoint, the others start. A group out of memory splits in two (each half then
     continues from the group's checkpoint, or starts); a crash becomes error records and the others go on (one
@@ -511,6 +570,7 @@ def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
         on("done", record=rec, written=None, earlier=True)
     queue = [(a, s, None) for a, s in plan.groups(size, set(done))]
     measured: dict[str, dict] = {}  # auto on a GPU: per attention, whether stacking pays (stacking_pays)
+    trained = False  # a group of this command has trained (--stop-after: a later one may stop before its first step)
     while queue:
         attn, seeds, note = queue.pop(0)
         ckpt = plan.checkpoint(attn, seeds)
@@ -527,7 +587,9 @@ def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
             out += train_group(attn, seeds, source, plan.cfg, record_path=plan.record_path, ckpt_path=ckpt,
                                command=command, on=on, sample=plan.job.sample, resume=resume, proc=proc,
                                stacked=len(seeds) > 1, note=note, auto=measured.get(attn),
-                               causality=plan.causality.get(attn))
+                               causality=plan.causality.get(attn), deadline=deadline,
+                               after_others=trained)
+            trained = True
         except Interrupted as e:
             raise Interrupted(f"{e}; continue with: {plan.resume_command(proc.world)}", e.exit_code) from None
         except RunFailed as e:

@@ -21,8 +21,8 @@ from attnbench.errors import AttnbenchError
 PLAN_FILE = "plan.json"
 SCHEMA = "attnbench.trainplan/1"
 # Options that --resume honours when they differ from the plan: where the corpus is read, where new records go,
-# how the table is shown, this session's CPU threads and size guard.
-RESUME_MAY_CHANGE = ("data", "results_dir", "fmt", "resume", "threads", "force")
+# how the table is shown, this session's CPU threads, size guard and time budget.
+RESUME_MAY_CHANGE = ("data", "results_dir", "fmt", "resume", "threads", "force", "stop_after")
 
 
 @dataclass
