@@ -111,7 +111,7 @@ def train_bytes(cfg: TrainConfig, attn: str, vocab: int, world: int = 1, per_dev
     each, with the log-softmax; one block's activations again as backward's transients; the evaluation batch's
     logits; all of it times TRAIN_UNCOUNTED for what these parts leave out. `world` torchrun processes share the
     batch; `per_device` of them share the device (all of a node's on the CPU, one on a GPU); `runs` trained at once
-    (--parallel) multiply it all."""
+    (separate groups in one process) multiply it all."""
     cls = _attention(attn)
     db = TRAIN_DTYPE_BYTES
     B = max(1, cfg.batch // world)
