@@ -8,6 +8,7 @@ dataclasses in config.py.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Annotated, Optional
@@ -51,6 +52,7 @@ class _TopLevel(TyperGroup):
 
 
 _STARTED = time.perf_counter()  # this command's start: --stop-after counts from here
+PLAIN_PROGRESS_S = 60.0  # train's progress line where stderr is not a terminal, at most this often
 
 app = typer.Typer(
     cls=_TopLevel,
@@ -436,6 +438,7 @@ class _TrainProgress:
     def __init__(self, proc, record_path):
         self.proc, self.record_path, self.bar, self.task = proc, record_path, None, None
         self.written: set = set()  # where records went (a fallback folder when record_path failed)
+        self.last_line = -math.inf  # when the last plain progress line was printed (not a terminal)
 
     def __enter__(self):
         if self.proc.is_main:
@@ -466,6 +469,12 @@ class _TrainProgress:
 
     def _step(self, step, total, loss, tok_s, losses) -> None:
         self.bar.update(self.task, completed=step, loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}")
+        # not a terminal (a log file, a batch job): the bar is drawn only at the end, so a plain line at the first
+        # update and then at most once a minute (the paper schedule has no validation lines to show progress)
+        now = time.perf_counter()
+        if not self.bar.console.is_terminal and now - self.last_line >= PLAIN_PROGRESS_S:
+            self.last_line = now
+            self.bar.console.print(f"  step {step}/{total}: loss {loss:.4f}, {tok_s:,.0f} tok/s", soft_wrap=True)
 
     def _eval(self, step, val) -> None:
         """One line per validation pass: the metric, or its mean and range over the members of a group."""

@@ -545,6 +545,7 @@ def test_cli_stop_after_stops_between_stretches_exits_75_and_resume_finishes(tmp
     args = ("--attn", "mha", "--preset", "tiny", "--steps", "12", "--eval-every", "4", "--format", "json")
     r = _cli(tmp_path, *args, "--stop-after", "0.001")
     assert r.exit_code == 75, r.output
+    assert "step 4/12: loss" in r.output  # not a terminal: a plain progress line (the first update at least)
     assert "stopped by --stop-after at step 4" in r.output and "continue with: attnbench train --resume" in r.output
     run_dir = next((tmp_path / "ck").glob("train-*"))
     partial = [json.loads(x) for f in (tmp_path / "results").glob("train-*.jsonl") for x in f.read_text().splitlines()]
