@@ -372,8 +372,8 @@ def _at_stop_point(g: Group, st: GroupState) -> None:
     if g.point_t is not None:
         g.stretch_s = max(g.stretch_s, now - g.point_t)
     g.point_t = now
-    late = (g.stretch_s > 0 and now + STRETCH_MARGIN * g.stretch_s > g.deadline) or (g.after_others
-                                                                                    and now >= g.deadline)
+    next_too_long = g.stretch_s > 0 and now + STRETCH_MARGIN * g.stretch_s > g.deadline
+    late = next_too_long or (g.after_others and now >= g.deadline)
     if g.proc.world > 1:  # the ranks' clocks differ a little: all stop if any would
         late = bool(distributed.all_reduce_max(torch.tensor([float(late)], device=g.device)).item())
     if late:
