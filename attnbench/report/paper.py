@@ -1,5 +1,5 @@
 """The report's "RCMHA paper, reproduced" section (issue 12, items 5 and 6): train records of `--preset paper`
--> Markdown lines, which report.py writes into report.md.
+-> Markdown lines, which build_report (__init__.py) writes into report.md.
 
 Per device and configuration (records of different devices or settings are never pooled):
 - the table: per attention and FFN activation, paper_acc (the authors' cumulative train+validation accuracy),
@@ -51,6 +51,16 @@ def figures(attn: str) -> dict[str, Any]:
     from attnbench.attention import get, names
 
     return dict(getattr(get(attn), "paper_figures", None) or {}) if attn in names() else {}
+
+
+def paper_figure(attn: str) -> float | None:
+    """The accuracy the RCMHA paper reports for `attn` (its class's paper_figures), None for an attention that
+    declares none. Only registered attentions are looked up: a report never imports a file a record names."""
+    from attnbench.attention import get, names
+
+    if attn not in names():
+        return None
+    return (getattr(get(attn), "paper_figures", None) or {}).get(FIG_ACC)
 
 
 def paper_attentions() -> list[str]:
