@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from attnbench import stats
-from attnbench.record_groups import TRAIN_IGNORE, _freeze, _num, _ok, env_key, env_label, train_settings
+from attnbench.record_groups import TRAIN_IGNORE, _freeze, _latest, _num, _ok, env_key, env_label, train_settings
 from attnbench.tables import cell, to_markdown
 
 PRESET = "paper"  # config.preset of the records this section reads
@@ -54,13 +54,10 @@ def figures(attn: str) -> dict[str, Any]:
 
 
 def paper_figure(attn: str) -> float | None:
-    """The accuracy the RCMHA paper reports for `attn` (its class's paper_figures), None for an attention that
-    declares none. Only registered attentions are looked up: a report never imports a file a record names."""
-    from attnbench.attention import get, names
-
-    if attn not in names():
-        return None
-    return (getattr(get(attn), "paper_figures", None) or {}).get(FIG_ACC)
+    """The Tiny Shakespeare accuracy the RCMHA paper (Sugiharto et al. 2023, arXiv 2308.03429) reports for `attn`:
+    its class's paper_figures["acc"] (docs/contract.md; attention.md, "RCMHA"), None for an attention that declares
+    none. Only registered attentions are looked up (figures): a report never imports a file a record names."""
+    return figures(attn).get(FIG_ACC)
 
 
 def paper_attentions() -> list[str]:
@@ -104,20 +101,11 @@ def _groups(recs: Sequence[dict[str, Any]]):
         yield env, " ".join(f"{k}={dict(cfg)[k].strip(chr(39))}" for k in varying), rs
 
 
-def _chronological(recs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """By time, then file, then line number (as a number: line 10 comes after line 9)."""
-    def key(r: dict[str, Any]) -> tuple:
-        src, _, line = (r.get("_source") or "").rpartition(":")
-        return r.get("time_utc") or "", src, int(line) if line.isdigit() else 0
-
-    return sorted(recs, key=key)
-
-
 def cells(recs: Sequence[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[dict]], dict[tuple[str, str], int]]:
     """(attention, act) -> its ok records, the latest per seed; and -> the number of failed records."""
     ok: dict[tuple[str, str], dict[Any, dict]] = defaultdict(dict)
     failed: dict[tuple[str, str], int] = defaultdict(int)
-    for r in _chronological(recs):
+    for r in _latest(recs):
         key = (train_settings(r)[0], _act(r))
         if _ok(r):
             ok[key][(r.get("config") or {}).get("seed")] = r
