@@ -166,10 +166,6 @@ def _fig(value: Any, fmt=cell) -> str:
     return MISSING if value is None else fmt(value)
 
 
-def _mean(vs: Sequence[float]) -> float | None:
-    return sum(vs) / len(vs) if vs else None
-
-
 # ---------------------------------------------------------------------------------------------- the table
 def quality_rows(ok, failed) -> list[dict[str, Any]]:
     rows = []
@@ -204,9 +200,10 @@ def cost_rows(ok, failed) -> list[dict[str, Any]]:
         group = sorted({int(n) for r in rs if (n := _group_size(r))})
         row = {"attention": attn, "act": act, "runs": len(rs), STEPS: span(values(rs, STEPS))}
         row.update({label: mean_sd(values(rs, metric), GIB) for metric, label in MEMORY})
-        row.update({"paper: avg GB": _fig(fig.get(FIG_MEMORY)), "wall": duration(_mean(values(rs, WALL))),
+        wall, per_run = stats.summary(values(rs, WALL))["mean"], stats.summary(_per_run_wall(rs))["mean"]
+        row.update({"paper: avg GB": _fig(fig.get(FIG_MEMORY)), "wall": duration(wall),
                     "runs in group": ", ".join(map(str, group)) or MISSING,
-                    "wall / run": duration(_mean(_per_run_wall(rs))), "paper: time": _fig(fig.get(FIG_TIME), duration)})
+                    "wall / run": duration(per_run), "paper: time": _fig(fig.get(FIG_TIME), duration)})
         rows.append(row)
     return rows
 

@@ -15,6 +15,9 @@ from attnbench.tables import cell
 
 
 def _mean_std(vals: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values that are not None (the std None for one value). Exactly
+    rounded (statistics.fmean, stdev), not stats.summary's numpy figures: compare prints these means unrounded
+    (--format json, csv), and numpy's differ from them in the last digit for some seed sets."""
     vals = [v for v in vals if v is not None]
     if not vals:
         return None, None
