@@ -13,15 +13,12 @@ from typing import Any, Sequence
 
 from attnbench.errors import AttnbenchError
 from attnbench.record_groups import _freeze, _latest, _num, _ok, env_key, train_settings
-from attnbench.report.names import MEMORY_PEAKS, NA, SPEED_P25, SPEED_P75, SPEED_TIME
+from attnbench.report.names import COMPARE_METRICS, NA, SPEED_P25, SPEED_P75
 from attnbench.report.seeds import _mean_std
 from attnbench.report.series import _figure, bad_values, bench_settings
 from attnbench.results import read
 from attnbench.tables import screen, to_markdown
 
-# --compare: a change is flagged when it exceeds the measured spread.
-COMPARE_METRICS = {"speed": (SPEED_TIME,), "memory": MEMORY_PEAKS,
-                   "train": ("test_acc", "test_loss"), "params": ("total",)}  # params.py: qkv + out + other
 MEMORY_TOLERANCE = 0.02  # memory has no sample spread: flag changes beyond 2 % (allocator block rounding)
 
 

@@ -8,6 +8,8 @@ from attnbench.tables import to_markdown
 
 
 class _Doc:
+    """report.md's lines, in order: paragraphs (add) and tables (table), each followed by a blank line."""
+
     def __init__(self) -> None:
         self.lines: list[str] = []
 

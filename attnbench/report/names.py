@@ -1,7 +1,5 @@
-"""The names the report reads, declared once: the producers' metric names (bench.py: speed/memory, train.py: train,
-params.py: params), the figures that must be numbers (NUMERIC), and the config keys that place a record on an axis.
-The RCMHA paper section's own metric names are declared in paper.py.
-"""
+"""Every metric and config name the report reads, declared here and nowhere else (the RCMHA paper section's own
+are paper.py's), and the figures that must be numbers (NUMERIC)."""
 
 from __future__ import annotations
 
@@ -52,3 +50,7 @@ SEQ_LEN, NAME = "seq_len", "name"
 PLOT_KEYS = ("mode", "dtype", "batch", "d_model", "heads")  # one plot per device group and these settings
 # attn_config is absent from failed cells; causality is the check's own record (its seconds), not a setting
 BENCH_IGNORE = (SEQ_LEN, DEVICE_KEY, NAME, "attn_config", "causal", "causality")
+
+# The metrics --compare sets side by side, per record kind (compare.py).
+COMPARE_METRICS = {"speed": (SPEED_TIME,), "memory": MEMORY_PEAKS,
+                   "train": ("test_acc", "test_loss"), "params": ("total",)}  # params.py: qkv + out + other

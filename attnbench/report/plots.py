@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 def slug(text: str) -> str:
+    """A plot's file-name part: "NVIDIA H100 80GB HBM3" -> "nvidia-h100-80gb-hbm3"."""
     return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-").lower() or "x"
 
 
@@ -71,6 +72,8 @@ def _save(plt, fig, path: Path) -> Path:
 
 @dataclass
 class Plot:
+    """A PNG written beside report.md, as build_report lists it."""
+
     path: Path
     kind: str
     group: tuple  # env_key: exactly one device/environment per plot
