@@ -116,7 +116,7 @@ def test_report_tables_plots_and_numbers(run_a, tmp_path):
 
 def test_train_section_sets_no_paper_accuracy_beside_ours(tmp_path):
     """The paper's cumulative train+validation accuracy is not our held-out test accuracy: the train section no
-    longer sets them side by side (report_paper.py does, with the paper's own metric beside ours)."""
+    longer sets them side by side (report/paper.py does, with the paper's own metric beside ours)."""
     f = write(tmp_path / "t.jsonl", [train_rec(a, 0, 0.55, preset="paper") for a in ("mha", "rcmha", "sha")])
     md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
     assert "preset paper" in md
