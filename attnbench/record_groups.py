@@ -1,5 +1,5 @@
 """Which records may be set side by side: their environment group, their train settings, and the small readers the
-report layer (report.py, report_paper.py) shares; ../shared/docs/benchmarking.md, "Records".
+report package (attnbench/report/) shares; ../shared/docs/benchmarking.md, "Records".
 
 Records of different environments are never mixed in one table, plot or ratio; train runs group by the settings that
 change what is learned (not by seed or runtime knobs).
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Iterable
 
 # Config keys (train.py) that say which run or where it ran, not which series it is in.
 DEVICE_KEY, SEED, PRESET = "device", "seed", "preset"
@@ -133,6 +133,15 @@ def _num(v: Any) -> float | int | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return None
     return v
+
+
+def _latest(recs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Oldest first: by time, then file, then line number (results.read's `_source` is "file:line")."""
+    def key(r: dict[str, Any]) -> tuple:
+        path, _, line = (r.get("_source") or "").rpartition(":")
+        return (r.get("time_utc") or "", path, int(line) if line.isdigit() else -1)
+
+    return sorted(recs, key=key)
 
 
 def _freeze(d: dict[str, Any]) -> tuple:

@@ -1,7 +1,7 @@
 """Statistics over seeds: mean, spread and confidence interval of one attention's runs; pairwise Welch t-tests with
 Holm's correction; MHE's performance retention ratio with a confidence interval. Built on scipy.stats.
 
-Library code: every function returns plain data (floats, None where a figure is undefined); report.py and the CLI
+Library code: every function returns plain data (floats, None where a figure is undefined); report/ and the CLI
 render it, with `format_p` and the `verdict` strings made here.
 """
 

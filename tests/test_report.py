@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 
 from attnbench import report
 from attnbench.cli import app
+from attnbench.record_groups import _latest
 from attnbench.results import append, make_record
 from attnbench.config import PRESETS, AttnConfig
+from attnbench.tables import cell
 
 PNG = b"\x89PNG\r\n\x1a\n"
 ATTNS = ("mha", "rmha")
@@ -114,7 +116,7 @@ def test_report_tables_plots_and_numbers(run_a, tmp_path):
 
 def test_train_section_sets_no_paper_accuracy_beside_ours(tmp_path):
     """The paper's cumulative train+validation accuracy is not our held-out test accuracy: the train section no
-    longer sets them side by side (report_paper.py does, with the paper's own metric beside ours)."""
+    longer sets them side by side (report/paper.py does, with the paper's own metric beside ours)."""
     f = write(tmp_path / "t.jsonl", [train_rec(a, 0, 0.55, preset="paper") for a in ("mha", "rcmha", "sha")])
     md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
     assert "preset paper" in md
@@ -414,7 +416,7 @@ def test_tasks_are_sections_of_their_own(tmp_path):
     assert "#### test_exact across seeds" in mqar and "#### test_bpc" not in mqar
     assert "#### test_bpc across seeds" in shakespeare and "#### test_exact" not in shakespeare
     sha = next(r for r in md_rows(mqar, "sha") if "x MHA" in r and "test_exact" in r)
-    assert (sha["x MHA"], sha["attn_params"]) == (report.cell(0.52 / 0.92), "100")
+    assert (sha["x MHA"], sha["attn_params"]) == (cell(0.52 / 0.92), "100")
 
 
 def test_old_records_without_a_task_are_shakespeare(tmp_path):
@@ -455,10 +457,10 @@ def test_length_extrapolation_table_ratio_and_plot(tmp_path):
     ratios = {a: next(r for r in md_rows(md, a) if "x MHA @256" in r) for a in acc}
     rr = stats.retention_ratio(acc["rmha"][256], acc["mha"][256])
     assert ratios["rmha"]["x MHA @256"] == \
-        f"{report.cell(rr['ratio'])} [{report.cell(rr['delta_low'])}, {report.cell(rr['delta_high'])}]"
+        f"{cell(rr['ratio'])} [{cell(rr['delta_low'])}, {cell(rr['delta_high'])}]"
     assert rr["ratio"] == pytest.approx(np.mean(acc["rmha"][256]) / np.mean(acc["mha"][256]))
     assert ratios["sha"]["x MHA @256"] == "n/a" and ratios["sha"]["x MHA @128"].startswith(
-        report.cell(np.mean(acc["sha"][128]) / np.mean(acc["mha"][128])))
+        cell(np.mean(acc["sha"][128]) / np.mean(acc["mha"][128])))
     assert ratios["mha"]["x MHA @256"] == "baseline" and ratios["sha"]["attn_params"] == "100"
     plot = next(p for p in res.plots if p.kind == "extrapolation")
     assert is_png(plot.path) and f"]({plot.path.name})" in md and sorted(plot.series) == sorted(acc)
@@ -495,7 +497,7 @@ def test_latest_orders_line_numbers_as_numbers(tmp_path):
     md = report.build_report([f], tmp_path / "out", plots=False).markdown.read_text()
     assert [r["params"] for r in md_rows(md, "mha")] == ["11"]
     shuffled = [{"_source": f"f:{i}", "time_utc": "t"} for i in (9, 10, 2, 11, 1)]
-    assert [r["_source"] for r in report._latest(shuffled)] == ["f:1", "f:2", "f:9", "f:10", "f:11"]
+    assert [r["_source"] for r in _latest(shuffled)] == ["f:1", "f:2", "f:9", "f:10", "f:11"]
 
 
 def test_old_gqa_records_are_labelled_mqa(tmp_path):
@@ -615,7 +617,7 @@ def test_committed_records_still_read_by_report_and_compare(tmp_path):
     md = report.build_report([a], tmp_path / "out", plots=False).markdown.read_text()
     first = json.loads(a.read_text().splitlines()[0])
     row = next(r for r in md_rows(md, first["attn"] or first["config"]["name"]) if "median_ms" in r)
-    assert row["median_ms"] == report.cell(first["metrics"]["median_ms"])
+    assert row["median_ms"] == cell(first["metrics"]["median_ms"])
 
 
 def test_compare_reads_the_parameter_count_params_records_hold():

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from attnbench import report, report_paper
+from attnbench import report
 from attnbench.attention import get
+from attnbench.report import paper
 from attnbench.results import append, make_record
 
 OFFSETS = (-0.002, -0.001, 0.0, 0.001, 0.002)  # five seeds around each mean: std 0.00158
@@ -103,7 +104,7 @@ def test_table_beside_the_paper(md):
         ("5", "0", "0.6 ± 0.001581", "0.572", "0.55 ± 0.001581", "2 ± 0.001581")
     assert row["95% CI"] == "[0.598, 0.602]"  # 0.6 ± t(0.975, 4) 0.001581 / sqrt(5) = 0.6 ± 0.00196
     # the failed run is counted beside the five good ones; the default-preset records (0.9) are not there at all
-    assert one(md, "mha", "paper: acc", act="relu")[report_paper.PAPER_ACC] == "0.566 ± 0.001581"
+    assert one(md, "mha", "paper: acc", act="relu")[paper.PAPER_ACC] == "0.566 ± 0.001581"
     assert one(md, "mha", "paper: acc", act="relu")["failed"] == "1"
     # memory in GiB, the group's wall time and its share per run, the paper's 2.98 GB and 2 h 02 min beside
     cost = one(md, "rcmha", "paper: time", act="relu")
@@ -170,20 +171,20 @@ def test_ablation_effects_within_every_level(md):
 
 
 def test_single_seed_groups_say_too_few_runs():
-    lines = "\n".join(report_paper.section([rec("rcmha", 0, 0.57), rec("mha", 0, 0.56)]))
+    lines = "\n".join(paper.section([rec("rcmha", 0, 0.57), rec("mha", 0, 0.56)]))
     assert one(lines, "rcmha", "paper: acc")["95% CI"] == "too few runs"
     assert "paper_acc too few runs (n=1); test_acc too few runs (n=1)." in claim(lines, "rcmha", "mha", "relu")
     assert "- rcmha (act relu, n=1): too few runs for an interval" in lines
 
 
 def test_other_presets_and_no_paper_runs_give_no_section():
-    assert report_paper.section([rec("mha", s, 0.5, preset="default") for s in range(3)]) == []
-    assert report_paper.section([]) == []
+    assert paper.section([rec("mha", s, 0.5, preset="default") for s in range(3)]) == []
+    assert paper.section([]) == []
 
 
 def test_devices_and_configurations_are_never_pooled():
     recs = seeds("mha", 0.56) + seeds("mha", 0.40, e=env("CPU", "cpu")) + seeds("mha", 0.30, mem_len=0)
-    lines = "\n".join(report_paper.section(recs))
+    lines = "\n".join(paper.section(recs))
     heads = [ln for ln in lines.splitlines() if ln.startswith("### ")]
     assert heads == ["### CPU (cpu)", "### NVIDIA H200 (cuda) · mem_len=0", "### NVIDIA H200 (cuda) · mem_len=32"]
     assert sorted(r["paper_acc"] for r in md_rows(lines, "mha", "paper: acc")) == \
@@ -193,6 +194,6 @@ def test_devices_and_configurations_are_never_pooled():
 def test_a_rerun_of_a_seed_replaces_the_earlier_record():
     old = rec("mha", 0, 0.10)
     old["time_utc"] = "2026-01-01T00:00:00+00:00"
-    lines = "\n".join(report_paper.section([old, *seeds("mha", 0.56)]))
+    lines = "\n".join(paper.section([old, *seeds("mha", 0.56)]))
     assert one(lines, "mha", "paper: acc")["runs"] == "5"
     assert one(lines, "mha", "paper: acc")["paper_acc"] == "0.56 ± 0.001581"

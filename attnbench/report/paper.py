@@ -1,5 +1,5 @@
 """The report's "RCMHA paper, reproduced" section (issue 12, items 5 and 6): train records of `--preset paper`
--> Markdown lines, which report.py writes into report.md.
+-> Markdown lines, which build_report (__init__.py) writes into report.md.
 
 Per device and configuration (records of different devices or settings are never pooled):
 - the table: per attention and FFN activation, paper_acc (the authors' cumulative train+validation accuracy),
@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from attnbench import stats
-from attnbench.record_groups import TRAIN_IGNORE, _freeze, _num, _ok, env_key, env_label, train_settings
+from attnbench.record_groups import TRAIN_IGNORE, _freeze, _latest, _num, _ok, env_key, env_label, train_settings
 from attnbench.tables import cell, to_markdown
 
 PRESET = "paper"  # config.preset of the records this section reads
@@ -51,6 +51,13 @@ def figures(attn: str) -> dict[str, Any]:
     from attnbench.attention import get, names
 
     return dict(getattr(get(attn), "paper_figures", None) or {}) if attn in names() else {}
+
+
+def paper_figure(attn: str) -> float | None:
+    """The Tiny Shakespeare accuracy the RCMHA paper (Sugiharto et al. 2023, arXiv 2308.03429) reports for `attn`:
+    its class's paper_figures["acc"] (docs/contract.md; attention.md, "RCMHA"), None for an attention that declares
+    none. Only registered attentions are looked up (figures): a report never imports a file a record names."""
+    return figures(attn).get(FIG_ACC)
 
 
 def paper_attentions() -> list[str]:
@@ -94,20 +101,11 @@ def _groups(recs: Sequence[dict[str, Any]]):
         yield env, " ".join(f"{k}={dict(cfg)[k].strip(chr(39))}" for k in varying), rs
 
 
-def _chronological(recs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """By time, then file, then line number (as a number: line 10 comes after line 9)."""
-    def key(r: dict[str, Any]) -> tuple:
-        src, _, line = (r.get("_source") or "").rpartition(":")
-        return r.get("time_utc") or "", src, int(line) if line.isdigit() else 0
-
-    return sorted(recs, key=key)
-
-
 def cells(recs: Sequence[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[dict]], dict[tuple[str, str], int]]:
     """(attention, act) -> its ok records, the latest per seed; and -> the number of failed records."""
     ok: dict[tuple[str, str], dict[Any, dict]] = defaultdict(dict)
     failed: dict[tuple[str, str], int] = defaultdict(int)
-    for r in _chronological(recs):
+    for r in _latest(recs):
         key = (train_settings(r)[0], _act(r))
         if _ok(r):
             ok[key][(r.get("config") or {}).get("seed")] = r
@@ -168,10 +166,6 @@ def _fig(value: Any, fmt=cell) -> str:
     return MISSING if value is None else fmt(value)
 
 
-def _mean(vs: Sequence[float]) -> float | None:
-    return sum(vs) / len(vs) if vs else None
-
-
 # ---------------------------------------------------------------------------------------------- the table
 def quality_rows(ok, failed) -> list[dict[str, Any]]:
     rows = []
@@ -206,9 +200,10 @@ def cost_rows(ok, failed) -> list[dict[str, Any]]:
         group = sorted({int(n) for r in rs if (n := _group_size(r))})
         row = {"attention": attn, "act": act, "runs": len(rs), STEPS: span(values(rs, STEPS))}
         row.update({label: mean_sd(values(rs, metric), GIB) for metric, label in MEMORY})
-        row.update({"paper: avg GB": _fig(fig.get(FIG_MEMORY)), "wall": duration(_mean(values(rs, WALL))),
+        wall, per_run = stats.summary(values(rs, WALL))["mean"], stats.summary(_per_run_wall(rs))["mean"]
+        row.update({"paper: avg GB": _fig(fig.get(FIG_MEMORY)), "wall": duration(wall),
                     "runs in group": ", ".join(map(str, group)) or MISSING,
-                    "wall / run": duration(_mean(_per_run_wall(rs))), "paper: time": _fig(fig.get(FIG_TIME), duration)})
+                    "wall / run": duration(per_run), "paper: time": _fig(fig.get(FIG_TIME), duration)})
         rows.append(row)
     return rows
 

@@ -1,0 +1,245 @@
+"""The report's training section: per device, preset and task, the validation curves (mean over seeds ± std), the
+final figures, the seed statistics (summary, retention ratio to BASELINE, Welch t-tests with Holm's correction) and
+accuracy against model width; the length extrapolation of each section is extrapolation.py's.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import defaultdict
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from attnbench import stats
+from attnbench.errors import AttnbenchError
+from attnbench.record_groups import TASK, _freeze, _num, _ok, attn_config, env_key, env_label, train_settings
+from attnbench.report.document import _Doc
+from attnbench.report.extrapolation import _extrapolation
+from attnbench.report.names import (ATTN_PARAMS, BASELINE, CURVE_X, CURVE_Y, CURVES, NA, RATIO, RATIO_BOOT,
+                                    RATIO_DELTA, STATS_METRICS, TRAIN_ACC, TRAIN_COLUMNS, WIDTH, WIDTH_DERIVED)
+from attnbench.report.plots import Plot, _plot_lines, _save, slug
+from attnbench.report.seeds import _baseline, _ci, _mean_std, _seed_values
+from attnbench.report.series import Series, _fields, _figure, _series, one_per_seed, train_preset
+from attnbench.tables import cell
+
+
+def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
+    doc.add("## Training", "Validation loss and accuracy against step and wall-clock seconds; mean over seeds, the "
+            "band is ± one standard deviation across seeds. Final figures are on the held-out test split. One "
+            "section per device, preset and task: runs of different tasks are never set side by side.")
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:  # a width sweep of a preset is one section (its widths in the heading)
+        by[(env_key(r), train_preset(r, any_width=True), train_settings(r)[1][TASK])].append(r)
+    for (group, preset, task), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
+        widths = sorted({w for r in rs if isinstance(w := (_fields(r)).get(WIDTH), int)})
+        at = f" · {WIDTH} {', '.join(map(str, widths))}" if widths and preset != train_preset(rs[0]) else ""
+        title = f"{group[0]} ({group[1]}) · preset {preset}{at} · task {task}"
+        doc.add(f"### {title}", f"Environment: {env_label(group)}")
+        series = _series(rs, train_settings)
+        for s in series:
+            note = degenerate_note(s.attn, attn_config(s.records[0]))
+            s.label += f" ({note})" if note else ""
+        name = f"{slug(group[0])}-{slug(preset)}-{slug(task)}"
+        if plt is not None:
+            _curves_plot(plt, series, title, out / f"train-{name}.png", group, plots, doc)
+        rows = []
+        for s in series:
+            ok = one_per_seed(s.records)
+            row: dict[str, Any] = {"attention": s.label, "seeds": len(ok),
+                                   "failed": sum(not _ok(r) for r in s.records)}
+            for c in TRAIN_COLUMNS:
+                figs = [_figure(r.get("metrics") or {}, c) for r in ok]
+                mu, sd = _mean_std([v for v in figs if v != NA])
+                row[c] = mu if not sd else f"{cell(mu)} ± {cell(sd)}"  # mean ± std across seeds
+                if NA in figs:  # named in a note; the seeds with a number, or n/a
+                    row[c] = NA if mu is None else f"{cell(row[c])} (n={len(figs) - figs.count(NA)})"
+            rows.append(row)
+        doc.table(rows, ["attention", "seeds", "failed", *TRAIN_COLUMNS])
+        doc.add("Cells with two seeds or more read mean ± standard deviation across seeds.")
+        _seed_stats(doc, series)
+        _width_sweep(doc, series, plt, out / f"width-{name}.png", group, title, plots)
+        _extrapolation(doc, series, plt, out / f"extrapolation-{name}.png", group, title, plots)
+
+
+def _curve(rec: dict[str, Any], x: str, y: str) -> dict[Any, tuple[float, float]]:
+    """step -> (x, y) from a record's curves (a list of points, or a dict of equal-length lists)."""
+    c = rec.get(CURVES) or []
+    if isinstance(c, dict):
+        c = [dict(zip(c, vals)) for vals in zip(*c.values())]
+    out = {}
+    for p in c:
+        s, xv, yv = p.get("step"), p.get(x), p.get(y)
+        if _num(xv) is not None and _num(yv) is not None:
+            out[s] = (_num(xv), _num(yv))
+    return out
+
+
+def _seed_band(recs: Sequence[dict[str, Any]], x: str, y: str):
+    """Mean and std over seeds at the steps every seed recorded; x is the mean of the seeds' x at that step."""
+    curves = [_curve(r, x, y) for r in recs]
+    curves = [c for c in curves if c]
+    if not curves:
+        return None
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    xs = [statistics.fmean(c[s][0] for c in curves) for s in steps]
+    ys, lo, hi = [], [], []
+    for s in steps:
+        mu, sd = _mean_std([c[s][1] for c in curves])
+        ys.append(mu), lo.append(mu - (sd or 0.0)), hi.append(mu + (sd or 0.0))
+    return xs, ys, (lo if len(curves) > 1 else None), (hi if len(curves) > 1 else None)
+
+
+def _curves_plot(plt, series: Sequence[Series], title: str, path: Path, group: tuple, plots: list[Plot],
+                 doc: _Doc) -> None:
+    """Validation loss and accuracy against step and seconds (2 x 2), mean over seeds with a ± std band."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    drawn = False
+    for i, (y, ylab) in enumerate(CURVE_Y):
+        for j, (x, xlab) in enumerate(CURVE_X):
+            lines = []
+            for s in series:
+                band = _seed_band(one_per_seed(s.records), x, y)
+                if band and band[0]:
+                    lines.append((s.label, *band))
+            _plot_lines(plt, axes[i][j], lines, [], logx=False, logy=False)
+            axes[i][j].set_xlabel(xlab)
+            axes[i][j].set_ylabel(ylab)
+            drawn = drawn or bool(lines)
+    if not drawn:
+        plt.close(fig)
+        return
+    fig.suptitle(f"training · {title}", fontsize=9)
+    _save(plt, fig, path)
+    plots.append(Plot(path, "train", group, title, [s.label for s in series]))
+    doc.add(f"![training: {title}]({path.name})")
+
+
+def degenerate_note(attn: str, acfg: dict[str, Any] | None) -> str | None:
+    """"1 K/V head: MQA" where the attention's own `degenerate` check says that this run's setting makes it another
+    attention (GQA, attnbench/attention/gqa.py: g = 1 is MQA, g = n is MHA), so that nobody reads such a series as
+    what its name says; None otherwise. Old records get their kv_heads from record_groups.attn_config."""
+    from attnbench.attention import get, names
+    from attnbench.config import AttnConfig
+
+    check = getattr(get(attn), "degenerate", None) if attn in names() else None
+    if check is None or not acfg or acfg.get("kv_heads") is None:
+        return None
+    known = {f.name for f in fields(AttnConfig)}
+    try:
+        why = check(AttnConfig(**{k: v for k, v in acfg.items() if k in known and v is not None}))
+    except (AttnbenchError, TypeError):
+        return None
+    if not why:
+        return None
+    g = acfg["kv_heads"]
+    other = re.search(r" is (\w+)", why)  # degenerate's lines read "... is MQA[: why]"
+    return f"{g} K/V head{'' if g == 1 else 's'}: {other.group(1) if other else why}"
+
+
+def _summary_rows(series: Sequence[Series], groups: dict[str, list[float]], metric: str, higher: bool):
+    """Per series: mean ± std, the CI of the mean, the attention-parameter count and the retention ratio to
+    BASELINE (inverted where lower is better: stats.retention_ratio)."""
+    rows = []
+    for s in series:
+        if s.label not in groups:
+            continue
+        sm = stats.summary(groups[s.label])
+        row: dict[str, Any] = {"attention": s.label, "n": sm["n"],
+                               metric: sm["mean"] if sm["std"] is None else f"{cell(sm['mean'])} ± {cell(sm['std'])}",
+                               "95% CI": _ci(sm["ci_low"], sm["ci_high"]),
+                               ATTN_PARAMS: _mean_std(_seed_values(s, ATTN_PARAMS))[0]}
+        base = _baseline(s, series)
+        if base is s:
+            row[RATIO], row[RATIO_BOOT] = 1.0, "baseline"
+        elif base is not None and base.label in groups:
+            rr = stats.retention_ratio(groups[s.label], groups[base.label], higher_is_better=higher)
+            row.update({RATIO: rr["ratio"], RATIO_BOOT: _ci(rr["ci_low"], rr["ci_high"]),
+                        RATIO_DELTA: _ci(rr["delta_low"], rr["delta_high"])})
+        rows.append(row)
+    return rows
+
+
+def _seed_stats(doc: _Doc, series: Sequence[Series]) -> None:
+    """Per STATS_METRICS metric, when some series has two seeds or more: the summary rows, then Welch t-tests of
+    every pair with Holm's correction over that metric's pairs (stats.pairwise)."""
+    for metric, higher in STATS_METRICS:
+        groups = {s.label: _seed_values(s, metric) for s in series if _seed_values(s, metric)}
+        if not any(len(v) > 1 for v in groups.values()):
+            continue
+        inverted = "" if higher else f" (inverted, {BASELINE.upper()}'s over ours, so that below 1 is worse)"
+        doc.add(f"#### {metric} across seeds ({'higher' if higher else 'lower'} is better)",
+                f"Mean ± standard deviation and the {stats.CONFIDENCE:.0%} confidence interval of the mean (Student "
+                f"t). `{RATIO}` is the retention ratio (Xue & Aletras 2023), mean {metric} over "
+                f"{BASELINE.upper()}'s{inverted}, with {stats.CONFIDENCE:.0%} intervals from a percentile bootstrap "
+                "over seeds and from the delta method (Student t). At a handful of seeds the bootstrap interval runs "
+                "narrow (it sees no more spread than the seeds show): trust the delta interval and the p-values.")
+        doc.table(_summary_rows(series, groups, metric, higher),
+                  ["attention", "n", metric, "95% CI", ATTN_PARAMS, RATIO, RATIO_BOOT, RATIO_DELTA])
+        tested = {k: v for k, v in groups.items() if len(v) > 1}
+        pairs = [{"A": p["a"], "B": p["b"], "A - B": p["diff"], "95% CI of A - B": _ci(p["ci_low"], p["ci_high"]),
+                  "p (Welch)": p["p"], "p_holm": p["p_holm"], "verdict": p["verdict"]}
+                 for p in stats.pairwise(tested, higher_is_better=higher)]
+        few = [k for k in groups if k not in tested]
+        if pairs:
+            doc.add(f"Every pair: Welch's t-test (unequal variances); p_holm is Holm-adjusted over this table's pairs; "
+                    f"a pair is told apart when p_holm < {stats.ALPHA:.2g}."
+                    + (f" Not tested ({stats.TOO_FEW}: one seed): {', '.join(few)}." if few else ""))
+            doc.table(pairs, ["A", "B", "A - B", "95% CI of A - B", "p (Welch)", "p_holm", "verdict"])
+
+
+def _label_without(s: Series, key: str) -> str:
+    """A series' label with its `key=value` part removed (a line of a plot whose x axis is that key)."""
+    return " ".join(t for t in s.label.split(" ") if not t.startswith(f"{key}="))
+
+
+def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tuple, title: str,
+                 plots: list[Plot]) -> None:
+    """Accuracy against model width (Zoology, Arora et al. 2023, arXiv 2312.04927, Figure 2): a line per attention
+    over the series that differ from another series of that attention in WIDTH only; mean over seeds ± std."""
+    lines_of: dict[tuple, dict[int, Series]] = defaultdict(dict)
+    for s in series:
+        w = s.settings.get(WIDTH)
+        if isinstance(w, int):
+            rest = {k: v for k, v in s.settings.items() if k != WIDTH and k not in WIDTH_DERIVED}
+            lines_of[(s.attn, _freeze(rest))][w] = s
+
+    def one_line(by_w: dict[int, Series]) -> bool:  # each derived setting: fixed, or derived at every width
+        return all(len({repr(s.settings.get(k)) for s in by_w.values()}) == 1
+                   or all(s.settings.get(k) == f * w for w, s in by_w.items()) for k, f in WIDTH_DERIVED.items())
+
+    lines_of = {k: dict(sorted(v.items())) for k, v in lines_of.items() if len(v) > 1 and one_line(v)}
+    if not lines_of:
+        return
+    widths = sorted({w for by_w in lines_of.values() for w in by_w})
+    rows, lines = [], []
+    for by_w in sorted(lines_of.values(), key=lambda v: _label_without(next(iter(v.values())), WIDTH)):
+        label = _label_without(next(iter(by_w.values())), WIDTH)
+        row: dict[str, Any] = {"attention": label}
+        xs, ys, lo, hi = [], [], [], []
+        for w, s in by_w.items():
+            vals = _seed_values(s, TRAIN_ACC)
+            mu, sd = _mean_std(vals)
+            if mu is None:
+                continue
+            row[f"{WIDTH} {w}"] = f"{cell(mu)} ± {cell(sd or 0.0)} ({len(vals)})"
+            xs.append(w), ys.append(mu), lo.append(mu - (sd or 0.0)), hi.append(mu + (sd or 0.0))
+        rows.append(row)
+        if xs:
+            lines.append((label, xs, ys, lo, hi))
+    doc.add(f"#### {TRAIN_ACC} against model width",
+            f"Series that differ in `{WIDTH}` only, as the Zoology paper (Arora et al. 2023, arXiv 2312.04927, "
+            f"Figure 2) plots recall accuracy against width. Cells: mean ± standard deviation across seeds (seeds). "
+            f"The retention ratios above divide by {BASELINE.upper()} at the same width.")
+    if plt is not None and lines:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        _plot_lines(plt, ax, lines, [], logx=True, logy=False)
+        ax.set_xticks(widths, [str(w) for w in widths])
+        ax.set_xlabel(f"model width ({WIDTH})")
+        ax.set_ylabel(f"{TRAIN_ACC} (mean over seeds ± std)")
+        ax.set_title(f"width · {title}", fontsize=9)
+        _save(plt, fig, path)
+        plots.append(Plot(path, "width", group, title, [ln[0] for ln in lines]))
+        doc.add(f"![accuracy against width: {title}]({path.name})")
+    doc.table(rows, ["attention", *(f"{WIDTH} {w}" for w in widths)])
