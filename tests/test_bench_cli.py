@@ -225,6 +225,7 @@ def test_cli_cuda_graph_misuse_one_line(args, msg, tmp_path):
 def test_sweep_reports_progress_cell_by_cell(tmp_path):
     events = []
     res = bench.run("speed", tiny(tmp_path), on=lambda ev, **d: events.append((ev, d)))
+    events = [e for e in events if e[0] != "warning"]  # a busy machine's warning (load average above the cores)
     # the causality check of each attention at each length, after the ceiling and before any cell (causality.py)
     assert events[2:4] == [("check", {"what": f"causality mha (fast) T={t}"}) for t in (16, 32)]
     events = [e for e in events if e[0] != "check"]
