@@ -27,7 +27,7 @@ case "$stage" in
     parts="ck-$attn-$seeds-$act.tar."  # a stopped run's folder, in pieces a device call can bring back and carry
     mkdir -p "$ckpt"
     if compgen -G "${CARRIED:-ckpt-in}/$parts*" >/dev/null; then  # brought back from the last call: continue it
-      top=$(cat "${CARRIED:-ckpt-in}/$parts"* | tar -tf - | head -1 | cut -d/ -f1)
+      top=$(cat "${CARRIED:-ckpt-in}/$parts"* | tar -tf - | awk -F/ 'NR == 1 {print $1}')  # awk reads to the end: head's early exit would SIGPIPE tar (pipefail)
       cat "${CARRIED:-ckpt-in}/$parts"* | tar -C "$ckpt" -xf - && echo "$ckpt/$top" >"$mark"
     fi
     if [ -s "$mark" ] && [ -d "$(cat "$mark")" ]; then
