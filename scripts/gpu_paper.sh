@@ -25,7 +25,7 @@ case "$stage" in
     attn="${2:?ATTN}" seeds="${3:-5}" act="${4:-relu}"
     ckpt="${CKPT:-checkpoints/paper}" mark="${CKPT:-checkpoints/paper}/run-$attn-$seeds-$act"
     parts="ck-$attn-$seeds-$act.tar."  # a stopped run's folder, in pieces a device call can bring back and carry
-    mkdir -p "$ckpt"
+    mkdir -p "$ckpt" "$RESULTS"
     if compgen -G "${CARRIED:-ckpt-in}/$parts*" >/dev/null; then  # brought back from the last call: continue it
       top=$(cat "${CARRIED:-ckpt-in}/$parts"* | tar -tf - | awk -F/ 'NR == 1 {print $1}')  # awk reads to the end: head's early exit would SIGPIPE tar (pipefail)
       cat "${CARRIED:-ckpt-in}/$parts"* | tar -C "$ckpt" -xf - && echo "$ckpt/$top" >"$mark"

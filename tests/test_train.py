@@ -7,6 +7,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -552,8 +553,9 @@ def test_cli_stop_after_stops_between_stretches_exits_75_and_resume_finishes(tmp
     assert [(p["status"], p["metrics"]["steps"]) for p in partial] == [("interrupted", 4)]
     r = _cli(tmp_path, "--resume", str(run_dir), "--stop-after", "0.001")  # the budget may change on resume
     assert r.exit_code == 75 and "at step 8" in r.output, r.output
+    shutil.rmtree(tmp_path / "results")  # as on another machine, where only the checkpoint folder was carried
     r = _cli(tmp_path, "--resume", str(run_dir), "--format", "json")
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 0 and "could not write" not in r.output, r.output
     last = [json.loads(x) for f in (tmp_path / "results").glob("train-*.jsonl") for x in f.read_text().splitlines()][-1]
     assert last["status"] == "ok" and last["metrics"]["steps"] == 12
     assert _cli(tmp_path, *args, "--stop-after", "0").exit_code == 2

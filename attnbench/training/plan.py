@@ -91,11 +91,13 @@ class Plan:
         return " ".join(parts)
 
     def start(self, data_sha256: str) -> None:
-        """Rank 0, before the first step: a new record file (unless resuming into the same folder), the run folder,
-        and plan.json. Everything was checked writable by new_plan/resume_plan."""
+        """Rank 0, before the first step: a new record file (unless resuming into the same folder and its record is
+        still there: a run carried to another machine finds neither), the run folder, and plan.json. Everything was
+        checked writable by new_plan/resume_plan."""
         from attnbench import results
 
-        if not self.records or Path(self.records[-1]).parent.resolve() != Path(self.job.results_dir).resolve():
+        last = Path(self.records[-1]) if self.records else None
+        if last is None or not last.is_file() or last.parent.resolve() != Path(self.job.results_dir).resolve():
             self.records.append(str(results.new_run_path("train", self.job.results_dir)))
         if not self.run_dir:
             self.run_dir = str(Path(self.job.checkpoints_dir) / Path(self.records[-1]).stem)
