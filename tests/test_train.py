@@ -414,6 +414,39 @@ def _cli(tmp_path, *args, env=None):
 
 
 @needs_corpus
+def test_a_group_starts_after_the_earlier_groups_are_freed(tmp_path, monkeypatch):
+    """Each group's memory figures are its own: before a group starts, nothing of an earlier one is alive, even where
+    its objects refer to each other (here a cycle planted in every group, with the cyclic collector off, as between
+    two of its rare automatic passes)."""
+    import gc
+    import weakref
+
+    models, alive_at_start = [], []
+    start, train_group = engine.start, engine.train_group
+
+    def planted(*a, **k):
+        g, st = start(*a, **k)
+        g.cycle = g  # group -> group
+        models.append(weakref.ref(g.members.member_model(0)))
+        return g, st
+
+    def counted(*a, **k):
+        alive_at_start.append(sum(m() is not None for m in models))
+        return train_group(*a, **k)
+
+    monkeypatch.setattr(engine, "start", planted)
+    monkeypatch.setattr(engine, "train_group", counted)
+    gc.disable()
+    try:
+        r = _cli(tmp_path, "--attn", "mha,sha", "--preset", "tiny", "--steps", "2", "--eval-every", "2", "--seeds", "2",
+                 "--ensemble", "off", "--format", "json")
+    finally:
+        gc.enable()
+    assert r.exit_code == 0, r.output
+    assert alive_at_start == [0, 0, 0, 0] and len(models) == 4
+
+
+@needs_corpus
 def test_cli_tiny_rcmha_finishes_and_writes_a_record(tmp_path):
     r = _cli(tmp_path, "--attn", "rcmha", "--preset", "tiny", "--sample", "40", "--format", "json")
     assert r.exit_code == 0, r.output

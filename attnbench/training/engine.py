@@ -573,6 +573,7 @@ def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
     trained = False  # a group of this command has trained (--stop-after: a later one may stop before its first step)
     while queue:
         attn, seeds, note = queue.pop(0)
+        release(device)
         ckpt = plan.checkpoint(attn, seeds)
         if auto and len(seeds) > 1 and device.type == "cuda" and not ckpt.is_file():
             if attn not in measured:
@@ -615,12 +616,19 @@ def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
                     on("done", record=rec, written=written)
                     out.append(rec)
         if split:
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
             on("note", text=split[0][2])
             queue[:0] = split
     return out
+
+
+def release(device: torch.device) -> None:
+    """Free what earlier groups of this process left in reference cycles (a group's objects refer to each other, and a
+    lazy import's traceback can hold the first one's frames), and on a GPU the allocator's cached blocks, before the
+    next group starts: its allocator peak and NVML figures (NVML sees cached blocks too) are then its own. Without
+    it an H200 command of 27 MQAR runs read 65 MiB more allocator peak for every run before."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def step_ms(g: Group, steps: int = 20, blocks: int = 3) -> float:
@@ -677,8 +685,7 @@ def stacking_pays(attn: str, seeds: list[int], source, c: TrainConfig, tmp: Path
                 raise
             out[key] = None
         g = None
-        gc.collect()
-        torch.cuda.empty_cache()
+        release(torch.device("cuda"))
     solo, stacked = out["solo_ms_per_step"], out["stacked_ms_per_step"]
     out["stacked"] = stacked is None or (solo is not None and stacked / len(seeds) < solo)
     return out
