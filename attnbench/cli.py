@@ -277,7 +277,7 @@ def _o(flag: str, text: str):
 def _train(
     context: typer.Context,
     attn: _T[str, typer.Option("--attn", help="Attention(s), comma-separated, or 'all'.")] = _J.attn,
-    preset: _T[str, typer.Option("--preset", help="default | paper | tiny.")] = _J.preset,
+    preset: _T[str, typer.Option("--preset", help="default | paper | mqar | tiny.")] = _J.preset,
     seeds: _T[int, typer.Option("--seeds", help="Seeds per attention (mean ± std when > 1).")] = _J.seeds,
     sample: _T[int, typer.Option("--sample", help="Print N generated characters after training.")] = _J.sample,
     ensemble: _T[str, typer.Option("--ensemble", help="Seeds of an attention trained as one stacked model: auto "

@@ -45,6 +45,19 @@ def test_presets_as_the_issue_says():
     assert d.resolved().d_ff == 4 * 384 and d.resolved().eval_stride == 128
 
 
+def test_the_mqar_preset_is_the_probed_point_and_a_task_option_changes_only_itself():
+    from attnbench import tasks
+
+    m = make_config("mqar")
+    assert (m.task, m.n_layers, m.d_model, m.n_heads, m.batch, m.steps, m.lr, m.dropout) == \
+        ("mqar", 2, 128, 4, 256, 3000, 3e-3, 0.0)
+    assert tasks.parse_options("mqar", m.task_opts) == {"seq_len": 64, "num_kv_pairs": 16, "random_non_queries": False}
+    assert tasks.parse_options("mqar", make_config("mqar", task_opts="num_kv_pairs=8, seed=3").task_opts) == \
+        {"seq_len": 64, "num_kv_pairs": 8, "random_non_queries": False, "seed": 3}
+    assert make_config("mqar", task="shakespeare").task_opts == ""  # the preset's options were for its own task
+    assert make_config("tiny", task_opts="seq_len=32").task_opts == "seq_len=32"
+
+
 def test_every_field_has_a_cli_flag():
     import typer.main
 
