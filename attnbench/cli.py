@@ -387,10 +387,11 @@ def _train_command(job: TrainJob, overrides: dict, resume: Optional[str], fmt: s
         plan.causality = causality.for_training(plan.attns, plan.cfg)  # before anything trains: a refusal exits 2
         with distributed.session(resolve_device(plan.cfg.device).type) as proc:
             if proc.is_main:
-                plan.start(sha)
-            plan.run_dir, plan.records = distributed.broadcast((plan.run_dir, plan.records))
+                plan.start(sha, results.command_line())
+            plan.run_dir, plan.records, plan.commands = distributed.broadcast((plan.run_dir, plan.records,
+                                                                               plan.commands))
             with _TrainProgress(proc, plan.record_path) as progress:
-                recs = engine.run_plan(plan, source, command=results.command_line(), on=progress, proc=proc,
+                recs = engine.run_plan(plan, source, command=plan.commands[0], on=progress, proc=proc,
                                        deadline=None if job.stop_after is None else _STARTED + job.stop_after)
     finally:
         torch.set_num_threads(threads)

@@ -585,10 +585,15 @@ def test_cli_resume_with_a_changed_flag_is_refused_in_one_line(tmp_path):
 
 
 @needs_corpus
-def test_cli_stop_after_stops_between_stretches_exits_75_and_resume_finishes(tmp_path):
+def test_cli_stop_after_stops_between_stretches_exits_75_and_resume_finishes(tmp_path, monkeypatch):
     """--stop-after's time long gone (this process started before the test): each session trains its first stretch
     (a training chunk and its validation pass), then stops at the next stop point with exit 75 and the command that
-    continues; a session without the budget finishes the run with every step."""
+    continues; a session without the budget finishes the run with every step. The records name the run's own
+    command, and a resumed run's every session."""
+    from attnbench import results
+
+    typed = iter(["attnbench train (the run)", "attnbench train --resume (2)", "attnbench train --resume (3)"])
+    monkeypatch.setattr(results, "command_line", lambda: next(typed))
     args = ("--attn", "mha", "--preset", "tiny", "--steps", "12", "--eval-every", "4", "--format", "json")
     r = _cli(tmp_path, *args, "--stop-after", "0.001")
     assert r.exit_code == 75, r.output
@@ -604,4 +609,6 @@ def test_cli_stop_after_stops_between_stretches_exits_75_and_resume_finishes(tmp
     assert r.exit_code == 0 and "could not write" not in r.output, r.output
     last = [json.loads(x) for f in (tmp_path / "results").glob("train-*.jsonl") for x in f.read_text().splitlines()][-1]
     assert last["status"] == "ok" and last["metrics"]["steps"] == 12
+    assert last["command"] == "attnbench train (the run)" and last["config"]["sessions"] == \
+        ["attnbench train (the run)", "attnbench train --resume (2)", "attnbench train --resume (3)"]
     assert _cli(tmp_path, *args, "--stop-after", "0").exit_code == 2

@@ -472,17 +472,21 @@ def train_group(attn: str, seeds: list[int], source, c: TrainConfig, *, record_p
                 command: str, on: Callback = _quiet, sample: int = 0, resume: dict | None = None,
                 proc: distributed.Proc = distributed.SINGLE, stacked: bool = False,
                 note: str | None = None, auto: dict | None = None, causality=None,
-                deadline: float | None = None, after_others: bool = False) -> list[dict[str, Any]]:
+                deadline: float | None = None, after_others: bool = False,
+                sessions: list[str] | None = None) -> list[dict[str, Any]]:
     """Train the group (attention `attn`, `seeds` alone or stacked), evaluate it, write one record per member;
     returns the records (also for members stopped by a non-finite loss: status "error").
 
     A stop request (Ctrl-C or SIGTERM, taken at the next batch boundary) or a peer process failing: the checkpoint
     is brought up to date and partial records written (status "interrupted"); then Interrupted (130, 143 for
     SIGTERM) or RunFailed says how to continue (run_plan adds the command). `deadline` (--stop-after, a
-    time.perf_counter() value): the same at the last stop point before it (_at_stop_point), exit 75."""
+    time.perf_counter() value): the same at the last stop point before it (_at_stop_point), exit 75. `command` is the
+    run's own command; `sessions`, for a resumed run, every session's command in order (config["sessions"])."""
     kernels.STACKED_FALLBACKS.clear()
     g, st = start(attn, seeds, source, c, ckpt_path=ckpt_path, resume=resume, proc=proc, stacked=stacked)
     g.config["ensemble_note"] = note
+    if sessions:
+        g.config["sessions"] = sessions
     g.deadline, g.after_others = deadline, after_others
     if causality is not None:
         g.config["causality"] = causality.summary()  # the check this session ran before training (causality.py)
@@ -589,7 +593,7 @@ def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
                                command=command, on=on, sample=plan.job.sample, resume=resume, proc=proc,
                                stacked=len(seeds) > 1, note=note, auto=measured.get(attn),
                                causality=plan.causality.get(attn), deadline=deadline,
-                               after_others=trained)
+                               after_others=trained, sessions=plan.commands if len(plan.commands) > 1 else None)
             trained = True
         except Interrupted as e:
             raise Interrupted(f"{e}; continue with: {plan.resume_command(proc.world)}", e.exit_code) from None

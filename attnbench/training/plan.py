@@ -42,6 +42,7 @@ class Plan:
     records: list[str] = field(default_factory=list)  # record files, one per session; the last is written
     data_sha256: str = ""
     causality: dict[str, Any] = field(default_factory=dict)  # attention -> causality.Verdict of this session
+    commands: list[str] = field(default_factory=list)  # the command of every session: the run's own, then resumes
 
     def specs(self) -> list[RunSpec]:
         """(attention, seed) pairs; seeds cfg.seed … cfg.seed + seeds - 1, each shared by every attention."""
@@ -90,7 +91,7 @@ class Plan:
                 parts += [opt, shlex.quote(str(value))]
         return " ".join(parts)
 
-    def start(self, data_sha256: str) -> None:
+    def start(self, data_sha256: str, command: str = "") -> None:
         """Rank 0, before the first step: a new record file (unless resuming into the same folder and its record is
         still there: a run carried to another machine finds neither), the run folder, and plan.json. Everything was
         checked writable by new_plan/resume_plan."""
@@ -102,6 +103,8 @@ class Plan:
         if not self.run_dir:
             self.run_dir = str(Path(self.job.checkpoints_dir) / Path(self.records[-1]).stem)
         self.data_sha256 = self.data_sha256 or data_sha256
+        if command:
+            self.commands.append(command)
         self.save()
 
     def save(self) -> None:
@@ -109,7 +112,7 @@ class Plan:
         d.mkdir(parents=True, exist_ok=True)
         body = {"schema": SCHEMA, "job": asdict(self.job), "overrides": self.overrides, "cfg": asdict(self.cfg),
                 "attns": self.attns, "run_dir": self.run_dir, "records": self.records,
-                "data_sha256": self.data_sha256}
+                "data_sha256": self.data_sha256, "commands": self.commands}
         tmp = d / (PLAN_FILE + ".part")
         tmp.write_text(json.dumps(body, indent=1), encoding="utf-8")
         os.replace(tmp, d / PLAN_FILE)
@@ -206,7 +209,7 @@ def load_plan(path: str | os.PathLike) -> Plan:
         assert body.get("schema") == SCHEMA
         plan = Plan(job=TrainJob(**body["job"]), overrides=body["overrides"], cfg=TrainConfig(**body["cfg"]),
                     attns=body["attns"], run_dir=body["run_dir"], records=body["records"],
-                    data_sha256=body["data_sha256"])
+                    data_sha256=body["data_sha256"], commands=body.get("commands", []))  # no commands: older
     except (ValueError, KeyError, TypeError, AssertionError):
         raise AttnbenchError(f"{f} is not a plan of this attnbench version") from None
     plan.run_dir = str(folder)  # the folder may have moved since
