@@ -85,9 +85,13 @@ class CharLM(nn.Module):
         """The attention modules' parameters, every block (the figure MHE's retention ratio is set beside)."""
         return sum(p.numel() for b in self.blocks for p in b.attn.parameters())
 
-    def forward(self, idx: torch.Tensor, mems: list[torch.Tensor] | None = None):
-        """idx [B, T] -> (logits [B, T, V], new memories: one [B, M', D] per block, detached, or None)."""
+    def forward(self, idx: torch.Tensor, mems: list[torch.Tensor] | None = None, at: torch.Tensor | None = None):
+        """idx [B, T] -> (logits [B, T, V], new memories: one [B, M', D] per block, detached, or None). With `at`
+        [B, k], positions of each row, the output layer runs there alone: logits [B, k, V] (a synthetic task's
+        scored positions in training: members.scored_positions)."""
         h, new_mems = self.features(idx, mems)
+        if at is not None:
+            h = h.gather(1, at[..., None].expand(-1, -1, h.shape[-1]))
         return self.logits(h), new_mems
 
     def features(self, idx: torch.Tensor, mems: list[torch.Tensor] | None = None):

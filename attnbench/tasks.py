@@ -167,6 +167,12 @@ class SyntheticTask:
         """What a record keeps: the task's name and every option."""
         return {"task": self.name, **asdict(self.options)}
 
+    @property
+    def scored_per_example(self) -> int | None:
+        """How many positions of every example are scored, when that is the same for all (training then runs the
+        output layer at those alone: members.scored_positions); None when it varies."""
+        return None
+
     def identities(self, g: torch.Generator, m: int) -> torch.Tensor:
         """[m, k]: m draws of the part of an example that fixes every answer, from the task's distribution."""
         raise NotImplementedError
@@ -268,6 +274,10 @@ class MQAR(SyntheticTask):
     paper = "Arora et al. 2023, arXiv 2312.04927"
     summary = "Multi-query associative recall: n key-value pairs, then the keys again; predict each key's value."
 
+    @property
+    def scored_per_example(self) -> int:
+        return self.options.num_kv_pairs  # the n queries: distinct positions (distinct gaps)
+
     def identities(self, g, m):
         V, n = self.options.vocab_size, self.options.num_kv_pairs
         store = torch.empty(m, 2 * n, dtype=torch.long)  # k_1 v_1 … k_n v_n
@@ -304,6 +314,10 @@ class SelectiveCopying(SyntheticTask):
     name = "selective-copying"
     paper = "Gu & Dao 2023, arXiv 2312.00752"
     summary = "Selective copying: M tokens scattered in noise; after M markers, output them in order."
+
+    @property
+    def scored_per_example(self) -> int:
+        return self.options.num_tokens  # the M markers
 
     def identities(self, g, m):
         V, T, M = self.options.vocab_size, self.options.seq_len, self.options.num_tokens

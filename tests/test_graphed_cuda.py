@@ -26,6 +26,10 @@ def _corpus():
 
 
 def _cfg(preset: str, graphs: bool):
+    if preset == "mqar":  # a synthetic task: the loss's output layer at the 8 scored positions of 64 alone
+        return replace(PRESETS["tiny"], task="mqar", task_opts="vocab_size=512,seq_len=64,num_kv_pairs=8",
+                       steps=STEPS, eval_every=STEPS, log_every=1, amp=False, dropout=0.0, cuda_graph=graphs,
+                       device="cuda").resolved()
     if preset == "paper":  # memory 32 over segments of 2: the first 16 steps of an epoch run eagerly either way
         return replace(PRESETS["paper"], steps=STEPS, epochs=0.0, log_every=1, n_layers=2, max_rel=64,
                        cuda_graph=graphs, device="cuda").resolved()
@@ -37,9 +41,10 @@ def _train(attn: str, preset: str, seeds: list[int], graphs: bool, tmp_path):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     c = _cfg(preset, graphs)
-    g, st = engine.start(attn, seeds, make_source(c, _corpus()), c, ckpt_path=tmp_path / "c.pt", resume=None,
-                         proc=distributed.SINGLE, stacked=len(seeds) > 1)
+    g, st = engine.start(attn, seeds, make_source(c, None if c.task == "mqar" else _corpus()), c,
+                         ckpt_path=tmp_path / "c.pt", resume=None, proc=distributed.SINGLE, stacked=len(seeds) > 1)
     assert g.config["cuda_graph"] == ("on" if graphs else "off"), g.config["cuda_graph"]
+    assert g.config["loss_positions"] == (8 if c.task == "mqar" else None)
     losses: list[list[float]] = []
     engine.loop(g, st, lambda ev, **d: losses.append(d["losses"]) if ev == "step" else None, lambda: None)
     return torch.tensor(losses), g
@@ -48,7 +53,8 @@ def _train(attn: str, preset: str, seeds: list[int], graphs: bool, tmp_path):
 CASES = [("mha", "tiny", [0]), ("mdha", "tiny", [0]), ("rcmha", "tiny", [0]), ("mhe-mul", "tiny", [0]),
          ("gqa", "tiny", [0]), ("mha", "tiny", [0, 1, 2]), ("rcmha", "tiny", [0, 1, 2]),
          ("mha", "paper", [0]), ("rcmha", "paper", [0]), ("mha", "paper", [0, 1, 2]), ("mdha", "paper", [0, 1, 2]),
-         ("rmha", "paper", [0, 1, 2]), ("rcmha", "paper", [0, 1, 2])]
+         ("rmha", "paper", [0, 1, 2]), ("rcmha", "paper", [0, 1, 2]), ("mha", "mqar", [0]),
+         ("mha", "mqar", [0, 1, 2])]
 
 
 @pytest.mark.parametrize("attn, preset, seeds", CASES, ids=[f"{a}-{p}-{len(s)}" for a, p, s in CASES])

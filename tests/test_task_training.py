@@ -89,6 +89,47 @@ def test_training_loss_counts_only_the_scored_positions():
     assert lm_loss(logits, y).item() == pytest.approx(F.cross_entropy(logits[mask], y[mask]).item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("name,options", [
+    ("mqar", dict(vocab_size=64, seq_len=32, num_kv_pairs=4)),
+    ("mqar", dict(vocab_size=8192, seq_len=64, num_kv_pairs=16, random_non_queries=False)),
+    ("mqar", dict(vocab_size=16, seq_len=64, num_kv_pairs=7, power_a=1.0)),
+    ("selective-copying", dict(vocab_size=16, seq_len=64, num_tokens=5)),
+])
+def test_every_example_has_its_tasks_count_of_scored_positions(name, options):
+    """The training loss runs the output layer at scored_per_example positions a row (members.scored_positions):
+    exact only if every example, of every split, has exactly that many."""
+    task = make_task(name, train_examples=300, **options)
+    for split, index in (("train", 0), ("train", 2), ("val", 1), ("test", 0)):
+        _, y, mask = task.batch(split, index, 128)
+        assert (mask.sum(1) == task.scored_per_example).all() and torch.equal(mask, y != IGNORE)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_the_loss_at_the_scored_positions_alone_is_the_full_loss(stacked):
+    """A group's training loss with the output layer at the k scored positions only (scored = k) against the same
+    loss over full logits (scored None): equal per member, and so are the gradients; the positions are the scored
+    ones, in order."""
+    from attnbench.training.members import build, scored_positions
+
+    task = make_task("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4, train_examples=0)
+    x, y, mask = task.batch("train", 0, 8)
+    at = scored_positions(y, 4)
+    assert torch.equal(at, mask.nonzero()[:, 1].view(8, 4))
+    c = make_config("tiny", ctx=32, dropout=0.0).resolved()
+    seeds = [0, 1] if stacked else [0]
+    runs = []
+    for k in (None, task.scored_per_example):
+        members = build("mha", c, 64, seeds, torch.device("cpu"), stacked=stacked)
+        members.scored = k
+        losses, _, _ = members.loss(x, y)
+        losses.sum().backward()
+        grads = [p.grad.clone() for _, p, _ in members.named_trained()]
+        runs.append((losses.detach(), grads))
+    (full, g_full), (kept, g_kept) = runs
+    assert len(full) == len(seeds) and torch.allclose(kept, full, rtol=1e-6, atol=0)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(g_kept, g_full))
+
+
 def test_task_batches_split_over_ranks_is_the_one_process_batch():
     task = make_task("mqar", vocab_size=64, seq_len=32, num_kv_pairs=4, train_examples=100)
     one = sources.TaskBatches(task, 8)

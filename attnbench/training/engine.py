@@ -134,6 +134,7 @@ def start(attn: str, seeds: list[int], source, c: TrainConfig, *, ckpt_path: Pat
     graphs_on = c.cuda_graph and device.type == "cuda" and proc.world == 1 and not c.compile
     net = None if stacked else (lambda m: _training_net(m, c, device))
     group = membership.build(attn, c, source.vocab_size, seeds, device, stacked=stacked, net=net)
+    group.scored = getattr(source, "scored_per_example", None)  # a synthetic task's: the loss at those alone
     if stacked:
         _probe(group, c, device)
     opt = make_optimizer(group, c, device)
@@ -157,6 +158,7 @@ def start(attn: str, seeds: list[int], source, c: TrainConfig, *, ckpt_path: Pat
         graph_note = _capture(g)
     g.setup_s = time.perf_counter() - t
     g.config = records.config(g, resume, graph_note)
+    g.config["loss_positions"] = group.scored  # the loss's output layer at this many positions an example; None: all
     return g, st
 
 

@@ -68,21 +68,28 @@ class Solo:
     torch.compile'd); evaluation calls the module."""
 
     stacked = False
+    scored: int | None = None  # the training loss's positions per example, when fixed (scored_positions)
 
     def __init__(self, model: nn.Module, seed: int, net: nn.Module | None = None):
         self.model, self.net, self.seeds, self.n = model, net or model, [seed], 1
         self.n_params, self.attn_params = model.n_params(), model.attn_params()
 
     # -------------------------------------------------------------- forward
-    def forward(self, x, mems=None, training: bool = False):
-        """x [1, B, T] or [B, T], mems [1, B, M, D] per block -> (logits [1, B, T, V], memories or None)."""
+    def forward(self, x, mems=None, training: bool = False, at=None):
+        """x [1, B, T] or [B, T], mems [1, B, M, D] per block -> (logits [1, B, T, V], memories or None); `at`
+        [B, k]: logits at those positions only, [1, B, k, V] (CharLM.forward)."""
         x = x[0] if x.dim() == 3 else x
-        logits, new = (self.net if training else self.model)(x, None if mems is None else [m[0] for m in mems])
+        where = {} if at is None else {"at": at}
+        logits, new = (self.net if training else self.model)(x, None if mems is None else [m[0] for m in mems],
+                                                             **where)
         return logits[None], None if new is None else [m[None] for m in new]
 
     def loss(self, x, y, mems=None):
-        logits, new = self.forward(x, mems, training=True)
-        return lm_loss(logits[0], y[0] if y.dim() == 3 else y)[None], logits, new
+        """Per-member losses [1], the logits (at the scored positions only when `scored` is set), memories."""
+        y = y[0] if y.dim() == 3 else y
+        at = None if self.scored is None else scored_positions(y, self.scored)
+        logits, new = self.forward(x, mems, training=True, at=at)
+        return lm_loss(logits[0], y if at is None else y.gather(1, at))[None], logits, new
 
     def features(self, x):
         return self.model.features(x[0] if x.dim() == 3 else x)[0][None]
@@ -123,6 +130,7 @@ class Stacked:
     """n members of one architecture as one model (vmap over functional_call); see the module docstring."""
 
     stacked = True
+    scored: int | None = None  # as Solo.scored
 
     def __init__(self, models: list[nn.Module], seeds: list[int], device: torch.device,
                  template: nn.Module | None = None, windows: dict[str, slice] | None = None):
@@ -182,9 +190,12 @@ class Stacked:
     def loss(self, x, y, mems=None):
         from torch.func import functional_call
 
+        k = self.scored
+
         def member(state, x, y, mems):
-            logits, new = functional_call(self.template, state, (x, mems))
-            return (lm_loss(logits, y), logits, *(new or ()))
+            at = None if k is None else scored_positions(y, k)
+            logits, new = functional_call(self.template, state, (x, mems), {} if at is None else {"at": at})
+            return (lm_loss(logits, y if at is None else y.gather(1, at)), logits, *(new or ()))
 
         losses, logits, *new = self._vmap(member, x, y, mems)
         return losses, logits, (new or None) if self.template.cfg.mem_len > 0 else None
@@ -293,6 +304,17 @@ def decay_groups(members, c: TrainConfig) -> list[dict[str, Any]]:
     trained = members.named_trained()
     return [{"params": [p for _, p, d in trained if d >= 2], "weight_decay": c.weight_decay},
             {"params": [p for _, p, d in trained if d < 2], "weight_decay": 0.0}]
+
+
+def scored_positions(y: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, k]: the positions of each row of targets y [B, T] that are scored (not tasks.IGNORE), in order, when every
+    row has exactly k (a synthetic task's scored_per_example). The loss over the logits at these positions alone is
+    the loss over all positions, whose other targets cross-entropy ignores; the output layer then runs on k of T
+    positions (MQAR under --preset mqar: 16 of 64, at a vocabulary of 8192). A static shape and no host sync, so
+    the captured step (graphed.py) holds it: a stable sort puts the scored positions first, in order."""
+    from attnbench.tasks import IGNORE
+
+    return (y != IGNORE).int().argsort(dim=-1, descending=True, stable=True)[..., :k]
 
 
 def correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

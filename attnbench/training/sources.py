@@ -215,6 +215,10 @@ class TaskSource:
     def config(self) -> dict[str, Any]:
         return {"task": self.task.config(), "vocab": self.vocab_size}
 
+    @property
+    def scored_per_example(self) -> int | None:
+        return self.task.scored_per_example
+
     def loaders(self, c: TrainConfig, seeds: list[int], rank: int = 0, world: int = 1,
                 device: torch.device | None = None) -> dict[str, Any]:
         return {"train": TaskBatches(self.task, c.batch, rank, world)}
