@@ -482,6 +482,28 @@ def test_width_sweep_plot_table_and_ratio_at_the_same_width(tmp_path):
     assert is_png(plot.path) and f"]({plot.path.name})" in md and plot.series == ["mha", "sha"]
 
 
+def test_width_sweep_takes_each_attentions_best_learning_rate_by_validation(tmp_path):
+    """sha at two learning rates at each width: its cell and point are the rate with the better validation accuracy,
+    although that rate's test accuracy is the lower one (the choice is never made on test); one section."""
+    recs = []
+    for w in (32, 64):
+        for s in range(3):
+            recs.append(mqar_rec("mha", s, 0.8 + 0.01 * (s - 1), d_model=w))  # the tiny preset's lr, 3e-3
+            for lr, val, test in ((1e-3, 0.9, 0.3), (3e-3, 0.5, 0.6)):
+                r = mqar_rec("sha", s, test + 0.01 * (s - 1), d_model=w, lr=lr)
+                r["metrics"]["val_acc_best"] = val
+                recs.append(r)
+    res = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out")
+    md = res.markdown.read_text()
+    assert [h for h in sections(md) if "preset" in h] == \
+        ["NVIDIA H100 80GB HBM3 (cuda) · preset tiny · d_model 32, 64 · lr 0.001, 0.003 · task mqar (num_kv_pairs=8, "
+         "seq_len=128)"]
+    row = next(r for r in md_rows(md, "sha") if "d_model 64" in r)
+    assert (row["d_model 32"], row["d_model 64"]) == ("0.3 ± 0.01 (3) at lr 0.001",) * 2
+    assert next(r for r in md_rows(md, "mha") if "d_model 64" in r)["d_model 64"] == "0.8 ± 0.01 (3)"
+    assert next(p for p in res.plots if p.kind == "width").series == ["mha", "sha"]
+
+
 def test_no_width_sweep_without_one(tmp_path):
     recs = [mqar_rec(a, s, 0.5) for a in ("mha", "sha") for s in range(2)]
     res = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out")

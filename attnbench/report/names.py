@@ -36,6 +36,8 @@ EVAL_CTX, EVAL_CTX_ACC, EVAL_CTX_LOSS = "eval_ctx", "acc", "loss"
 REASON_CHARS = 48  # an n/a cell keeps the reason's first clause, about this long
 WIDTH = "d_model"  # a width sweep (Zoology, arXiv 2312.04927, Figure 2): series differing in this setting only,
 TASK_FIXED = ("ctx", "eval_stride")  # a synthetic task's sequence length is both (sources.py)
+LR = "lr"  # a learning-rate sweep: Zoology runs four per point and plots each architecture at its best (Figure 2)
+SELECT_BY = "val_acc_best"  # what picks that best: validation accuracy, never the test figures it then reports
 WIDTH_DERIVED = {"d_ff": 4}  # and in these when derived from it (TrainConfig.resolved: d_ff 0 -> 4 d_model)
 
 # The figures the report reads as numbers, per record kind. One that holds anything else (a string such as "high",

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 from attnbench.errors import AttnbenchError
 from attnbench.record_groups import (PRESET, SEED, TASK, TASK_OPTS, TRAIN_FIELDS, TRAIN_IGNORE, _freeze, _latest, _num,
                                      _ok, task_of, with_defaults)
-from attnbench.report.names import BENCH_IGNORE, NA, NAME, NUMERIC, SEQ_LEN, TASK_FIXED, WIDTH
+from attnbench.report.names import BENCH_IGNORE, LR, NA, NAME, NUMERIC, SEQ_LEN, TASK_FIXED, WIDTH
 
 
 @dataclass
@@ -33,7 +33,8 @@ def bench_settings(r: dict[str, Any], keep_seq: bool = False) -> tuple[str, dict
 
 def train_preset(r: dict[str, Any], any_width: bool = False) -> str:
     """The train.py preset a run matches (every field but TRAIN_IGNORE equal), else 'custom'; with any_width, the
-    preset it matches at its own WIDTH (fields derived from the width, such as d_ff = 4 d_model, derived again)."""
+    preset it matches at its own WIDTH and LR (a width or learning-rate sweep of a preset; fields derived from the
+    width, such as d_ff = 4 d_model, derived again)."""
     cfg = r.get("config") or {}
     if cfg.get(PRESET):
         return str(cfg[PRESET])
@@ -50,7 +51,8 @@ def train_preset(r: dict[str, Any], any_width: bool = False) -> str:
     for name, preset in PRESETS.items():
         try:
             width = fields.get(WIDTH) if any_width and isinstance(fields.get(WIDTH), int) else preset.d_model
-            refs[name] = asdict(replace(preset, **{WIDTH: width}).resolved())
+            lr = fields.get(LR) if any_width and isinstance(fields.get(LR), (int, float)) else preset.lr
+            refs[name] = asdict(replace(preset, **{WIDTH: width, LR: lr}).resolved())
         except AttnbenchError:
             continue
     # the task is a section key of its own: a preset's model and schedule on another task is still that preset

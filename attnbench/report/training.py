@@ -17,8 +17,9 @@ from attnbench.errors import AttnbenchError
 from attnbench.record_groups import TASK, _freeze, _num, _ok, attn_config, env_key, env_label, train_settings
 from attnbench.report.document import _Doc
 from attnbench.report.extrapolation import _extrapolation
-from attnbench.report.names import (ATTN_PARAMS, BASELINE, CURVE_X, CURVE_Y, CURVES, NA, RATIO, RATIO_BOOT,
-                                    RATIO_DELTA, STATS_METRICS, TRAIN_ACC, TRAIN_COLUMNS, WIDTH, WIDTH_DERIVED)
+from attnbench.report.names import (ATTN_PARAMS, BASELINE, CURVE_X, CURVE_Y, CURVES, LR, NA, RATIO, RATIO_BOOT,
+                                    RATIO_DELTA, SELECT_BY, STATS_METRICS, TRAIN_ACC, TRAIN_COLUMNS, WIDTH,
+                                    WIDTH_DERIVED)
 from attnbench.report.plots import Plot, _plot_lines, _save, slug
 from attnbench.report.seeds import _baseline, _ci, _mean_std, _seed_values
 from attnbench.report.series import Series, _fields, _figure, _series, one_per_seed, train_preset
@@ -30,11 +31,14 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             "band is ± one standard deviation across seeds. Final figures are on the held-out test split. One "
             "section per device, preset and task: runs of different tasks are never set side by side.")
     by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for r in recs:  # a width sweep of a preset is one section (its widths in the heading)
+    for r in recs:  # a width or learning-rate sweep of a preset is one section (its widths and rates in the heading)
         by[(env_key(r), train_preset(r, any_width=True), train_settings(r)[1][TASK])].append(r)
     for (group, preset, task), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
         widths = sorted({w for r in rs if isinstance(w := (_fields(r)).get(WIDTH), int)})
-        at = f" · {WIDTH} {', '.join(map(str, widths))}" if widths and preset != train_preset(rs[0]) else ""
+        lrs = sorted({x for r in rs if isinstance(x := (_fields(r)).get(LR), (int, float))})
+        swept = preset != "custom" and any(train_preset(r) != preset for r in rs)
+        at = f" · {WIDTH} {', '.join(map(str, widths))}" if widths and swept else ""
+        at += f" · {LR} {', '.join(cell(x) for x in lrs)}" if len(lrs) > 1 and swept else ""
         title = f"{group[0]} ({group[1]}) · preset {preset}{at} · task {task}"
         doc.add(f"### {title}", f"Environment: {env_label(group)}")
         series = _series(rs, train_settings)
@@ -189,21 +193,41 @@ def _seed_stats(doc: _Doc, series: Sequence[Series]) -> None:
             doc.table(pairs, ["A", "B", "A - B", "95% CI of A - B", "p (Welch)", "p_holm", "verdict"])
 
 
-def _label_without(s: Series, key: str) -> str:
-    """A series' label with its `key=value` part removed (a line of a plot whose x axis is that key)."""
-    return " ".join(t for t in s.label.split(" ") if not t.startswith(f"{key}="))
+def _label_without(s: Series, *keys: str) -> str:
+    """A series' label with its `key=value` parts removed (a line of a plot whose x axis is that key)."""
+    return " ".join(t for t in s.label.split(" ") if not any(t.startswith(f"{key}=") for key in keys))
+
+
+def _best_lr(candidates: list[Series]) -> tuple[Series, bool]:
+    """Of an attention's series at one width that differ in LR only, the one with the best mean SELECT_BY
+    (validation accuracy), and whether there was a choice. Candidates without that figure are never chosen over
+    one with it; with none having it, the choice is not made on test: the lowest learning rate stands."""
+    if len(candidates) == 1:
+        return candidates[0], False
+    def key(s: Series):
+        mu = _mean_std(_seed_values(s, SELECT_BY))[0]
+        return (mu is not None, mu or 0.0, -(s.settings.get(LR) or 0.0))
+    return max(candidates, key=key), True
 
 
 def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tuple, title: str,
                  plots: list[Plot]) -> None:
     """Accuracy against model width (Zoology, Arora et al. 2023, arXiv 2312.04927, Figure 2): a line per attention
-    over the series that differ from another series of that attention in WIDTH only; mean over seeds ± std."""
-    lines_of: dict[tuple, dict[int, Series]] = defaultdict(dict)
+    over the series that differ from another series of that attention in WIDTH (and LR) only; mean over seeds ± std.
+    Where several learning rates ran at a width, the point is the attention's best there by validation accuracy
+    (_best_lr), as Zoology plots each architecture at the best of its learning-rate sweep."""
+    at_width: dict[tuple, dict[int, list[Series]]] = defaultdict(lambda: defaultdict(list))
     for s in series:
         w = s.settings.get(WIDTH)
         if isinstance(w, int):
-            rest = {k: v for k, v in s.settings.items() if k != WIDTH and k not in WIDTH_DERIVED}
-            lines_of[(s.attn, _freeze(rest))][w] = s
+            rest = {k: v for k, v in s.settings.items() if k not in (WIDTH, LR) and k not in WIDTH_DERIVED}
+            at_width[(s.attn, _freeze(rest))][w].append(s)
+    lines_of: dict[tuple, dict[int, Series]] = {}
+    chosen: dict[int, bool] = {}  # id(series) -> whether it was chosen among learning rates
+    for key, by_w in at_width.items():
+        lines_of[key] = {}
+        for w, candidates in by_w.items():
+            lines_of[key][w], chosen[id(lines_of[key][w])] = _best_lr(candidates)
 
     def one_line(by_w: dict[int, Series]) -> bool:  # each derived setting: fixed, or derived at every width
         return all(len({repr(s.settings.get(k)) for s in by_w.values()}) == 1
@@ -214,8 +238,8 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
         return
     widths = sorted({w for by_w in lines_of.values() for w in by_w})
     rows, lines = [], []
-    for by_w in sorted(lines_of.values(), key=lambda v: _label_without(next(iter(v.values())), WIDTH)):
-        label = _label_without(next(iter(by_w.values())), WIDTH)
+    for by_w in sorted(lines_of.values(), key=lambda v: _label_without(next(iter(v.values())), WIDTH, LR)):
+        label = _label_without(next(iter(by_w.values())), WIDTH, LR)
         row: dict[str, Any] = {"attention": label}
         xs, ys, lo, hi = [], [], [], []
         for w, s in by_w.items():
@@ -223,7 +247,8 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
             mu, sd = _mean_std(vals)
             if mu is None:
                 continue
-            row[f"{WIDTH} {w}"] = f"{cell(mu)} ± {cell(sd or 0.0)} ({len(vals)})"
+            row[f"{WIDTH} {w}"] = f"{cell(mu)} ± {cell(sd or 0.0)} ({len(vals)})" + (
+                f" at lr {cell(s.settings.get(LR))}" if chosen[id(s)] else "")
             xs.append(w), ys.append(mu), lo.append(mu - (sd or 0.0)), hi.append(mu + (sd or 0.0))
         rows.append(row)
         if xs:
@@ -231,7 +256,9 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
     doc.add(f"#### {TRAIN_ACC} against model width",
             f"Series that differ in `{WIDTH}` only, as the Zoology paper (Arora et al. 2023, arXiv 2312.04927, "
             f"Figure 2) plots recall accuracy against width. Cells: mean ± standard deviation across seeds (seeds). "
-            f"The retention ratios above divide by {BASELINE.upper()} at the same width.")
+            f"The retention ratios above divide by {BASELINE.upper()} at the same width. Where several learning rates "
+            f"ran, a cell is the attention's best at that width by mean `{SELECT_BY}` (validation, not test), as "
+            f"Zoology plots the best of its learning-rate sweep; `at lr` names it.")
     if plt is not None and lines:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         _plot_lines(plt, ax, lines, [], logx=True, logy=False)
