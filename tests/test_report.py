@@ -478,6 +478,7 @@ def test_width_sweep_plot_table_and_ratio_at_the_same_width(tmp_path):
     sha64 = next(r for r in md_rows(md, "sha d_model=64") if "x MHA" in r and "test_acc" in r)
     sha32 = next(r for r in md_rows(md, "sha d_model=32") if "x MHA" in r and "test_acc" in r)
     assert (sha64["x MHA"], sha32["x MHA"]) == ("0.5", "0.8")
+    assert sha64["attn_params x MHA"] == cell(100 / 300)  # what that retention costs in attention parameters
     plot = next(p for p in res.plots if p.kind == "width")
     assert is_png(plot.path) and f"]({plot.path.name})" in md and plot.series == ["mha", "sha"]
 
@@ -496,8 +497,8 @@ def test_width_sweep_takes_each_attentions_best_learning_rate_by_validation(tmp_
     res = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out")
     md = res.markdown.read_text()
     assert [h for h in sections(md) if "preset" in h] == \
-        ["NVIDIA H100 80GB HBM3 (cuda) · preset tiny · d_model 32, 64 · lr 0.001, 0.003 · task mqar (num_kv_pairs=8, "
-         "seq_len=128)"]
+        ["NVIDIA H100 80GB HBM3 (cuda) · preset tiny · d_model 32, 64 · lr 0.001, 0.003 · task mqar "
+         "(num_kv_pairs=8, seq_len=128)"]
     row = next(r for r in md_rows(md, "sha") if "d_model 64" in r)
     assert (row["d_model 32"], row["d_model 64"]) == ("0.3 ± 0.01 (3) at lr 0.001",) * 2
     assert next(r for r in md_rows(md, "mha") if "d_model 64" in r)["d_model 64"] == "0.8 ± 0.01 (3)"

@@ -31,6 +31,7 @@ ATTN_PARAMS = "attn_params"  # attention-only parameter count, shown beside the 
 BASELINE = "mha"  # retention ratios are an attention's score over this one's (MHE paper)
 RATIO = f"x {BASELINE.upper()}"
 RATIO_BOOT, RATIO_DELTA = f"{RATIO} CI (bootstrap)", f"{RATIO} CI (delta)"
+PARAMS_SHARE = f"{ATTN_PARAMS} {RATIO}"  # the attention parameters over the baseline's: what the retention ratio costs
 # Length extrapolation (train --eval-ctx): metrics[EVAL_CTX] = [{ctx, loss, bpc, acc, n} | {ctx, status, reason}]
 EVAL_CTX, EVAL_CTX_ACC, EVAL_CTX_LOSS = "eval_ctx", "acc", "loss"
 REASON_CHARS = 48  # an n/a cell keeps the reason's first clause, about this long

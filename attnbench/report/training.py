@@ -17,9 +17,9 @@ from attnbench.errors import AttnbenchError
 from attnbench.record_groups import TASK, _freeze, _num, _ok, attn_config, env_key, env_label, train_settings
 from attnbench.report.document import _Doc
 from attnbench.report.extrapolation import _extrapolation
-from attnbench.report.names import (ATTN_PARAMS, BASELINE, CURVE_X, CURVE_Y, CURVES, LR, NA, RATIO, RATIO_BOOT,
-                                    RATIO_DELTA, SELECT_BY, STATS_METRICS, TRAIN_ACC, TRAIN_COLUMNS, WIDTH,
-                                    WIDTH_DERIVED)
+from attnbench.report.names import (ATTN_PARAMS, BASELINE, CURVE_X, CURVE_Y, CURVES, LR, NA, PARAMS_SHARE, RATIO,
+                                    RATIO_BOOT, RATIO_DELTA, SELECT_BY, STATS_METRICS, TRAIN_ACC, TRAIN_COLUMNS,
+                                    WIDTH, WIDTH_DERIVED)
 from attnbench.report.plots import Plot, _plot_lines, _save, slug
 from attnbench.report.seeds import _baseline, _ci, _mean_std, _seed_values
 from attnbench.report.series import Series, _fields, _figure, _series, one_per_seed, train_preset
@@ -155,6 +155,8 @@ def _summary_rows(series: Sequence[Series], groups: dict[str, list[float]], metr
                                "95% CI": _ci(sm["ci_low"], sm["ci_high"]),
                                ATTN_PARAMS: _mean_std(_seed_values(s, ATTN_PARAMS))[0]}
         base = _baseline(s, series)
+        mine, theirs = row[ATTN_PARAMS], base and _mean_std(_seed_values(base, ATTN_PARAMS))[0]
+        row[PARAMS_SHARE] = mine / theirs if mine is not None and theirs else None
         if base is s:
             row[RATIO], row[RATIO_BOOT] = 1.0, "baseline"
         elif base is not None and base.label in groups:
@@ -175,12 +177,13 @@ def _seed_stats(doc: _Doc, series: Sequence[Series]) -> None:
         inverted = "" if higher else f" (inverted, {BASELINE.upper()}'s over ours, so that below 1 is worse)"
         doc.add(f"#### {metric} across seeds ({'higher' if higher else 'lower'} is better)",
                 f"Mean ± standard deviation and the {stats.CONFIDENCE:.0%} confidence interval of the mean (Student "
-                f"t). `{RATIO}` is the retention ratio (Xue & Aletras 2023), mean {metric} over "
+                f"t). `{PARAMS_SHARE}`: the attention parameters over {BASELINE.upper()}'s. `{RATIO}` is the "
+                f"retention ratio (Xue & Aletras 2023), mean {metric} over "
                 f"{BASELINE.upper()}'s{inverted}, with {stats.CONFIDENCE:.0%} intervals from a percentile bootstrap "
                 "over seeds and from the delta method (Student t). At a handful of seeds the bootstrap interval runs "
                 "narrow (it sees no more spread than the seeds show): trust the delta interval and the p-values.")
         doc.table(_summary_rows(series, groups, metric, higher),
-                  ["attention", "n", metric, "95% CI", ATTN_PARAMS, RATIO, RATIO_BOOT, RATIO_DELTA])
+                  ["attention", "n", metric, "95% CI", ATTN_PARAMS, PARAMS_SHARE, RATIO, RATIO_BOOT, RATIO_DELTA])
         tested = {k: v for k, v in groups.items() if len(v) > 1}
         pairs = [{"A": p["a"], "B": p["b"], "A - B": p["diff"], "95% CI of A - B": _ci(p["ci_low"], p["ci_high"]),
                   "p (Welch)": p["p"], "p_holm": p["p_holm"], "verdict": p["verdict"]}
