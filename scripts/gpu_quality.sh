@@ -4,7 +4,8 @@
 #   bash scripts/gpu_quality.sh probe                  # mha, seed 0, learning rates LRS x widths WIDTHS (the budget)
 #   bash scripts/gpu_quality.sh width W [SEEDS]        # --preset mqar at d_model W, every attention, seeds stacked
 #   bash scripts/gpu_quality.sh lrs W ATTNS [SEEDS]    # the same at each learning rate of LRS (is a plateau the lr's?)
-#   bash scripts/gpu_quality.sh extrapolate [SEEDS]    # default preset, every attention, --eval-ctx 256…2048
+#   bash scripts/gpu_quality.sh extrapolate [ATTNS] [SEEDS]   # default preset, --eval-ctx 256…2048 (all: 9 x 3
+#                                                      # runs, about 1 min each on an H200: split ATTNS over calls)
 # `--preset mqar` (attnbench/config.py) is the point the probe fixed: Zoology's generator and 2-layer model at T=64,
 # 16 pairs, vocabulary 8192, 3000 steps of batch 256 at lr 3e-3 (mha at D=128: test acc 0.9997). Zoology's Figure 2
 # (arXiv 2312.04927; HazyResearch/zoology, zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py)
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/input.txt}"
 RESULTS="${RESULTS:-results/scratch/quality}"
 CKPT="${CKPT:-/tmp/attnbench-ckpt}"
-stage="${1:?stage: probe | width W [SEEDS] | lrs W ATTNS [SEEDS] | extrapolate [SEEDS]}"
+stage="${1:?stage: probe | width W [SEEDS] | lrs W ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS]}"
 train() { python -m attnbench train --device cuda --results-dir "$RESULTS" --checkpoints-dir "$CKPT" --format markdown "$@"; }
 case "$stage" in
   probe) for lr in ${LRS:-1e-3 3e-3}; do for w in ${WIDTHS:-64 128 256}; do
@@ -24,6 +25,7 @@ case "$stage" in
          done; done ;;
   width) train --preset mqar --attn all --d-model "${2:?W}" --seeds "${3:-3}" ;;
   lrs) for lr in ${LRS:-3e-4 1e-3}; do train --preset mqar --attn "${3:?ATTNS}" --d-model "${2:?W}" --seeds "${4:-3}" --lr "$lr"; done ;;
-  extrapolate) train --preset default --attn all --seeds "${2:-3}" --eval-ctx 256,512,1024,2048 ;;
-  *) echo "unknown stage $stage (probe | width W [SEEDS] | lrs W ATTNS [SEEDS] | extrapolate [SEEDS])" >&2; exit 2 ;;
+  extrapolate) train --preset default --attn "${2:-all}" --seeds "${3:-3}" --eval-ctx 256,512,1024,2048 ;;
+  *) echo "unknown stage $stage (probe | width W [SEEDS] | lrs W ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS])" >&2
+     exit 2 ;;
 esac
