@@ -17,7 +17,9 @@ export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/i
 RESULTS="${RESULTS:-results/scratch/quality}"
 CKPT="${CKPT:-/tmp/attnbench-ckpt}"
 stage="${1:?stage: probe | width W [SEEDS] | lrs W ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS]}"
-train() { python -m attnbench train --device cuda --results-dir "$RESULTS" --checkpoints-dir "$CKPT" --format markdown "$@"; }
+# DEVICE=cpu EXTRA="--steps 2 --batch 4 --task-opt train_examples=64,test_examples=16": a CPU trial of a stage
+train() { python -m attnbench train --device "${DEVICE:-cuda}" --results-dir "$RESULTS" --checkpoints-dir "$CKPT" \
+  --format markdown "$@" ${EXTRA:-}; }
 case "$stage" in
   probe) for lr in ${LRS:-1e-3 3e-3}; do for w in ${WIDTHS:-64 128 256}; do
            start=$(date +%s); train --preset mqar --attn mha --d-model "$w" --lr "$lr"
