@@ -3,6 +3,8 @@
 # training and 17,420 validation steps (10 labml epochs), and the seeds of an attention train together as one stacked
 # model (training/members.py).
 #   bash scripts/gpu_paper.sh run ATTN [SEEDS] [ACT]   # seeds 0..SEEDS-1 (default 5); ACT relu (the paper's) or relu2
+#   bash scripts/gpu_paper.sh memory "ATTN ..." [ACT]  # one run alone each, STEPS steps (3000): the per-run memory
+#     of a stacked cell, which `report` shows as (solo) (memory peaks in the first round; about 20 s a run)
 #   RESULTS=... the results folder (default results/scratch/paper); commit the records under results/h200/paper/
 #   LIMIT_S=... the call's time for this stage (default 570); DATA=... another corpus (a CPU trial of the stage)
 # A run longer than one device call (rcmha x 5: about 830 s of training) is continued in the next call, and nothing
@@ -19,7 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/input.txt}"
 RESULTS="${RESULTS:-results/scratch/paper}"
-stage="${1:?stage: run ATTN [SEEDS] [ACT]}"
+stage="${1:?stage: run ATTN [SEEDS] [ACT] | memory "ATTN ..." [ACT]}"
 case "$stage" in
   run)
     attn="${2:?ATTN}" seeds="${3:-5}" act="${4:-relu}"
@@ -53,6 +55,14 @@ case "$stage" in
       echo "checkpoint folder $(cat "$mark") in $(ls "$COPY_TO/$parts"* | wc -l) pieces: $COPY_TO/$parts*"
     fi
     exit "$rc" ;;
-  *) echo "unknown stage $stage (run ATTN [SEEDS] [ACT])" >&2
+  memory)
+    mkdir -p "$RESULTS"
+    for attn in ${2:?ATTNS, e.g. "mha mdha rmha rcmha"}; do
+      args=(--preset paper --attn "$attn" --act "${3:-relu}" --seeds 1 --ensemble off --steps "${STEPS:-3000}"
+            --device "${DEVICE:-cuda}" --results-dir "$RESULTS" --checkpoints-dir /tmp/attnbench-memory --format markdown)
+      [ -n "${DATA:-}" ] && args+=(--data "$DATA")
+      python -m attnbench train "${args[@]}"
+    done ;;
+  *) echo "unknown stage $stage (run ATTN [SEEDS] [ACT] | memory \"ATTN ...\" [ACT])" >&2
      exit 2 ;;
 esac

@@ -191,6 +191,24 @@ def test_devices_and_configurations_are_never_pooled():
         ["0.3 ± 0.001581", "0.4 ± 0.001581", "0.56 ± 0.001581"]
 
 
+def test_a_stacked_cell_reads_its_memory_off_a_solo_run_of_the_same_cell_and_device():
+    """Stacked records hold their group's memory only (group_* keys): the cell's memory columns come from the run of
+    the same attention and activation trained alone on the same device, whatever its length, marked (solo); a cell
+    without such a run reads —; a solo run of another activation or device is never used."""
+    stacked = seeds("rcmha", 0.59, runs=5) + seeds("mdha", 0.57, runs=5)
+    for r in stacked:
+        for key, _ in paper.MEMORY:
+            r["metrics"]["group_" + key] = 5 * r["metrics"].pop(key)
+    solo = rec("rcmha", 0, 0.3, runs=1, epochs=0, steps=3000)
+    solo["metrics"].update(alloc_peak_mib=1024.0, nvml_peak_mib=2048.0, nvml_avg_mib=1536.0)
+    decoys = [rec("rcmha", 0, 0.3, act="relu2", runs=1, epochs=0, steps=3000),
+              rec("mdha", 0, 0.3, runs=1, epochs=0, steps=3000, e=env("NVIDIA H100 80GB HBM3"))]
+    md = "\n".join(paper.section([*stacked, solo, *decoys]))
+    row = one(md, "rcmha", "alloc peak GiB", runs="5")
+    assert (row["alloc peak GiB"], row["NVML peak GiB"], row["NVML avg GiB"]) == ("1 (solo)", "2 (solo)", "1.5 (solo)")
+    assert one(md, "mdha", "alloc peak GiB", runs="5")["alloc peak GiB"] == "—"
+
+
 def test_a_rerun_of_a_seed_replaces_the_earlier_record():
     old = rec("mha", 0, 0.10)
     old["time_utc"] = "2026-01-01T00:00:00+00:00"

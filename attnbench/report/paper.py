@@ -193,13 +193,29 @@ def _per_run_wall(rs: Sequence[dict[str, Any]]) -> list[float]:
     return out
 
 
-def cost_rows(ok, failed) -> list[dict[str, Any]]:
+def solo_memory(recs: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """(env key, attention, act) -> the finished runs trained alone that measured their memory, of any length and
+    configuration: what a stacked cell's per-run memory is read from (a stacked record holds its group's)."""
+    by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in _latest(recs):
+        if _ok(r) and _group_size(r) in (None, 1) and values([r], MEMORY[0][0]):
+            by[(env_key(r), train_settings(r)[0], _act(r))].append(r)
+    return by
+
+
+def cost_rows(ok, failed, solo: dict[tuple[str, str], list[dict]] | None = None) -> list[dict[str, Any]]:
+    """Per cell: steps, memory, wall time beside the paper's; a cell whose runs hold no per-run memory (stacked)
+    takes it from `solo` ((attention, act) -> runs trained alone), marked `(solo)`."""
     rows = []
     for attn, act in _order({*ok, *failed}):
         rs, fig = ok.get((attn, act), []), figures(attn)
         group = sorted({int(n) for r in rs if (n := _group_size(r))})
         row = {"attention": attn, "act": act, "runs": len(rs), STEPS: span(values(rs, STEPS))}
-        row.update({label: mean_sd(values(rs, metric), GIB) for metric, label in MEMORY})
+        mem_rs, mark = rs, ""
+        if not any(values(rs, metric) for metric, _ in MEMORY) and (solo or {}).get((attn, act)):
+            mem_rs, mark = solo[(attn, act)], " (solo)"
+        row.update({label: mean_sd(values(mem_rs, metric), GIB) + (mark if values(mem_rs, metric) else "")
+                    for metric, label in MEMORY})
         wall, per_run = stats.summary(values(rs, WALL))["mean"], stats.summary(_per_run_wall(rs))["mean"]
         row.update({"paper: avg GB": _fig(fig.get(FIG_MEMORY)), "wall": duration(wall),
                     "runs in group": ", ".join(map(str, group)) or MISSING,
@@ -342,15 +358,19 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return to_markdown(rows, list(rows[0]) if rows else [])
 
 
-def _group_lines(recs: Sequence[dict[str, Any]]) -> list[str]:
+def _group_lines(recs: Sequence[dict[str, Any]], solo: dict[tuple[str, str], list[dict]] | None = None) -> list[str]:
     ok, failed = cells(recs)
     present = [a for a, _ in _order({*ok, *failed})]
     acts = [*ACTS, *sorted({act for _, act in {*ok, *failed}} - set(ACTS))]
-    lines = [_table(quality_rows(ok, failed)), "", _table(cost_rows(ok, failed)), "",
-             "Memory is the lockstep group's, all its runs together (compare with the paper's one run where runs in "
-             "group is 1). `wall` is the group's wall time, which every run of the group shares; `wall / run` "
-             "divides it among the group's runs. The paper writes GB without saying whether it means 10⁹ or 2³⁰ "
-             "bytes (2.98 GB = 2.78 GiB if 10⁹).", ""]
+    lines = [_table(quality_rows(ok, failed)), "", _table(cost_rows(ok, failed, solo)), "",
+             "Memory is one run's where runs in group is 1. A record of stacked seeds holds its group's memory only "
+             "(under group_* keys), so such a cell reads `(solo)`, the memory of a run of the same attention and "
+             "activation trained alone on this device (`scripts/gpu_paper.sh memory`: a few thousand steps, as the "
+             "peak comes in the first round, the Transformer-XL memory full after 16 steps), or `—` without one; "
+             "records of the former lockstep engine (runs_in_group) hold their group's memory in these columns. "
+             "`wall` is the group's wall time, which every run of the group shares; `wall / run` divides it among "
+             "the group's runs. The paper writes GB without saying whether it means 10⁹ or 2³⁰ bytes (2.98 GB = "
+             "2.78 GiB if 10⁹).", ""]
     reach = reach_lines(ok)
     if reach:
         lines += ["Is the paper's accuracy within our reach (inside our 95 % CI of paper_acc)?", "", *reach, ""]
@@ -384,7 +404,8 @@ def section(records: Sequence[dict[str, Any]]) -> list[str]:
              "validation batch since the start; `test_acc` and `test_bpc` are one full pass over the last 10 % at "
              "the final weights. Mean ± standard deviation across seeds; the 95 % CI is the mean's (Student t). A "
              "rerun of a seed replaces its earlier record.", ""]
+    solo = solo_memory(recs)
     for env, label, rs in _groups(recs):
         lines += [f"### {env[0]} ({env[1]})" + (f" · {label}" if label else ""), "", f"Environment: {env_label(env)}",
-                  "", *_group_lines(rs)]
+                  "", *_group_lines(rs, {k[1:]: v for k, v in solo.items() if k[0] == env})]
     return lines
