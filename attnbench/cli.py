@@ -440,6 +440,7 @@ class _TrainProgress:
         self.proc, self.record_path, self.bar, self.task = proc, record_path, None, None
         self.written: set = set()  # where records went (a fallback folder when record_path failed)
         self.last_line = -math.inf  # when the last plain progress line was printed (not a terminal)
+        self.said: set[str] = set()  # the notes printed under the bar: a group's members share theirs, said once
 
     def __enter__(self):
         if self.proc.is_main:
@@ -501,11 +502,16 @@ class _TrainProgress:
         if written is not None:
             self.written.add(written)
             if written != self.record_path:
-                self.bar.console.print(f"  [yellow]could not write {self.record_path}; the record went to "
-                                       f"{written}[/]", markup=True)
+                self._once(f"  [yellow]could not write {self.record_path}; the record went to {written}[/]")
         if record["status"] != "ok":
-            self.bar.console.print(f"  [red]{record['attn']}: {record['reason']}[/] (measured so far kept in "
-                                   f"{written or self.record_path})", markup=True)
+            self._once(f"  [red]{record['attn']}: {record['reason']}[/] (measured so far kept in "
+                       f"{written or self.record_path})")
+
+    def _once(self, line: str) -> None:
+        """A line printed once per command: the members of a stacked group stop for one reason, and say it once."""
+        if line not in self.said:
+            self.said.add(line)
+            self.bar.console.print(line, markup=True)
 
 
 # The train table's columns, in order (headers: tables.HEADERS); a metric's std over seeds beside it (summary.py).

@@ -427,6 +427,18 @@ def _cli(tmp_path, *args, env=None):
 
 
 @needs_corpus
+def test_a_stacked_group_that_stops_says_why_once(tmp_path):
+    """Every member of a stacked group gets its partial record; the reason they stopped is printed once, not once a
+    member (five identical lines for rcmha x 5 on the GPU)."""
+    r = _cli(tmp_path, "--attn", "mha", "--preset", "tiny", "--steps", "8", "--eval-every", "4", "--seeds", "3",
+             "--ensemble", "3", "--stop-after", "0.001", "--format", "json")
+    assert r.exit_code == 75, r.output
+    assert r.output.count("mha: stopped by --stop-after at step 4") == 1, r.output
+    partial = [json.loads(x) for f in (tmp_path / "results").glob("train-*.jsonl") for x in f.read_text().splitlines()]
+    assert sorted((p["config"]["seed"], p["status"]) for p in partial) == [(s, "interrupted") for s in range(3)]
+
+
+@needs_corpus
 def test_a_group_starts_after_the_earlier_groups_are_freed(tmp_path, monkeypatch):
     """Each group's memory figures are its own: before a group starts, nothing of an earlier one is alive, even where
     its objects refer to each other (here a cycle planted in every group, with the cyclic collector off, as between
