@@ -39,15 +39,21 @@ def _plot_series_settings(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return attn, {k: v for k, v in settings.items() if k not in PLOT_KEYS}
 
 
+def _sweep_sections(doc: _Doc, recs):
+    """Per sweep (_sweeps): its heading and environment line added to the document, then (group, settings, series,
+    title) for the section's tables and plot."""
+    for group, settings, rs in _sweeps(recs):
+        title = _plot_title(group, settings)
+        doc.add(f"### {title}", f"Environment: {env_label(group)}")
+        yield group, settings, _series(rs, _plot_series_settings), title
+
+
 def _speed_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
     doc.add("## Speed", "Median time per call against sequence length T; the band is the interquartile range "
             "(p25-p75). `x MHA` is the ratio to MHA measured in the same run (same T, device and settings); "
             "it is left empty rather than divided across runs, whose medians can differ by more than the "
             "attentions do.")
-    for group, settings, rs in _sweeps(recs):
-        series = _series(rs, _plot_series_settings)
-        title = _plot_title(group, settings)
-        doc.add(f"### {title}", f"Environment: {env_label(group)}")
+    for group, settings, series, title in _sweep_sections(doc, recs):
         mha = [s for s in series if s.attn == "mha"]
         rows, lines, failed = [], [], []
         for s in series:
@@ -96,10 +102,7 @@ def _memory_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             "allocator peak on CUDA (`peak_alloc_mib`; `peak_fwd_mib` in mode fwd), the growth of a fresh process's "
             "resident memory on CPU (`cpu_peak_rss_delta_mib`, coarse: pages). NVML figures are device-wide (every process, the CUDA context included). The exponent is the least-squares slope of "
             "log peak against log T over the measured points (2 = grows like T^2).")
-    for group, settings, rs in _sweeps(recs):
-        series = _series(rs, _plot_series_settings)
-        title = _plot_title(group, settings)
-        doc.add(f"### {title}", f"Environment: {env_label(group)}")
+    for group, settings, series, title in _sweep_sections(doc, recs):
         rows, fits, lines, failed, ylabels = [], [], [], [], set()
         for s in series:
             xs, ys = [], []
