@@ -4,7 +4,8 @@
 # model (training/members.py).
 #   bash scripts/gpu_paper.sh run ATTN [SEEDS] [ACT]   # seeds 0..SEEDS-1 (default 5); ACT relu (the paper's) or relu2
 #   bash scripts/gpu_paper.sh memory "ATTN ..." [ACT]  # one run alone each, STEPS steps (3000): the per-run memory
-#     of a stacked cell, which `report` shows as (solo) (memory peaks in the first round; about 20 s a run)
+#     of a stacked cell, which `report` shows as (solo) (memory peaks in the first round; not timed yet:
+#     3000 steps at the 1.7-2.9 ms solo steps of step-bench.txt, plus setup)
 #   RESULTS=... the results folder (default results/scratch/paper); commit the records under results/h200/paper/
 #   LIMIT_S=... the call's time for this stage (default 570); DATA=... another corpus (a CPU trial of the stage)
 # A run longer than one device call (rcmha x 5: about 830 s of training) is continued in the next call, and nothing

@@ -31,8 +31,8 @@ def bench_settings(r: dict[str, Any], keep_seq: bool = False) -> tuple[str, dict
     return r.get("attn") or cfg.get(NAME) or "-", {k: v for k, v in cfg.items() if k not in drop}
 
 
-def train_preset(r: dict[str, Any], any_width: bool = False) -> str:
-    """The train.py preset a run matches (every field but TRAIN_IGNORE equal), else 'custom'; with any_width, the
+def train_preset(r: dict[str, Any], swept: bool = False) -> str:
+    """The train.py preset a run matches (every field but TRAIN_IGNORE equal), else 'custom'; with swept, the
     preset it matches at its own WIDTH and LR (a width or learning-rate sweep of a preset; fields derived from the
     width, such as d_ff = 4 d_model, derived again)."""
     cfg = r.get("config") or {}
@@ -50,8 +50,8 @@ def train_preset(r: dict[str, Any], any_width: bool = False) -> str:
     refs = {}
     for name, preset in PRESETS.items():
         try:
-            width = fields.get(WIDTH) if any_width and isinstance(fields.get(WIDTH), int) else preset.d_model
-            lr = fields.get(LR) if any_width and isinstance(fields.get(LR), (int, float)) else preset.lr
+            width = fields.get(WIDTH) if swept and isinstance(fields.get(WIDTH), int) else preset.d_model
+            lr = fields.get(LR) if swept and isinstance(fields.get(LR), (int, float)) else preset.lr
             refs[name] = asdict(replace(preset, **{WIDTH: width, LR: lr}).resolved())
         except AttnbenchError:
             continue

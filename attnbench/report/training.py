@@ -32,7 +32,7 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             "section per device, preset and task: runs of different tasks are never set side by side.")
     by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in recs:  # a width or learning-rate sweep of a preset is one section (its widths and rates in the heading)
-        by[(env_key(r), train_preset(r, any_width=True), train_settings(r)[1][TASK])].append(r)
+        by[(env_key(r), train_preset(r, swept=True), train_settings(r)[1][TASK])].append(r)
     for (group, preset, task), rs in sorted(by.items(), key=lambda kv: repr(kv[0])):
         widths = sorted({w for r in rs if isinstance(w := (_fields(r)).get(WIDTH), int)})
         lrs = sorted({x for r in rs if isinstance(x := (_fields(r)).get(LR), (int, float))})

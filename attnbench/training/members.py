@@ -86,10 +86,9 @@ class Solo:
 
     def loss(self, x, y, mems=None):
         """Per-member losses [1], the logits (at the scored positions only when `scored` is set), memories."""
-        y = y[0] if y.dim() == 3 else y
-        at = None if self.scored is None else scored_positions(y, self.scored)
+        at, targets = scored_targets(y[0] if y.dim() == 3 else y, self.scored)
         logits, new = self.forward(x, mems, training=True, at=at)
-        return lm_loss(logits[0], y if at is None else y.gather(1, at))[None], logits, new
+        return lm_loss(logits[0], targets)[None], logits, new
 
     def features(self, x):
         return self.model.features(x[0] if x.dim() == 3 else x)[0][None]
@@ -193,9 +192,9 @@ class Stacked:
         k = self.scored
 
         def member(state, x, y, mems):
-            at = None if k is None else scored_positions(y, k)
+            at, targets = scored_targets(y, k)
             logits, new = functional_call(self.template, state, (x, mems), {} if at is None else {"at": at})
-            return (lm_loss(logits, y if at is None else y.gather(1, at)), logits, *(new or ()))
+            return (lm_loss(logits, targets), logits, *(new or ()))
 
         losses, logits, *new = self._vmap(member, x, y, mems)
         return losses, logits, (new or None) if self.template.cfg.mem_len > 0 else None
@@ -315,6 +314,14 @@ def scored_positions(y: torch.Tensor, k: int) -> torch.Tensor:
     from attnbench.tasks import IGNORE
 
     return (y != IGNORE).int().argsort(dim=-1, descending=True, stable=True)[..., :k]
+
+
+def scored_targets(y: torch.Tensor, k: int | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(positions, targets) of a training loss: with k, scored_positions and y there; without, (None, y)."""
+    if k is None:
+        return None, y
+    at = scored_positions(y, k)
+    return at, y.gather(1, at)
 
 
 def correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
