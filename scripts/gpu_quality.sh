@@ -2,7 +2,8 @@
 # GPU runs of issue 20 (MQAR at the scale where attentions separate, length extrapolation), one stage per device
 # call (each fits the device's 10-minute limit; every stage is a plain `attnbench train` that --resume continues).
 #   bash scripts/gpu_quality.sh probe                  # mha, seed 0, learning rates LRS x widths WIDTHS (the budget)
-#   bash scripts/gpu_quality.sh width W [SEEDS]        # --preset mqar at d_model W, every attention, seeds stacked
+#   bash scripts/gpu_quality.sh width W [SEEDS] [ATTNS]   # --preset mqar at d_model W, every attention (or ATTNS),
+#                                                      # seeds stacked
 #   bash scripts/gpu_quality.sh lrs W ATTNS [SEEDS]    # the same at each learning rate of LRS (is a plateau the lr's?)
 #   bash scripts/gpu_quality.sh extrapolate [ATTNS] [SEEDS]   # default preset, --eval-ctx 256…2048 (all: 9 x 3
 #                                                      # runs, not timed yet: 5000 steps at the 7.5 ms solo mha step of
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/input.txt}"
 RESULTS="${RESULTS:-results/scratch/quality}"
 CKPT="${CKPT:-/tmp/attnbench-ckpt}"
-stage="${1:?stage: probe | width W [SEEDS] | lrs W ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS]}"
+stage="${1:?stage: probe | width W [SEEDS] [ATTNS] | lrs W ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS]}"
 # DEVICE=cpu EXTRA="--steps 2 --batch 4 --task-opt train_examples=64,test_examples=16": a CPU trial of a stage
 train() { python -m attnbench train --device "${DEVICE:-cuda}" --results-dir "$RESULTS" --checkpoints-dir "$CKPT" \
   --format markdown "$@" ${EXTRA:-}; }
@@ -26,9 +27,9 @@ case "$stage" in
            start=$(date +%s); train --preset mqar --attn mha --d-model "$w" --lr "$lr"
            echo "probe d=$w lr=$lr: $(( $(date +%s) - start )) s"
          done; done ;;
-  width) train --preset mqar --attn all --d-model "${2:?W}" --seeds "${3:-3}" ;;
+  width) train --preset mqar --attn "${4:-all}" --d-model "${2:?W}" --seeds "${3:-3}" ;;
   lrs) for lr in ${LRS:-3e-4 1e-3}; do train --preset mqar --attn "${3:?ATTNS}" --d-model "${2:?W}" --seeds "${4:-3}" --lr "$lr"; done ;;
   extrapolate) train --preset default --attn "${2:-all}" --seeds "${3:-3}" --eval-ctx 256,512,1024,2048 ;;
-  *) echo "unknown stage $stage (probe | width W [SEEDS] | lrs W ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS])" >&2
+  *) echo "unknown stage $stage (probe | width W [SEEDS] [ATTNS] | lrs W ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS])" >&2
      exit 2 ;;
 esac
