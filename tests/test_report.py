@@ -87,6 +87,18 @@ def md_rows(md: str, first: str) -> list[dict[str, str]]:
     return out
 
 
+def md_table_rows(md: str) -> list[dict[str, str]]:
+    """Every Markdown table row, as {column: cell}."""
+    lines, out, header = md.splitlines(), [], None
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|--"):
+            header = cells
+        elif line.startswith("|") and not line.startswith("|--") and header:
+            out.append(dict(zip(header, cells)))
+    return out
+
+
 def is_png(p: Path) -> bool:
     data = p.read_bytes()
     return data[:8] == PNG and len(data) > 5000  # a drawn plot, not an empty canvas
@@ -475,8 +487,8 @@ def test_width_sweep_plot_table_and_ratio_at_the_same_width(tmp_path):
     width = next(r for r in md_rows(md, "sha") if "d_model 64" in r)
     assert (width["d_model 32"], width["d_model 64"]) == ("0.4 ± 0.01 (3)", "0.4 ± 0.01 (3)")
     # sha at width 64 is divided by MHA at width 64 (0.4 / 0.8), not by MHA at 32 (0.4 / 0.5)
-    sha64 = next(r for r in md_rows(md, "sha d_model=64") if "x MHA" in r and "test_acc" in r)
-    sha32 = next(r for r in md_rows(md, "sha d_model=32") if "x MHA" in r and "test_acc" in r)
+    sha64, sha32 = (next(r for r in md_rows(md.split(f"across seeds at d_model {w}")[1], "sha")
+                         if "x MHA" in r and "test_acc" in r) for w in (64, 32))
     assert (sha64["x MHA"], sha32["x MHA"]) == ("0.5", "0.8")
     assert sha64["attn_params x MHA"] == cell(100 / 300)  # what that retention costs in attention parameters
     plot = next(p for p in res.plots if p.kind == "width")
@@ -650,3 +662,28 @@ def test_compare_reads_the_parameter_count_params_records_hold():
     assert {(r["metric"], r["change_pct"], r["flag"]) for r in res.rows} == {("total", 0.0, "")}
     assert sorted(r["attention"] for r in res.rows) == sorted(json.loads(line)["attn"]
                                                               for line in f.read_text().splitlines())
+
+
+def test_a_width_sweep_compares_attentions_at_each_width_never_across(tmp_path):
+    """Welch + Holm per width: no pair mixes two widths, and each width's p_holm is Holm over that width's pairs
+    alone (one family of 36 x 35 / 2 pairs across four widths would compare recall at D=64 with D=512)."""
+    from attnbench import stats
+
+    acc = {("mha", 32): [0.5, 0.52, 0.55], ("sha", 32): [0.4, 0.41, 0.43], ("gqa", 32): [0.45, 0.5, 0.47],
+           ("mha", 64): [0.8, 0.82, 0.81], ("sha", 64): [0.3, 0.33, 0.31], ("gqa", 64): [0.7, 0.75, 0.72]}
+    recs = [mqar_rec(a, s, v[s], d_model=w) for (a, w), v in acc.items() for s in range(3)]
+    md = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out", plots=False).markdown.read_text()
+    for w in (32, 64):
+        assert f"#### test_acc across seeds at d_model {w} (higher is better)" in md
+        block = md.split(f"#### test_acc across seeds at d_model {w}")[1].split("####")[0]
+        pairs = [r for r in md_table_rows(block) if "p_holm" in r]
+        assert {frozenset((r["A"], r["B"])) for r in pairs} == {frozenset(p) for p in (("gqa", "mha"), ("gqa", "sha"),
+                                                                                       ("mha", "sha"))}
+        want = {frozenset((p["a"], p["b"])): p["p_holm"] for p in stats.pairwise({a: v for (a, ww), v in acc.items() if ww == w},
+                                                                         higher_is_better=True)}
+        for r in pairs:
+            assert float(r["p_holm"]) == pytest.approx(want[frozenset((r["A"], r["B"]))], rel=1e-3)
+        ratio = next(r for r in md_table_rows(block) if r.get("attention") == "sha" and "x MHA" in r)
+        assert float(ratio["x MHA"]) == pytest.approx(np.mean(acc[("sha", w)]) / np.mean(acc[("mha", w)]), rel=1e-3)
+    rows = [r["attention"] for r in md_table_rows(md) if "seeds" in r and "failed" in r]
+    assert rows == sorted(rows, key=lambda a: (a.split()[0], int(a.split("d_model=")[1])))  # 32 before 64, as numbers

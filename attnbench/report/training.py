@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections import defaultdict
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -46,10 +46,13 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             note = degenerate_note(s.attn, attn_config(s.records[0]))
             s.label += f" ({note})" if note else ""
         name = f"{slug(group[0])}-{slug(preset)}-{slug(task)}"
-        if plt is not None:
-            _curves_plot(plt, series, title, out / f"train-{name}.png", group, plots, doc)
+        blocks = _width_blocks(series) if len(widths) > 1 and swept else [(None, series)]
+        if plt is not None:  # a width sweep: one figure per width (nine attentions x four widths is unreadable)
+            for w, block in blocks:
+                at_w, file = ("", name) if w is None else (f" · {WIDTH} {w}", f"{name}-{slug(f'{WIDTH} {w}')}")
+                _curves_plot(plt, block, title + at_w, out / f"train-{file}.png", group, plots, doc)
         rows = []
-        for s in series:
+        for s in sorted(series, key=lambda s: _natural(s.label)):
             ok = one_per_seed(s.records)
             row: dict[str, Any] = {"attention": s.label, "seeds": len(ok),
                                    "failed": sum(not _ok(r) for r in s.records)}
@@ -62,9 +65,31 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
             rows.append(row)
         doc.table(rows, ["attention", "seeds", "failed", *TRAIN_COLUMNS])
         doc.add("Cells with two seeds or more read mean ± standard deviation across seeds.")
-        _seed_stats(doc, series)
+        for w, block in blocks:  # a width sweep's attentions are compared at each width, never across widths
+            _seed_stats(doc, block, "" if w is None else f" at {WIDTH} {w}")
         _width_sweep(doc, series, plt, out / f"width-{name}.png", group, title, plots)
         _extrapolation(doc, series, plt, out / f"extrapolation-{name}.png", group, title, plots)
+
+
+def _natural(label: str) -> list:
+    """A sort key that orders the numbers inside a label as numbers (d_model=64 before d_model=128)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", label)]
+
+
+def _width_blocks(series: Sequence[Series]) -> list[tuple[int | None, list[Series]]]:
+    """A width sweep's series per WIDTH, widths in order (series without one last), each labelled without the
+    width and the settings derived from it where the labels stay distinct at that width."""
+    by: dict[int | None, list[Series]] = defaultdict(list)
+    for s in series:
+        w = s.settings.get(WIDTH)
+        by[w if isinstance(w, int) else None].append(s)
+    blocks = []
+    for w, block in sorted(by.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+        short = [replace(s, label=_label_without(s, WIDTH, *WIDTH_DERIVED)) for s in block]
+        if w is not None and len({s.label for s in short}) == len(short):
+            block = short
+        blocks.append((w, sorted(block, key=lambda s: _natural(s.label))))
+    return blocks
 
 
 def _curve(rec: dict[str, Any], x: str, y: str) -> dict[Any, tuple[float, float]]:
@@ -167,15 +192,16 @@ def _summary_rows(series: Sequence[Series], groups: dict[str, list[float]], metr
     return rows
 
 
-def _seed_stats(doc: _Doc, series: Sequence[Series]) -> None:
+def _seed_stats(doc: _Doc, series: Sequence[Series], at: str = "") -> None:
     """Per STATS_METRICS metric, when some series has two seeds or more: the summary rows, then Welch t-tests of
-    every pair with Holm's correction over that metric's pairs (stats.pairwise)."""
+    every pair with Holm's correction over that metric's pairs (stats.pairwise); `at` names the width a block of a
+    width sweep is (its pairs are its own family)."""
     for metric, higher in STATS_METRICS:
         groups = {s.label: _seed_values(s, metric) for s in series if _seed_values(s, metric)}
         if not any(len(v) > 1 for v in groups.values()):
             continue
         inverted = "" if higher else f" (inverted, {BASELINE.upper()}'s over ours, so that below 1 is worse)"
-        doc.add(f"#### {metric} across seeds ({'higher' if higher else 'lower'} is better)",
+        doc.add(f"#### {metric} across seeds{at} ({'higher' if higher else 'lower'} is better)",
                 f"Mean ± standard deviation and the {stats.CONFIDENCE:.0%} confidence interval of the mean (Student "
                 f"t). `{PARAMS_SHARE}`: the attention parameters over {BASELINE.upper()}'s. `{RATIO}` is the "
                 f"retention ratio (Xue & Aletras 2023), mean {metric} over "
@@ -241,8 +267,8 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
         return
     widths = sorted({w for by_w in lines_of.values() for w in by_w})
     rows, lines = [], []
-    for by_w in sorted(lines_of.values(), key=lambda v: _label_without(next(iter(v.values())), WIDTH, LR)):
-        label = _label_without(next(iter(by_w.values())), WIDTH, LR)
+    for by_w in sorted(lines_of.values(), key=lambda v: _label_without(next(iter(v.values())), WIDTH, LR, *WIDTH_DERIVED)):
+        label = _label_without(next(iter(by_w.values())), WIDTH, LR, *WIDTH_DERIVED)
         row: dict[str, Any] = {"attention": label}
         xs, ys, lo, hi = [], [], [], []
         for w, s in by_w.items():
@@ -252,7 +278,8 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
                 continue
             row[f"{WIDTH} {w}"] = f"{cell(mu)} ± {cell(sd or 0.0)} ({len(vals)})" + (
                 f" at lr {cell(s.settings.get(LR))}" if chosen[id(s)] else "")
-            xs.append(w), ys.append(mu), lo.append(mu - (sd or 0.0)), hi.append(mu + (sd or 0.0))
+            # an accuracy: the ± std band clipped to [0, 1] (bimodal seeds, some solved and some not, overshoot)
+            xs.append(w), ys.append(mu), lo.append(max(0.0, mu - (sd or 0.0))), hi.append(min(1.0, mu + (sd or 0.0)))
         rows.append(row)
         if xs:
             lines.append((label, xs, ys, lo, hi))
