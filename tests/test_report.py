@@ -679,8 +679,8 @@ def test_a_width_sweep_compares_attentions_at_each_width_never_across(tmp_path):
         pairs = [r for r in md_table_rows(block) if "p_holm" in r]
         assert {frozenset((r["A"], r["B"])) for r in pairs} == {frozenset(p) for p in (("gqa", "mha"), ("gqa", "sha"),
                                                                                        ("mha", "sha"))}
-        want = {frozenset((p["a"], p["b"])): p["p_holm"] for p in stats.pairwise({a: v for (a, ww), v in acc.items() if ww == w},
-                                                                         higher_is_better=True)}
+        at_w = {a: v for (a, ww), v in acc.items() if ww == w}
+        want = {frozenset((p["a"], p["b"])): p["p_holm"] for p in stats.pairwise(at_w, higher_is_better=True)}
         for r in pairs:
             assert float(r["p_holm"]) == pytest.approx(want[frozenset((r["A"], r["B"]))], rel=1e-3)
         ratio = next(r for r in md_table_rows(block) if r.get("attention") == "sha" and "x MHA" in r)

@@ -279,7 +279,8 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
             row[f"{WIDTH} {w}"] = f"{cell(mu)} ± {cell(sd or 0.0)} ({len(vals)})" + (
                 f" at lr {cell(s.settings.get(LR))}" if chosen[id(s)] else "")
             # an accuracy: the ± std band clipped to [0, 1] (bimodal seeds, some solved and some not, overshoot)
-            xs.append(w), ys.append(mu), lo.append(max(0.0, mu - (sd or 0.0))), hi.append(min(1.0, mu + (sd or 0.0)))
+            xs.append(w), ys.append(mu)
+            lo.append(max(0.0, mu - (sd or 0.0))), hi.append(min(1.0, mu + (sd or 0.0)))
         rows.append(row)
         if xs:
             lines.append((label, xs, ys, lo, hi))
