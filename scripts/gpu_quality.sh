@@ -13,6 +13,10 @@
 # (arXiv 2312.04927; HazyResearch/zoology, zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py)
 # trains up to 64 epochs at batch 512, sweeps lr over logspace(-4, -2, 4) and stops at validation accuracy 0.99.
 # Then: attnbench report "$RESULTS" (the width plot, the extrapolation table, the retention ratios).
+# On a lent GPU: a call brings back at most 8 files from $OUT, so give one stage many attentions (one `train`
+# command writes one record file) rather than one command per attention (the records of a ninth file are lost), and
+# LIMIT_S=... (seconds for the whole stage): each `train` gets `--stop-after` at what is left less 20 s (it stops at
+# a group's chunk boundary, records of finished groups kept) and `timeout -s INT` at what is left (the hard stop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/input.txt}"
@@ -20,8 +24,17 @@ RESULTS="${RESULTS:-results/scratch/quality}"
 CKPT="${CKPT:-/tmp/attnbench-ckpt}"
 stage="${1:?stage: probe | width W [SEEDS] [ATTNS] | lrs W ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS]}"
 # DEVICE=cpu EXTRA="--steps 2 --batch 4 --task-opt train_examples=64,test_examples=16": a CPU trial of a stage
-train() { python -m attnbench train --device "${DEVICE:-cuda}" --results-dir "$RESULTS" --checkpoints-dir "$CKPT" \
-  --format markdown "$@" ${EXTRA:-}; }
+deadline=$((SECONDS + ${LIMIT_S:-0}))
+train() {
+  local hard=() soft=()
+  if [ -n "${LIMIT_S:-}" ]; then
+    local left=$((deadline - SECONDS))
+    [ "$left" -gt 30 ] || { echo "not started (LIMIT_S: ${left} s left): train $*" >&2; return 75; }
+    hard=(timeout -s INT "$left") soft=(--stop-after "$((left - 20))")
+  fi
+  "${hard[@]}" python -m attnbench train --device "${DEVICE:-cuda}" --results-dir "$RESULTS" --checkpoints-dir "$CKPT" \
+    --format markdown "${soft[@]}" "$@" ${EXTRA:-}
+}
 case "$stage" in
   probe) for lr in ${LRS:-1e-3 3e-3}; do for w in ${WIDTHS:-64 128 256}; do
            start=$(date +%s); train --preset mqar --attn mha --d-model "$w" --lr "$lr"
