@@ -1,4 +1,5 @@
-"""The one device parser: every command takes --device auto|cpu|cuda|cuda:N and reads it here."""
+"""The one device parser: every command takes --device auto|cpu|cuda|cuda:N and reads it here. And the one side
+stream per GPU on which CUDA graphs are warmed up and captured (side_stream)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,20 @@ def select(spec: str) -> str:
 
         torch.cuda.set_device(dev.index)
     return dev.type
+
+
+_SIDE: dict = {}
+
+
+def side_stream(device):
+    """The side stream on which every CUDA-graph capture of this process warms up and captures (PyTorch's CUDA
+    semantics notes, "CUDA Graphs"), one per GPU. One and the same: PyTorch keeps a cuBLAS workspace for each (handle,
+    stream) pair until the process ends (pytorch/pytorch#95668), so a fresh stream per capture leaves one more
+    workspace allocated after every run of a command until the stream pool wraps: the likely cause of the 65 MiB more
+    allocator peak each MQAR run read on an H200 than the run before (tests/test_memory_cuda.py checks it)."""
+    import torch
+
+    key = torch.device(device).index if torch.device(device).index is not None else torch.cuda.current_device()
+    if key not in _SIDE:
+        _SIDE[key] = torch.cuda.Stream(key)
+    return _SIDE[key]

@@ -1,8 +1,9 @@
 """Each run's GPU memory figures are its own: a run that ends leaves nothing allocated on the GPU for the next run
 of the same command. On an H200 (results/h200/mqar/, 90a3e21) every solo MQAR run of one command read 65 MiB more
-allocator peak than the run before: one batch of scored-position logits (256 x 16 x 8192 in bf16 is 64 MiB) outlived
-its run; CPU tests cannot see it (the tensors are no Python objects there). Needs a GPU; skipped elsewhere (CI).
-On failure it names the live allocations and the Python frames that made them (torch.cuda.memory's history)."""
+allocator peak than the run before, and CPU tests see no tensor outliving a run: the likely cause is the cuBLAS
+workspace PyTorch keeps per (handle, stream) for the process, one more for each capture's fresh side stream
+(attnbench.device.side_stream; engine.release frees them). Needs a GPU; skipped elsewhere (CI). On failure it names
+the live allocations and the Python frames that made them (torch.cuda.memory's history)."""
 
 from __future__ import annotations
 
@@ -58,3 +59,10 @@ def test_a_run_leaves_no_gpu_memory_to_the_next(attns, tmp_path, monkeypatch):
             f"allocated at each run's start, MiB over the first: {grown}\nlive now:\n{_live_blocks()}"
     finally:
         torch.cuda.memory._record_memory_history(enabled=None)
+
+
+def test_every_capture_shares_one_side_stream():
+    """A fresh stream per capture would leave a cuBLAS workspace behind each time (pytorch/pytorch#95668)."""
+    from attnbench.device import side_stream
+
+    assert side_stream("cuda") is side_stream(torch.device("cuda", torch.cuda.current_device()))

@@ -471,6 +471,19 @@ def test_a_group_starts_after_the_earlier_groups_are_freed(tmp_path, monkeypatch
     assert alive_at_start == [0, 0, 0, 0] and len(models) == 4
 
 
+def test_release_on_a_gpu_frees_the_cublas_workspaces_then_the_cache(monkeypatch):
+    """empty_cache leaves the cuBLAS workspaces PyTorch keeps per (handle, stream) (pytorch/pytorch#95668), which
+    count as allocated: release frees them first, so that the next group's allocator peak is its own."""
+    calls = []
+    monkeypatch.setattr(torch._C, "_cuda_clearCublasWorkspaces", lambda: calls.append("workspaces"), raising=False)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("cache"))
+    engine.release(torch.device("cuda"))
+    assert calls == ["workspaces", "cache"]
+    calls.clear()
+    engine.release(torch.device("cpu"))
+    assert calls == []
+
+
 @needs_corpus
 def test_cli_tiny_rcmha_finishes_and_writes_a_record(tmp_path):
     r = _cli(tmp_path, "--attn", "rcmha", "--preset", "tiny", "--sample", "40", "--format", "json")

@@ -145,7 +145,9 @@ def capture(setup: Callable, call: Callable, device, warmup: int = 3) -> Callabl
     backward writes live in the graph's pool and are overwritten by every replay, as `setup` would reset them."""
     import torch
 
-    side = torch.cuda.Stream(device)
+    from attnbench.device import side_stream
+
+    side = side_stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
         for _ in range(warmup):

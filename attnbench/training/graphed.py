@@ -21,6 +21,7 @@ import contextlib
 
 import torch
 
+from attnbench.device import side_stream
 from attnbench.training.optim import score_step, train_step
 
 WARMUP_STEPS = 3  # the docs' example uses 3
@@ -66,7 +67,7 @@ class _Graphed:
         snap, before = _snapshot(params, opt), None if self.counter is None else self.counter.clone()
         device = self.x.device
         try:
-            side = torch.cuda.Stream(device)
+            side = side_stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_STEPS):
