@@ -141,6 +141,30 @@ def test_nvml_sampler_peak_and_average(monkeypatch):
     assert r["nvml_peak_mib"] == 300 and 100 < r["nvml_avg_mib"] < 300 and r["nvml_samples"] >= 3
 
 
+@pytest.mark.parametrize("listed, shared", [([], False), (["us"], False), (["us", "another"], True)])
+def test_nvml_figures_of_a_shared_device_read_na(monkeypatch, listed, shared):
+    """Device-wide used memory counts every process: with another one on the device (concurrent runs, MPS) the
+    figures are not this run's and read n/a, saying why; a driver that lists none (no permission) keeps them."""
+    import pynvml
+
+    class Info:
+        used = 500 * 2**20
+
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: object())
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByPciBusId", lambda b: object())
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", lambda h: Info())
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", lambda h: listed)
+    with nvml.NvmlSampler(0, interval_s=0.001) as s:
+        pass
+    r = s.result()
+    if shared:
+        assert r["nvml_peak_mib"] is None and r["nvml_note"].startswith("n/a: 2 processes on the device")
+    else:
+        assert r["nvml_peak_mib"] == 500 and r["nvml_note"] is None
+
+
 def estimate(name, seq_len, impl="fast", batch=2, dtype_bytes=4, **cfg):
     from attnbench.attention import get
     from attnbench.config import AttnConfig
