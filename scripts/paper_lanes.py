@@ -39,6 +39,7 @@ from pathlib import Path
 EST_S = {"mha": 285.0, "mdha": 330.0, "rmha": 362.0, "rcmha": 481.0}
 FULL_STEPS = 156_850
 PIECE = 15 * 2**20
+CARRY_BYTES = 56 * 2**20  # what travels back: 64 MiB and 8 files a call, the records archive and the log beside it
 
 
 def finished(done_dirs: list[str], steps: int) -> set[tuple[str, str, int]]:
@@ -182,6 +183,15 @@ def main() -> int:
         stopped = [f for f in ckpt.glob("*/plan.json")
                    if (f.parent / "checkpoint.pt").exists() or any(f.parent.glob("*.pt"))]
         unfinished = [f.parent for f in stopped if not _finished_folder(f, results, steps)]
+        room, kept = CARRY_BYTES, []
+        for d in sorted(unfinished, key=lambda d: d.stat().st_mtime):  # the earliest started first (most done)
+            size = sum(f.stat().st_size for f in d.glob("*.pt") if f.name != "auto.pt")
+            if size <= room:
+                room -= size
+                kept.append(d)
+            else:
+                print(f"  {d.name}: no room to carry it ({size / 2**20:.0f} MB); its progress is lost")
+        unfinished = kept
         if unfinished:
             with tempfile.TemporaryFile() as whole:
                 with tarfile.open(fileobj=whole, mode="w") as t:
