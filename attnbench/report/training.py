@@ -267,8 +267,11 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
         return
     widths = sorted({w for by_w in lines_of.values() for w in by_w})
     rows, lines = [], []
-    for by_w in sorted(lines_of.values(), key=lambda v: _label_without(next(iter(v.values())), WIDTH, LR, *WIDTH_DERIVED)):
-        label = _label_without(next(iter(by_w.values())), WIDTH, LR, *WIDTH_DERIVED)
+    def line_label(by_w: dict[int, Series]) -> str:  # the attention and what stays fixed along its line
+        return _label_without(next(iter(by_w.values())), WIDTH, LR, *WIDTH_DERIVED)
+
+    for by_w in sorted(lines_of.values(), key=line_label):
+        label = line_label(by_w)
         row: dict[str, Any] = {"attention": label}
         xs, ys, lo, hi = [], [], [], []
         for w, s in by_w.items():

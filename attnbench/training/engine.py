@@ -631,9 +631,10 @@ def release(device: torch.device) -> None:
     """Free what earlier groups of this process left in reference cycles (a group's objects refer to each other, and a
     lazy import's traceback can hold the first one's frames), and on a GPU the allocator's cached blocks, before the
     next group starts: its allocator peak and NVML figures (NVML sees cached blocks too) are then its own. Without
-    it an H200 command of 27 MQAR runs read 65 MiB more allocator peak for every run before. The cuBLAS workspaces
-    PyTorch keeps per (handle, stream) until the process ends (pytorch/pytorch#95668; empty_cache leaves them) are
-    freed too: a group allocates its own, and its peak counts them."""
+    the collection an H200 command of 27 MQAR runs read 2.3 GB more NVML for every attention before. The cuBLAS
+    workspaces PyTorch keeps per (handle, stream) until the process ends (pytorch/pytorch#95668; empty_cache leaves
+    them) are freed too, so that a group's peak counts its own: with the collection alone each run still read 65 MiB
+    more allocator peak than the one before (likely those workspaces; tests/test_memory_cuda.py checks on a GPU)."""
     gc.collect()
     if device.type == "cuda":
         clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)  # private, in torch since 2.0
