@@ -37,6 +37,9 @@ train() {
   "${hard[@]}" python -m attnbench train --device "${DEVICE:-cuda}" --results-dir "$RESULTS" --checkpoints-dir "$CKPT" \
     --format markdown "${soft[@]}" "$@" ${EXTRA:-}
 }
+# "all" as the registry's names where lanes split it, else the list as given
+attns() { if [ "${LANES:-1}" -gt 1 ] && [ "$1" = all ]; then
+            python -c "from attnbench.attention import names; print(','.join(names()))"; else echo "$1"; fi; }
 # split "a,b,c,d,e" into K comma lists, round robin (each list one lane's command)
 chunks() { tr , '\n' <<<"$2" | awk -v k="$1" '{l[(NR-1)%k] = l[(NR-1)%k] (l[(NR-1)%k] == "" ? "" : ",") $0}
                                               END {for (i = 0; i < k; i++) if (l[i] != "") print l[i]}'; }
@@ -71,16 +74,14 @@ case "$stage" in
            start=$(date +%s); train --preset mqar --attn mha --d-model "$w" --lr "$lr"
            echo "probe d=$w lr=$lr: $(( $(date +%s) - start )) s"
          done; done ;;
-  width) attns="${4:-all}"
-         [ "${LANES:-1}" -le 1 ] || [ "$attns" != all ] ||
-           attns=$(python -c "from attnbench.attention import names; print(','.join(names()))")
-         chunks "${LANES:-1}" "$attns" | while read -r a; do
+  width) chunks "${LANES:-1}" "$(attns "${4:-all}")" | while read -r a; do
            echo "--preset mqar --attn $a --d-model ${2:?W} --seeds ${3:-3}"; done | lanes ;;
   lrs) widths=(${2//,/ }) rates=(${LRS:-3e-4 1e-3})
        per=$(( (${LANES:-1} + ${#widths[@]} * ${#rates[@]} - 1) / (${#widths[@]} * ${#rates[@]}) ))
        for w in "${widths[@]}"; do for lr in "${rates[@]}"; do chunks "$per" "${3:?ATTNS}" | while read -r a; do
          echo "--preset mqar --attn $a --d-model $w --seeds ${4:-3} --lr $lr"; done; done; done | lanes ;;
-  extrapolate) train --preset default --attn "${2:-all}" --seeds "${3:-3}" --eval-ctx 256,512,1024,2048 ;;
+  extrapolate) chunks "${LANES:-1}" "$(attns "${2:-all}")" | while read -r a; do
+           echo "--preset default --attn $a --seeds ${3:-3} --eval-ctx 256,512,1024,2048"; done | lanes ;;
   *) echo "unknown stage $stage (probe | width W [SEEDS] [ATTNS] | lrs W[,W...] ATTNS [SEEDS] |" \
           "extrapolate [ATTNS] [SEEDS])" >&2
      exit 2 ;;
