@@ -6,10 +6,10 @@
 #                                                      # seeds stacked
 #   bash scripts/gpu_quality.sh lrs W[,W...] ATTNS [SEEDS]  # the same at each learning rate of LRS (is a plateau
 #                                                      # the lr's?), at each width given
-# LANES=N: a stage's commands as N concurrent processes under MPS (lanes below).
 #   bash scripts/gpu_quality.sh extrapolate [ATTNS] [SEEDS]   # default preset, --eval-ctx 256…2048 (all: 9 x 3
 #                                                      # runs, not timed yet: 5000 steps at the 7.5 ms solo mha step of
 #                                                      # results/h200/ensemble, plus evaluation: split ATTNS over calls)
+# LANES=N: a stage's commands as N concurrent processes under MPS (lanes below).
 # `--preset mqar` (attnbench/config.py) is the point the probe fixed: Zoology's generator and 2-layer model at T=64,
 # 16 pairs, vocabulary 8192, 3000 steps of batch 256 at lr 3e-3 (mha at D=128: test acc 0.9997). Zoology's Figure 2
 # (arXiv 2312.04927; HazyResearch/zoology, zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py)

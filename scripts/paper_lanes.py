@@ -71,11 +71,7 @@ def carried_runs(carried: str, ckpt: Path) -> list[tuple[tuple[str, str, int], P
         whole.seek(0)
         with tarfile.open(fileobj=whole) as t:
             t.extractall(ckpt, filter="data") if sys.version_info >= (3, 12) else t.extractall(ckpt)
-    runs = []
-    for plan in sorted(ckpt.glob("*/plan.json")):
-        p = json.loads(plan.read_text())
-        runs.append(((p["attns"][0], p["cfg"]["act"], int(p["cfg"]["seed"])), plan.parent))
-    return runs
+    return [(_job(plan), plan.parent) for plan in sorted(ckpt.glob("*/plan.json"))]
 
 
 def mps(on: bool) -> bool:
@@ -180,9 +176,9 @@ def main() -> int:
             for f in sorted(results.glob("*.jsonl")):              # partial record stays behind (its next session
                 if '"status": "ok"' in f.read_text():              # writes a file of its own)
                     t.add(f, arcname=f.name)
-        stopped = [f for f in ckpt.glob("*/plan.json")
-                   if (f.parent / "checkpoint.pt").exists() or any(f.parent.glob("*.pt"))]
-        unfinished = [f.parent for f in stopped if not _finished_folder(f, results, steps)]
+        ended = finished([str(results)], steps)  # read once: the records of every run this call finished
+        unfinished = [f.parent for f in ckpt.glob("*/plan.json")
+                      if any(f.parent.glob("*.pt")) and _job(f) not in ended]
         room, kept = CARRY_BYTES, []
         for d in sorted(unfinished, key=lambda d: d.stat().st_mtime):  # the earliest started first (most done)
             size = sum(f.stat().st_size for f in d.glob("*.pt") if f.name != "auto.pt")
@@ -206,11 +202,10 @@ def main() -> int:
     return 0
 
 
-def _finished_folder(plan: Path, results: Path, steps: int) -> bool:
-    """Whether the run of this checkpoint folder has its finished record among `results`."""
+def _job(plan: Path) -> tuple[str, str, int]:
+    """(attn, act, seed) of a run folder's plan.json."""
     p = json.loads(plan.read_text())
-    job = (p["attns"][0], p["cfg"]["act"], int(p["cfg"]["seed"]))
-    return job in finished([str(results)], steps)
+    return p["attns"][0], p["cfg"]["act"], int(p["cfg"]["seed"])
 
 
 if __name__ == "__main__":
