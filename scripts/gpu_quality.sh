@@ -9,7 +9,6 @@
 #   bash scripts/gpu_quality.sh extrapolate [ATTNS] [SEEDS]   # default preset, --eval-ctx 256…2048 (all: 9 x 3
 #                                                      # runs, not timed yet: 5000 steps at the 7.5 ms solo mha step of
 #                                                      # results/h200/ensemble, plus evaluation: split ATTNS over calls)
-# LANES=N: a stage's commands as N concurrent processes under MPS (lanes below).
 # `--preset mqar` (attnbench/config.py) is the point the probe fixed: Zoology's generator and 2-layer model at T=64,
 # 16 pairs, vocabulary 8192, 3000 steps of batch 256 at lr 3e-3 (mha at D=128: test acc 0.9997). Zoology's Figure 2
 # (arXiv 2312.04927; HazyResearch/zoology, zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py)
@@ -37,51 +36,21 @@ train() {
   "${hard[@]}" python -m attnbench train --device "${DEVICE:-cuda}" --results-dir "$RESULTS" --checkpoints-dir "$CKPT" \
     --format markdown "${soft[@]}" "$@" ${EXTRA:-}
 }
-# "all" as the registry's names where lanes split it, else the list as given
-attns() { if [ "${LANES:-1}" -gt 1 ] && [ "$1" = all ]; then
-            python -c "from attnbench.attention import names; print(','.join(names()))"; else echo "$1"; fi; }
-# split "a,b,c,d,e" into K comma lists, round robin (each list one lane's command)
-chunks() { tr , '\n' <<<"$2" | awk -v k="$1" '{l[(NR-1)%k] = l[(NR-1)%k] (l[(NR-1)%k] == "" ? "" : ",") $0}
-                                              END {for (i = 0; i < k; i++) if (l[i] != "") print l[i]}'; }
-# The job lines of stdin (train arguments), one after another, or with LANES=N as N concurrent processes (MPS on a
-# GPU, so that their kernels overlap: an MQAR step of one small model leaves most of an H200 idle), lane l writing
-# its records to $RESULTS/lane-l; a lane's output is printed when all are done. Wall times of concurrent runs are
-# their own under contention: the stage's time over its runs is the share (printed last).
-lanes() {
-  local jobs=() n="${LANES:-1}" mps=off start=$SECONDS logs l k
-  mapfile -t jobs
-  [ "${#jobs[@]}" -le 7 ] || echo "note: ${#jobs[@]} record files; a device call brings back 8 files" >&2
-  if [ "$n" -le 1 ]; then
-    for k in "${!jobs[@]}"; do train ${jobs[k]}; done
-    return
-  fi
-  if [ "${DEVICE:-cuda}" = cuda ] && command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then
-    mps=on
-  fi
-  logs=$(mktemp -d)
-  echo "${#jobs[@]} commands in $n lanes, MPS $mps"
-  for ((l = 0; l < n; l++)); do
-    ( for ((k = l; k < ${#jobs[@]}; k += n)); do RESULTS="$RESULTS/lane-$l" train ${jobs[k]} || true; done ) \
-      >"$logs/$l.log" 2>&1 &
-  done
-  wait
-  for ((l = 0; l < n; l++)); do echo "=== lane $l"; cat "$logs/$l.log"; done
-  [ "$mps" = off ] || echo quit | nvidia-cuda-mps-control
-  echo "lanes: $((SECONDS - start)) s for ${#jobs[@]} commands"
-}
+# The job lines of stdin (train arguments), one after another. Not several at once: four concurrent processes under
+# MPS (captured steps, D=128/256) ran 14 times slower each, 3.7 times slower in all, than one after another
+# (results/h200/mqar-lanes/README.md).
+serial() { local job rc=0; while read -r job; do train $job </dev/null || { rc=$?; echo "exit $rc: train $job" >&2; }; done
+          return "$rc"; }
 case "$stage" in
   probe) for lr in ${LRS:-1e-3 3e-3}; do for w in ${WIDTHS:-64 128 256}; do
            start=$(date +%s); train --preset mqar --attn mha --d-model "$w" --lr "$lr"
            echo "probe d=$w lr=$lr: $(( $(date +%s) - start )) s"
          done; done ;;
-  width) chunks "${LANES:-1}" "$(attns "${4:-all}")" | while read -r a; do
-           echo "--preset mqar --attn $a --d-model ${2:?W} --seeds ${3:-3}"; done | lanes ;;
+  width) echo "--preset mqar --attn ${4:-all} --d-model ${2:?W} --seeds ${3:-3}" | serial ;;
   lrs) widths=(${2//,/ }) rates=(${LRS:-3e-4 1e-3})
-       per=$(( (${LANES:-1} + ${#widths[@]} * ${#rates[@]} - 1) / (${#widths[@]} * ${#rates[@]}) ))
-       for w in "${widths[@]}"; do for lr in "${rates[@]}"; do chunks "$per" "${3:?ATTNS}" | while read -r a; do
-         echo "--preset mqar --attn $a --d-model $w --seeds ${4:-3} --lr $lr"; done; done; done | lanes ;;
-  extrapolate) chunks "${LANES:-1}" "$(attns "${2:-all}")" | while read -r a; do
-           echo "--preset default --attn $a --seeds ${3:-3} --eval-ctx 256,512,1024,2048"; done | lanes ;;
+       for w in "${widths[@]}"; do for lr in "${rates[@]}"; do
+         echo "--preset mqar --attn ${3:?ATTNS} --d-model $w --seeds ${4:-3} --lr $lr"; done; done | serial ;;
+  extrapolate) echo "--preset default --attn ${2:-all} --seeds ${3:-3} --eval-ctx 256,512,1024,2048" | serial ;;
   *) echo "unknown stage $stage (probe | width W [SEEDS] [ATTNS] | lrs W[,W...] ATTNS [SEEDS] |" \
           "extrapolate [ATTNS] [SEEDS])" >&2
      exit 2 ;;
