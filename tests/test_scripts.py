@@ -1,0 +1,56 @@
+"""scripts/gpu_quality.sh, the stages of the GPU sweeps (issue 20), driven on CPU with a tiny budget: each
+(width, learning rate) is one `train` command (one record file: a device call brings back 8 files), the commands run
+one after another, and LIMIT_S refuses to start a command that cannot finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = "--steps 2 --batch 4 --eval-every 1 --task-opt train_examples=64,test_examples=16"
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def stage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    python = Path(sys.executable).parent  # the `python` the script calls is this interpreter
+    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_quality.sh"), *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PATH": f"{python}:{os.environ['PATH']}", "DEVICE": "cpu",
+                                            "EXTRA": TINY, "RESULTS": str(tmp_path / "r"),
+                                            "CKPT": str(tmp_path / "c"), "XDG_CACHE_HOME": str(tmp_path), **env})
+
+
+def records(folder: Path) -> dict[str, list[dict]]:
+    return {f.name: [json.loads(line) for line in f.read_text().splitlines()] for f in sorted(folder.glob("*.jsonl"))}
+
+
+def test_lrs_runs_one_command_per_width_and_rate_each_with_every_attention(tmp_path):
+    r = stage(tmp_path, "lrs", "32,48", "sha,mqa", "1", LRS="1e-3 3e-4")
+    assert r.returncode == 0, r.stderr
+    files = records(tmp_path / "r")
+    assert len(files) == 4
+    points = sorted((rec["config"]["preset_fields"]["d_model"], rec["config"]["preset_fields"]["lr"])
+                    for recs in files.values() for rec in recs[:1])
+    assert points == [(32, 3e-4), (32, 1e-3), (48, 3e-4), (48, 1e-3)]
+    for recs in files.values():
+        assert sorted(rec["attn"] for rec in recs) == ["mqa", "sha"]
+        assert all(rec["status"] == "ok" and rec["config"]["preset_fields"]["task"] == "mqar" for rec in recs)
+
+
+def test_a_stage_without_time_left_starts_nothing_and_says_so(tmp_path):
+    r = stage(tmp_path, "width", "32", "1", "sha", LIMIT_S="10")
+    assert r.returncode != 0
+    assert "not started (LIMIT_S" in r.stderr
+    assert not list((tmp_path / "r").glob("*.jsonl"))
+
+
+def test_an_unknown_stage_is_one_line_and_exit_2(tmp_path):
+    r = stage(tmp_path, "sweep")
+    assert r.returncode == 2 and r.stderr.strip().startswith("unknown stage sweep")
