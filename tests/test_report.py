@@ -687,3 +687,16 @@ def test_a_width_sweep_compares_attentions_at_each_width_never_across(tmp_path):
         assert float(ratio["x MHA"]) == pytest.approx(np.mean(acc[("sha", w)]) / np.mean(acc[("mha", w)]), rel=1e-3)
     rows = [r["attention"] for r in md_table_rows(md) if "seeds" in r and "failed" in r]
     assert rows == sorted(rows, key=lambda a: (a.split()[0], int(a.split("d_model=")[1])))  # 32 before 64, as numbers
+
+
+def test_a_baseline_that_fails_where_another_succeeds_is_flagged_at_its_width_only(tmp_path):
+    """At D=64 MHA is beaten (p_holm < 0.05): its ratios there measure its failure, and the report says so; at D=32
+    MHA is the best, and nothing is flagged."""
+    acc = {("mha", 32): [0.95, 0.96, 0.97], ("mdha", 32): [0.90, 0.91, 0.92], ("sha", 32): [0.40, 0.41, 0.43],
+           ("mha", 64): [0.09, 0.10, 0.09], ("mdha", 64): [0.99, 1.0, 0.995], ("sha", 64): [0.09, 0.095, 0.10]}
+    recs = [mqar_rec(a, s, v[s], d_model=w) for (a, w), v in acc.items() for s in range(3)]
+    md = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out", plots=False).markdown.read_text()
+    blocks = {w: md.split(f"#### test_acc across seeds at d_model {w}")[1].split("####")[0] for w in (32, 64)}
+    assert "not a baseline to keep here" not in blocks[32]
+    flagged = [line for line in blocks[64].splitlines() if "not a baseline to keep here" in line]
+    assert len(flagged) == 1 and "worse than mdha (" in flagged[0]  # sha, at MHA's level, is not named

@@ -211,15 +211,34 @@ def _seed_stats(doc: _Doc, series: Sequence[Series], at: str = "") -> None:
         doc.table(_summary_rows(series, groups, metric, higher),
                   ["attention", "n", metric, "95% CI", ATTN_PARAMS, PARAMS_SHARE, RATIO, RATIO_BOOT, RATIO_DELTA])
         tested = {k: v for k, v in groups.items() if len(v) > 1}
+        tests = stats.pairwise(tested, higher_is_better=higher)
         pairs = [{"A": p["a"], "B": p["b"], "A - B": p["diff"], "95% CI of A - B": _ci(p["ci_low"], p["ci_high"]),
-                  "p (Welch)": p["p"], "p_holm": p["p_holm"], "verdict": p["verdict"]}
-                 for p in stats.pairwise(tested, higher_is_better=higher)]
+                  "p (Welch)": p["p"], "p_holm": p["p_holm"], "verdict": p["verdict"]} for p in tests]
         few = [k for k in groups if k not in tested]
         if pairs:
             doc.add(f"Every pair: Welch's t-test (unequal variances); p_holm is Holm-adjusted over this table's pairs; "
                     f"a pair is told apart when p_holm < {stats.ALPHA:.2g}."
                     + (f" Not tested ({stats.TOO_FEW}: one seed): {', '.join(few)}." if few else ""))
             doc.table(pairs, ["A", "B", "A - B", "95% CI of A - B", "p (Welch)", "p_holm", "verdict"])
+        beaten = _baseline_beaten(series, tests, higher)
+        if beaten:
+            doc.add(f"**{beaten[0]} is not a baseline to keep here**: it is worse than {', '.join(beaten[1:])} "
+                    f"(p_holm < {stats.ALPHA:.2g}), so a `{RATIO}` above 1 measures its shortfall at this point, not "
+                    "what the others keep of it.")
+
+
+def _baseline_beaten(series: Sequence[Series], pairs: Sequence[dict], higher: bool) -> list[str]:
+    """[the baseline's label, then each series that beats it (Welch + Holm, p_holm < ALPHA)], or [] when none does:
+    a retention ratio over a baseline that failed (MHA at a learning rate too high for it) is not retention."""
+    base = next((s.label for s in series if _baseline(s, series) is s), None)
+    better = []
+    for p in pairs:
+        if base not in (p["a"], p["b"]) or p["p_holm"] is None or p["p_holm"] >= stats.ALPHA:
+            continue
+        other, sign = (p["b"], -1) if p["a"] == base else (p["a"], 1)
+        if sign * p["diff"] * (1 if higher else -1) > 0:
+            better.append(other)
+    return [base, *better] if better else []
 
 
 def _label_without(s: Series, *keys: str) -> str:
