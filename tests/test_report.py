@@ -515,6 +515,12 @@ def test_width_sweep_takes_each_attentions_best_learning_rate_by_validation(tmp_
     assert (row["d_model 32"], row["d_model 64"]) == ("0.3 ± 0.01 (3) at lr 0.001",) * 2
     assert next(r for r in md_rows(md, "mha") if "d_model 64" in r)["d_model 64"] == "0.8 ± 0.01 (3)"
     assert next(p for p in res.plots if p.kind == "width").series == ["mha", "sha"]
+    # the tests at each width compare sha at that rate only: one pair, mha against sha lr=0.001, not two
+    for w in (32, 64):
+        block = md.split(f"#### test_acc across seeds at d_model {w}")[1].split("####")[0]
+        pairs = [(r["A"], r["B"]) for r in md_table_rows(block) if "p_holm" in r]
+        assert pairs == [("mha", "sha lr=0.001")]
+        assert "not compared here: sha lr=0.003." in block
 
 
 def test_no_width_sweep_without_one(tmp_path):

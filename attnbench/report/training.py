@@ -66,7 +66,8 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
         doc.table(rows, ["attention", "seeds", "failed", *TRAIN_COLUMNS])
         doc.add("Cells with two seeds or more read mean ± standard deviation across seeds.")
         for w, block in blocks:  # a width sweep's attentions are compared at each width, never across widths
-            _seed_stats(doc, block, "" if w is None else f" at {WIDTH} {w}")
+            tested, left = _at_best_lr(block)
+            _seed_stats(doc, tested, "" if w is None else f" at {WIDTH} {w}", left)
         _width_sweep(doc, series, plt, out / f"width-{name}.png", group, title, plots)
         _extrapolation(doc, series, plt, out / f"extrapolation-{name}.png", group, title, plots)
 
@@ -192,10 +193,22 @@ def _summary_rows(series: Sequence[Series], groups: dict[str, list[float]], metr
     return rows
 
 
-def _seed_stats(doc: _Doc, series: Sequence[Series], at: str = "") -> None:
+def _at_best_lr(block: Sequence[Series]) -> tuple[list[Series], list[Series]]:
+    """(the series to compare, the ones left out): where an attention ran at several learning rates with its other
+    settings equal, only its best by validation (_best_lr) is compared, as Zoology compares each architecture at
+    the best of its sweep; testing every rate against every other would pair one attention's failed rate with
+    another's good one and spend the Holm family on pairs nobody asked about."""
+    by: dict[tuple, list[Series]] = defaultdict(list)
+    for s in block:
+        by[(s.attn, _freeze({k: v for k, v in s.settings.items() if k != LR}))].append(s)
+    best = {id(_best_lr(c)[0]) for c in by.values()}
+    return [s for s in block if id(s) in best], [s for s in block if id(s) not in best]
+
+
+def _seed_stats(doc: _Doc, series: Sequence[Series], at: str = "", left: Sequence[Series] = ()) -> None:
     """Per STATS_METRICS metric, when some series has two seeds or more: the summary rows, then Welch t-tests of
     every pair with Holm's correction over that metric's pairs (stats.pairwise); `at` names the width a block of a
-    width sweep is (its pairs are its own family)."""
+    width sweep is (its pairs are its own family); `left`: the series of other learning rates, named, not tested."""
     for metric, higher in STATS_METRICS:
         groups = {s.label: _seed_values(s, metric) for s in series if _seed_values(s, metric)}
         if not any(len(v) > 1 for v in groups.values()):
@@ -207,7 +220,10 @@ def _seed_stats(doc: _Doc, series: Sequence[Series], at: str = "") -> None:
                 f"retention ratio (Xue & Aletras 2023), mean {metric} over "
                 f"{BASELINE.upper()}'s{inverted}, with {stats.CONFIDENCE:.0%} intervals from a percentile bootstrap "
                 "over seeds and from the delta method (Student t). At a handful of seeds the bootstrap interval runs "
-                "narrow (it sees no more spread than the seeds show): trust the delta interval and the p-values.")
+                "narrow (it sees no more spread than the seeds show): trust the delta interval and the p-values."
+                + (f" Each attention at its best learning rate by mean `{SELECT_BY}` (validation, not test); its "
+                   f"other rates are in the table above, not compared here: {', '.join(s.label for s in left)}."
+                   if left else ""))
         doc.table(_summary_rows(series, groups, metric, higher),
                   ["attention", "n", metric, "95% CI", ATTN_PARAMS, PARAMS_SHARE, RATIO, RATIO_BOOT, RATIO_DELTA])
         tested = {k: v for k, v in groups.items() if len(v) > 1}
