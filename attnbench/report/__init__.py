@@ -6,7 +6,7 @@ side-by-side comparison of two runs (`--compare A B`). One module per section of
     training.py       "Training": curves, final figures, seed statistics, accuracy against width
     extrapolation.py  a training section's length extrapolation (train --eval-ctx)
     paper.py          "RCMHA paper, reproduced": the paper's table, its claims tested, the ablation
-    compare.py        --compare A B: two runs side by side
+    side_by_side.py   --compare A B: two runs side by side
 
 and what they share:
 
@@ -39,7 +39,7 @@ from attnbench import __version__
 from attnbench.config import ReportSettings
 from attnbench.errors import AttnbenchError
 from attnbench.report import paper
-from attnbench.report.compare import COMPARE_COLUMNS, CompareResult, compare, compare_markdown
+from attnbench.report.side_by_side import COMPARE_COLUMNS, CompareResult, compare, compare_markdown
 from attnbench.report.cost import _memory_section, _params_section, _speed_section, fit_exponent
 from attnbench.report.document import _Doc
 from attnbench.report.environments import _env_section

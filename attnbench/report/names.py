@@ -54,6 +54,6 @@ PLOT_KEYS = ("mode", "dtype", "batch", "d_model", "heads")  # one plot per devic
 # attn_config is absent from failed cells; causality is the check's own record (its seconds), not a setting
 BENCH_IGNORE = (SEQ_LEN, DEVICE_KEY, NAME, "attn_config", "causal", "causality")
 
-# The metrics --compare sets side by side, per record kind (compare.py).
+# The metrics --compare sets side by side, per record kind (side_by_side.py).
 COMPARE_METRICS = {"speed": (SPEED_TIME,), "memory": MEMORY_PEAKS,
                    "train": ("test_acc", "test_loss"), "params": ("total",)}  # params.py: qkv + out + other
