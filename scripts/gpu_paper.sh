@@ -16,7 +16,7 @@
 # here (git-ignored), carry it (the run tool's carry: ["ckpt-in"]) and repeat the same `run`: it unpacks them and
 # continues with --resume (CARRIED=... another folder). A hard stop (timeout's SIGINT, 30 s after --stop-after)
 # keeps a checkpoint wherever the run stands, in $CKPT (default checkpoints/paper, git-ignored).
-# Not as concurrent processes: four under MPS ran 3.7 times slower in all than in turn (results/h200/mqar-lanes/).
+# Not as concurrent processes: four under MPS ran 3.7-6 times slower in all than alone (results/h200/mqar-lanes/).
 # The table: mha, mdha, rmha, rcmha at relu; the ablation adds the same at relu2. Then:
 #   attnbench report results/h200/paper   (paper table, Welch + Holm claims, the 2×2×2 ablation)
 set -euo pipefail

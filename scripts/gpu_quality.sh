@@ -37,9 +37,10 @@ train() {
     --format markdown "${soft[@]}" "$@" ${EXTRA:-}
 }
 # The job lines of stdin (train arguments), one after another. Not several at once: four concurrent processes under
-# MPS (captured steps, D=128/256) ran 14 times slower each, 3.7 times slower in all, than one after another
+# MPS (captured steps, D=128/256) ran 15-23 times slower each, 3.7-6 times slower in all, than runs alone
 # (results/h200/mqar-lanes/README.md).
-serial() { local job rc=0; while read -r job; do train $job </dev/null || { rc=$?; echo "exit $rc: train $job" >&2; }; done
+serial() { local job rc=0
+          while read -r job; do train $job </dev/null || { rc=$?; echo "exit $rc: train $job" >&2; }; done
           return "$rc"; }
 case "$stage" in
   probe) for lr in ${LRS:-1e-3 3e-3}; do for w in ${WIDTHS:-64 128 256}; do
