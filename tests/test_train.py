@@ -313,6 +313,32 @@ def test_ctrl_c_mid_plan_then_resume_continues_every_attention_and_seed(tmp_path
     assert len(_lines(p.record_path)) == 5  # the same file: 2 from the first session, 3 from the second
 
 
+def test_a_run_folder_carried_without_its_records_keeps_the_finished_runs_as_measured(tmp_path, monkeypatch):
+    """The plan interrupted in its second run, then resumed where its record file is gone (the run folder alone
+    carried to another machine, as between device calls): the finished run is neither trained nor tested again, its
+    record is the first session's to the last figure (memory and time included), and the new record file holds it."""
+    from attnbench.training import engine as eng
+
+    corpus, p = _small_corpus(), _plan(tmp_path, attn="mha,sha", ensemble="off")
+    _interrupt_at(monkeypatch, step=7, nth_run=2)
+    with pytest.raises(Interrupted):
+        engine.run_plan(p, corpus, command="test")
+    monkeypatch.undo()
+    first = _lines(p.record_path)[0]
+    assert (first["attn"], first["status"]) == ("mha", "ok")
+    p.record_path.unlink()  # another machine: only the checkpoint folder came
+
+    ran = []
+    real = eng.train_group
+    monkeypatch.setattr(eng, "train_group", lambda attn, seeds, *a, **k: ran.append(attn) or real(attn, seeds, *a, **k))
+    again = resume_plan(p.run_dir, {})
+    recs = engine.run_plan(again, corpus, command="test")
+    assert ran == ["sha"]  # mha's finished run is not run again, not even its test pass
+    assert [(r["attn"], r["status"]) for r in recs] == [("mha", "ok"), ("sha", "ok")]
+    assert recs[0] == first  # as measured: memory, time, test figures
+    assert _lines(again.record_path)[0] == first and _lines(again.record_path)[1]["attn"] == "sha"  # a complete file
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stacked_group_interrupted_then_resumed_equals_an_uninterrupted_one(tmp_path, monkeypatch, signum, code):
     """Three seeds as one model, stopped by a signal at step 4 (SIGTERM as Ctrl-C, exit 143): partial records say
