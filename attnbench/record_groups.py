@@ -150,3 +150,13 @@ def _freeze(d: dict[str, Any]) -> tuple:
 
 def _ok(r: dict[str, Any]) -> bool:
     return r.get("status", "ok") == "ok"
+
+
+def failed_seeds(recs: Iterable[dict[str, Any]]) -> int:
+    """Seeds without a finished run (a crash, a non-finite loss, a stop never resumed); a seed interrupted in one
+    session and finished by --resume in a later one has both records and is not counted."""
+    recs = list(recs)
+    done = {(r.get("config") or {}).get(SEED) for r in recs if _ok(r)}
+    return len({s if (s := (r.get("config") or {}).get(SEED)) is not None else id(r)
+                for r in recs if not _ok(r)} - done)
+

@@ -113,6 +113,21 @@ def welch(a: Sequence[float], b: Sequence[float]) -> dict:
     return out
 
 
+def paired(a: Sequence[float], b: Sequence[float]) -> dict:
+    """The paired t-test of mean(a - b) = 0 (scipy.stats.ttest_rel): a[i] and b[i] are one run measured twice (one
+    seed's model scored at two context lengths). diff is mean(a - b), its 95 % interval Student's with n - 1 degrees
+    of freedom (stats.summary of the differences). p is None where n < 2 or the differences do not vary."""
+    x, y = _values(a), _values(b)
+    if len(x) != len(y):
+        raise ValueError(f"paired values of unequal length: {len(x)} and {len(y)}")
+    d = summary(x - y)
+    out = {"n": d["n"], "diff": d["mean"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "t": None, "p": None}
+    if d["n"] >= 2 and d["std"]:
+        res = sps.ttest_rel(x, y)
+        out.update({"t": float(res.statistic), "p": float(res.pvalue)})
+    return out
+
+
 def pairwise(groups: dict[str, Sequence[float]], higher_is_better: bool, alpha: float = ALPHA) -> list[dict]:
     """Every pair (a, b) of groups in the given order: Welch's t-test (see welch), the raw p and the Holm-adjusted
     p over the pairs that could be tested (one family per call: call it once per metric), and a verdict string.

@@ -126,6 +126,17 @@ def test_report_tables_plots_and_numbers(run_a, tmp_path):
     assert "NVIDIA H100 80GB HBM3 (cuda) · driver 550.54 · CUDA 12.4 · torch 2.5.1" in md
 
 
+def test_a_seed_stopped_then_finished_by_resume_is_not_a_failed_run(tmp_path):
+    """Seed 1 stopped by --stop-after in one device call and finished by --resume in the next has a partial record
+    and a finished one: it counts once among the seeds, never as failed; seed 2, stopped and never resumed, fails."""
+    stopped = dict(status="interrupted", reason="stopped by --stop-after", partial=True)
+    recs = [train_rec("mha", s, 0.5 + 0.01 * s) for s in (0, 1)]
+    recs += [{**train_rec("mha", s, None), **stopped} for s in (1, 2)]
+    md = report.build_report([write(tmp_path / "a.jsonl", recs)], tmp_path / "out", plots=False).markdown.read_text()
+    row = next(r for r in md_rows(md, "mha") if "test_acc" in r)
+    assert (row["seeds"], row["failed"], row["test_acc"]) == ("2", "1", "0.505 ± 0.007071")
+
+
 def test_train_section_sets_no_paper_accuracy_beside_ours(tmp_path):
     """The paper's cumulative train+validation accuracy is not our held-out test accuracy: the train section no
     longer sets them side by side (report/paper.py does, with the paper's own metric beside ours)."""
@@ -474,6 +485,19 @@ def test_length_extrapolation_table_ratio_and_plot(tmp_path):
     assert ratios["sha"]["x MHA @256"] == "n/a" and ratios["sha"]["x MHA @128"].startswith(
         cell(np.mean(acc["sha"][128]) / np.mean(acc["mha"][128])))
     assert ratios["mha"]["x MHA @256"] == "baseline" and ratios["sha"]["attn_params"] == "100"
+    # what the longer context gains, paired over seeds; sha (n/a at 256) has no row, every attention with a value
+    # past its trained length has one; two rows a metric: Holm doubles the smaller p (scipy.stats.ttest_rel here)
+    from scipy.stats import ttest_rel
+
+    gains = {a: next(r for r in md_rows(md, a) if "Δ acc" in r) for a in ("mha", "rmha")}
+    assert not [r for r in md_rows(md, "sha") if "Δ acc" in r]
+    p = {a: ttest_rel(acc[a][256], acc[a][128]).pvalue for a in gains}
+    assert gains["rmha"]["from → to"] == "128 → 256" and gains["rmha"]["n"] == "3"
+    assert gains["rmha"]["Δ acc"].startswith(cell(np.mean(np.subtract(acc["rmha"][256], acc["rmha"][128]))) + " [")
+    small, big = sorted(gains, key=p.get)
+    assert gains[small]["acc p_holm"].endswith(f"({stats.format_p(min(1, 2 * p[small]), 'p_holm')})")
+    assert gains["mha"]["acc p_holm"].startswith("worse") and min(1, 2 * p["mha"]) < 0.05
+    assert gains["rmha"]["loss p_holm"] == "too few runs"  # loss 1 + c/1000 in every seed: no spread to test
     plot = next(p for p in res.plots if p.kind == "extrapolation")
     assert is_png(plot.path) and f"]({plot.path.name})" in md and sorted(plot.series) == sorted(acc)
 

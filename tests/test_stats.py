@@ -55,6 +55,23 @@ def test_welch_matches_scipy():
         assert w["df"] == pytest.approx(ref.df)
 
 
+def test_paired_is_the_t_test_of_the_differences_by_hand():
+    """One model scored twice per seed: t = mean(d) / (sd(d) / sqrt(n)) with n - 1 degrees of freedom, computed here
+    from the formula, not from scipy's ttest_rel; a shift shared by every seed is found where Welch sees nothing."""
+    a, b = [0.561, 0.566, 0.557, 0.570], [0.560, 0.5645, 0.5561, 0.5688]
+    d = np.subtract(a, b)
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    half = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    r = stats.paired(a, b)
+    assert r["n"] == 4 and r["diff"] == pytest.approx(d.mean())
+    assert r["t"] == pytest.approx(t) and r["p"] == pytest.approx(2 * sps.t.sf(abs(t), len(d) - 1))
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert r["p"] < 0.01 < stats.welch(a, b)["p"]  # the seeds' spread hides the shift from an unpaired test
+    assert stats.paired([1.0], [0.5])["p"] is None and stats.paired([1.0, 2.0], [0.5, 1.5])["p"] is None  # no spread
+    with pytest.raises(ValueError, match="unequal length"):
+        stats.paired([1.0, 2.0], [1.0])
+
+
 def test_pairwise_tells_different_groups_apart_and_same_ones_not():
     rng = np.random.default_rng(1)
     groups = {"good": list(0.60 + 0.005 * rng.standard_normal(5)),

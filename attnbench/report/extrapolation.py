@@ -42,6 +42,54 @@ def _trained_ctx(r: dict[str, Any]) -> int | None:
     return ctx if isinstance(ctx, int) else None
 
 
+def _pairs(s: Series, t: int, c: int, key: str) -> tuple[list[float], list[float]]:
+    """Each seed's figure at length c and at its trained length t, paired (the same model scored twice)."""
+    at_c, at_t = [], []
+    for r in one_per_seed(s.records):
+        by = {e.get("ctx"): e for e in (r.get("metrics") or {}).get(EVAL_CTX) or [] if isinstance(e, dict)}
+        x, y = (_ctx_values([by[k]], key) if k in by else [] for k in (c, t))
+        if x and y:
+            at_c.append(x[0]), at_t.append(y[0])
+    return at_c, at_t
+
+
+def _gains(doc: _Doc, have: Sequence[Series], lengths: Sequence[int]) -> None:
+    """What a longer context buys an attention that runs past its trained length: per (attention, length), the
+    change of test accuracy and loss from the trained length, paired over seeds (stats.paired), Holm-adjusted over
+    the table's rows (one family per metric)."""
+    rows, tests = [], {EVAL_CTX_ACC: [], EVAL_CTX_LOSS: []}
+    for s in have:
+        t = _trained_ctx(s.records[0])
+        for c in (c for c in lengths if t is not None and c > t):
+            row: dict[str, Any] = {"attention": s.label, "from → to": f"{t} → {c}"}
+            for key in tests:
+                at_c, at_t = _pairs(s, t, c, key)
+                if not at_c:
+                    break
+                res = stats.paired(at_c, at_t)
+                row[f"Δ {key}"] = cell(res["diff"]) + (f" {ci}" if (ci := _ci(res["ci_low"], res["ci_high"])) else "")
+                row["n"] = res["n"]
+                tests[key].append((row, res))
+            else:
+                rows.append(row)
+    if not rows:
+        return
+    shown = {id(row) for row in rows}
+    for key, higher in ((EVAL_CTX_ACC, True), (EVAL_CTX_LOSS, False)):
+        done = [(row, res) for row, res in tests[key] if res["p"] is not None and id(row) in shown]
+        for (row, res), adj in zip(done, stats.holm([res["p"] for _, res in done])):
+            better = (res["diff"] > 0) == higher
+            row[f"{key} p_holm"] = (f"{'better' if better else 'worse'} ({stats.format_p(adj, 'p_holm')})"
+                                    if adj < stats.ALPHA else f"not told apart ({stats.format_p(adj, 'p_holm')})")
+        for row, res in tests[key]:
+            row.setdefault(f"{key} p_holm", stats.TOO_FEW)
+    doc.add("What the longer context gains: the change of test accuracy and loss (nats) from the trained length, "
+            f"paired over seeds (the same model scored at both lengths; paired t-test, {stats.CONFIDENCE:.0%} "
+            "interval of the mean change), Holm-adjusted over this table's rows, one family per metric.")
+    doc.table(rows, ["attention", "from → to", "n", f"Δ {EVAL_CTX_ACC}", f"{EVAL_CTX_ACC} p_holm",
+                     f"Δ {EVAL_CTX_LOSS}", f"{EVAL_CTX_LOSS} p_holm"])
+
+
 def _short_reason(entries: Sequence[dict[str, Any]]) -> str:
     """'n/a: learned absolute positions' from "learned absolute positions: a table of 256 rows": the reason's
     first clause, cut at a word near REASON_CHARS."""
@@ -120,3 +168,4 @@ def _extrapolation(doc: _Doc, series: Sequence[Series], plt, path: Path, group: 
             f"(Xue & Aletras 2023), with its {stats.CONFIDENCE:.0%} delta-method interval; n/a where either has no "
             "value there.")
     doc.table(ratio_rows, ["attention", ATTN_PARAMS, *(f"{RATIO} @{c}" for c in lengths)])
+    _gains(doc, have, lengths)

@@ -21,7 +21,8 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from attnbench import stats
-from attnbench.record_groups import TRAIN_IGNORE, _freeze, _latest, _num, _ok, env_key, env_label, train_settings
+from attnbench.record_groups import (TRAIN_IGNORE, _freeze, _latest, _num, _ok, env_key, env_label, failed_seeds,
+                                     train_settings)
 from attnbench.tables import cell, to_markdown
 
 PRESET = "paper"  # config.preset of the records this section reads
@@ -102,16 +103,17 @@ def _groups(recs: Sequence[dict[str, Any]]):
 
 
 def cells(recs: Sequence[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[dict]], dict[tuple[str, str], int]]:
-    """(attention, act) -> its ok records, the latest per seed; and -> the number of failed records."""
+    """(attention, act) -> its ok records, the latest per seed; and -> its seeds without a finished run (a seed
+    stopped in one device call and finished by --resume in the next is not counted: series.failed_seeds)."""
     ok: dict[tuple[str, str], dict[Any, dict]] = defaultdict(dict)
-    failed: dict[tuple[str, str], int] = defaultdict(int)
+    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in _latest(recs):
         key = (train_settings(r)[0], _act(r))
+        by[key].append(r)
         if _ok(r):
             ok[key][(r.get("config") or {}).get("seed")] = r
-        else:
-            failed[key] += 1
-    return {k: list(v.values()) for k, v in ok.items()}, dict(failed)
+    failed = {k: n for k, rs in by.items() if (n := failed_seeds(rs))}
+    return {k: list(v.values()) for k, v in ok.items()}, failed
 
 
 def _order(keys) -> list[tuple[str, str]]:

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 
 from attnbench import stats
 from attnbench.errors import AttnbenchError
-from attnbench.record_groups import TASK, _freeze, _num, _ok, attn_config, env_key, env_label, train_settings
+from attnbench.record_groups import (TASK, _freeze, _num, _ok, attn_config, env_key, env_label, failed_seeds,
+                                     train_settings)
 from attnbench.report.document import _Doc
 from attnbench.report.extrapolation import _extrapolation
 from attnbench.report.names import (ATTN_PARAMS, BASELINE, CURVE_X, CURVE_Y, CURVES, LR, NA, PARAMS_SHARE, RATIO,
@@ -55,7 +56,7 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
         for s in sorted(series, key=lambda s: _natural(s.label)):
             ok = one_per_seed(s.records)
             row: dict[str, Any] = {"attention": s.label, "seeds": len(ok),
-                                   "failed": sum(not _ok(r) for r in s.records)}
+                                   "failed": failed_seeds(s.records)}
             for c in TRAIN_COLUMNS:
                 figs = [_figure(r.get("metrics") or {}, c) for r in ok]
                 mu, sd = _mean_std([v for v in figs if v != NA])
