@@ -6,9 +6,10 @@
 #                                                      # seeds stacked
 #   bash scripts/gpu_quality.sh lrs W[,W...] ATTNS [SEEDS]  # the same at each learning rate of LRS (is a plateau
 #                                                      # the lr's?), at each width given
-#   bash scripts/gpu_quality.sh extrapolate [ATTNS] [SEEDS]   # default preset, --eval-ctx 256…2048 (all: 9 x 3
-#                                                      # runs, not timed yet: 5000 steps at the 7.5 ms solo mha step of
-#                                                      # results/h200/ensemble, plus evaluation: split ATTNS over calls)
+#   bash scripts/gpu_quality.sh extrapolate [ATTNS] [SEEDS]   # default preset, --eval-ctx 256…2048, seeds one by
+#                                                      # one (stacking does not pay under this preset); 35-50 s a run on
+#                                                      # an H200, 9 x 3 runs about 1,150 s: two calls, the second a
+#                                                      # --resume of the first's run folder (results/h200/extrapolation)
 # `--preset mqar` (attnbench/config.py) is the point the probe fixed: Zoology's generator and 2-layer model at T=64,
 # 16 pairs, vocabulary 8192, 3000 steps of batch 256 at lr 3e-3 (mha at D=128: test acc 0.9997). Zoology's Figure 2
 # (arXiv 2312.04927; HazyResearch/zoology, zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py)
@@ -51,7 +52,8 @@ case "$stage" in
   lrs) widths=(${2//,/ }) rates=(${LRS:-3e-4 1e-3})
        for w in "${widths[@]}"; do for lr in "${rates[@]}"; do
          echo "--preset mqar --attn ${3:?ATTNS} --d-model $w --seeds ${4:-3} --lr $lr"; done; done | serial ;;
-  extrapolate) echo "--preset default --attn ${2:-all} --seeds ${3:-3} --eval-ctx 256,512,1024,2048" | serial ;;
+  extrapolate) echo "--preset default --attn ${2:-all} --seeds ${3:-3} --eval-ctx 256,512,1024,2048 --ensemble off" \
+                 | serial ;;
   *) echo "unknown stage $stage (probe | width W [SEEDS] [ATTNS] | lrs W[,W...] ATTNS [SEEDS] |" \
           "extrapolate [ATTNS] [SEEDS])" >&2
      exit 2 ;;

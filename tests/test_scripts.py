@@ -54,3 +54,21 @@ def test_a_stage_without_time_left_starts_nothing_and_says_so(tmp_path):
 def test_an_unknown_stage_is_one_line_and_exit_2(tmp_path):
     r = stage(tmp_path, "sweep")
     assert r.returncode == 2 and r.stderr.strip().startswith("unknown stage sweep")
+
+
+def test_extrapolate_scores_each_length_with_seeds_one_by_one(tmp_path):
+    """The extrapolation stage on a small corpus and model: one command, every attention given, seeds trained one by
+    one (--ensemble off: stacking does not pay under the default preset), each record scored at every length; past
+    the learned position table mha says n/a, rmha has a figure."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"to be or not to be, line {i}; that is the question.\n" for i in range(300)))
+    small = f"--steps 2 --batch 4 --eval-every 1 --layers 1 --d-model 32 --heads 2 --ctx 32 --eval-ctx 32,64 " \
+            f"--data {corpus}"
+    r = stage(tmp_path, "extrapolate", "mha,rmha", "2", EXTRA=small)
+    assert r.returncode == 0, r.stderr
+    (recs,) = records(tmp_path / "r").values()
+    assert sorted((rec["attn"], rec["config"]["seed"], rec["config"]["ensemble"]) for rec in recs) == \
+        [("mha", 0, 1), ("mha", 1, 1), ("rmha", 0, 1), ("rmha", 1, 1)]
+    assert all("--ensemble off" in rec["command"] for rec in recs)
+    at = {(rec["attn"], e["ctx"]): e for rec in recs for e in rec["metrics"]["eval_ctx"]}
+    assert at[("mha", 64)]["status"] == "n/a" and at[("rmha", 64)]["acc"] > 0 and at[("mha", 32)]["acc"] > 0
