@@ -159,4 +159,3 @@ def failed_seeds(recs: Iterable[dict[str, Any]]) -> int:
     done = {(r.get("config") or {}).get(SEED) for r in recs if _ok(r)}
     return len({s if (s := (r.get("config") or {}).get(SEED)) is not None else id(r)
                 for r in recs if not _ok(r)} - done)
-

@@ -104,7 +104,7 @@ def _groups(recs: Sequence[dict[str, Any]]):
 
 def cells(recs: Sequence[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[dict]], dict[tuple[str, str], int]]:
     """(attention, act) -> its ok records, the latest per seed; and -> its seeds without a finished run (a seed
-    stopped in one device call and finished by --resume in the next is not counted: series.failed_seeds)."""
+    stopped in one device call and finished by --resume in the next is not counted: record_groups.failed_seeds)."""
     ok: dict[tuple[str, str], dict[Any, dict]] = defaultdict(dict)
     by: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in _latest(recs):

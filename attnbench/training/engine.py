@@ -572,11 +572,9 @@ def run_plan(plan: Plan, data, *, command: str, on: Callback = _quiet,
     done = records.finished(plan)
     size, auto = _group_size(plan, device, proc)
     out = [done[k] for k in sorted(done, key=lambda k: (k[1], plan.attns.index(k[0])))]
-    for i, rec in enumerate(out):
-        written = None
-        if rec.pop("_carried", False):  # from the run folder alone: this session's record file gets it too
-            rec = out[i] = {k: v for k, v in rec.items() if k != "_source"}
-            written = results.append_or_fallback(plan.record_path, rec) if proc.is_main else None
+    for rec in out:
+        carried = rec.pop("_carried", False)  # from the run folder alone: this session's record file gets it too
+        written = results.append_or_fallback(plan.record_path, rec) if carried and proc.is_main else None
         on("done", record=rec, written=written, earlier=True)
     queue = [(a, s, None) for a, s in plan.groups(size, set(done))]
     measured: dict[str, dict] = {}  # auto on a GPU: per attention, whether stacking pays (stacking_pays)

@@ -116,7 +116,7 @@ def finished(plan) -> dict[tuple[str, int], dict[str, Any]]:
     for r in (results.read([copy])[0] if copy is not None and copy.is_file() else []):
         key = (r["attn"], r["config"].get("seed"))
         if r["kind"] == "train" and not r.get("partial") and key not in out:
-            out[key] = {**r, "_carried": True}
+            out[key] = {**{k: v for k, v in r.items() if k != "_source"}, "_carried": True}
     return out
 
 
