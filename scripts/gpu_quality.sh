@@ -9,7 +9,9 @@
 #   bash scripts/gpu_quality.sh extrapolate [ATTNS] [SEEDS]   # default preset, --eval-ctx 256…2048, seeds one by
 #                                                      # one (stacking does not pay under this preset); 35-50 s a run on
 #                                                      # an H200, 9 x 3 runs about 1,150 s: two calls, the second a
-#                                                      # --resume of the first's run folder (results/h200/extrapolation)
+#                                                      # `resume` (results/h200/extrapolation)
+#   bash scripts/gpu_quality.sh resume [RUN_DIR|last]  # continue a stopped command from its run folder under $CKPT
+#                                                      # (last: the newest; on the same warm machine, or carried there)
 # `--preset mqar` (attnbench/config.py) is the point the probe fixed: Zoology's generator and 2-layer model at T=64,
 # 16 pairs, vocabulary 8192, 3000 steps of batch 256 at lr 3e-3 (mha at D=128: test acc 0.9997). Zoology's Figure 2
 # (arXiv 2312.04927; HazyResearch/zoology, zoology/experiments/paper_configs/iclr24_zoology_figure2/configs.py)
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/.."
 export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/input.txt}"
 RESULTS="${RESULTS:-results/scratch/quality}"
 CKPT="${CKPT:-/tmp/attnbench-ckpt}"
-stage="${1:?stage: probe | width W [SEEDS] [ATTNS] | lrs W[,W...] ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS]}"
+stage="${1:?stage: probe | width W [SEEDS] [ATTNS] | lrs W[,W...] ATTNS [SEEDS] | extrapolate [ATTNS] [SEEDS] | resume [DIR]}"
 # DEVICE=cpu EXTRA="--steps 2 --batch 4 --task-opt train_examples=64,test_examples=16": a CPU trial of a stage
 deadline=$((SECONDS + ${LIMIT_S:-0}))
 train() {
@@ -54,7 +56,11 @@ case "$stage" in
          echo "--preset mqar --attn ${3:?ATTNS} --d-model $w --seeds ${4:-3} --lr $lr"; done; done | serial ;;
   extrapolate) echo "--preset default --attn ${2:-all} --seeds ${3:-3} --eval-ctx 256,512,1024,2048 --ensemble off" \
                  | serial ;;
+  resume) run_dir="${2:-last}"
+          [ "$run_dir" != last ] || run_dir=$(ls -td "$CKPT"/*/ 2>/dev/null | head -1)
+          [ -d "${run_dir:-}" ] || { echo "no run folder to resume (${2:-last} under $CKPT)" >&2; exit 2; }
+          echo "--resume ${run_dir%/}" | serial ;;
   *) echo "unknown stage $stage (probe | width W [SEEDS] [ATTNS] | lrs W[,W...] ATTNS [SEEDS] |" \
-          "extrapolate [ATTNS] [SEEDS])" >&2
+          "extrapolate [ATTNS] [SEEDS] | resume [RUN_DIR|last])" >&2
      exit 2 ;;
 esac

@@ -56,15 +56,19 @@ def test_an_unknown_stage_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().startswith("unknown stage sweep")
 
 
+def small_lm(tmp_path: Path) -> str:
+    """EXTRA for the default-preset stages: a small model on a small corpus, scored at 32 and 64 tokens."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"to be or not to be, line {i}; that is the question.\n" for i in range(300)))
+    return f"--steps 2 --batch 4 --eval-every 1 --layers 1 --d-model 32 --heads 2 --ctx 32 --eval-ctx 32,64 " \
+           f"--data {corpus}"
+
+
 def test_extrapolate_scores_each_length_with_seeds_one_by_one(tmp_path):
     """The extrapolation stage on a small corpus and model: one command, every attention given, seeds trained one by
     one (--ensemble off: stacking does not pay under the default preset), each record scored at every length; past
     the learned position table mha says n/a, rmha has a figure."""
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("".join(f"to be or not to be, line {i}; that is the question.\n" for i in range(300)))
-    small = f"--steps 2 --batch 4 --eval-every 1 --layers 1 --d-model 32 --heads 2 --ctx 32 --eval-ctx 32,64 " \
-            f"--data {corpus}"
-    r = stage(tmp_path, "extrapolate", "mha,rmha", "2", EXTRA=small)
+    r = stage(tmp_path, "extrapolate", "mha,rmha", "2", EXTRA=small_lm(tmp_path))
     assert r.returncode == 0, r.stderr
     (recs,) = records(tmp_path / "r").values()
     assert sorted((rec["attn"], rec["config"]["seed"], rec["config"]["ensemble"]) for rec in recs) == \
@@ -72,3 +76,21 @@ def test_extrapolate_scores_each_length_with_seeds_one_by_one(tmp_path):
     assert all("--ensemble off" in rec["command"] for rec in recs)
     at = {(rec["attn"], e["ctx"]): e for rec in recs for e in rec["metrics"]["eval_ctx"]}
     assert at[("mha", 64)]["status"] == "n/a" and at[("rmha", 64)]["acc"] > 0 and at[("mha", 32)]["acc"] > 0
+
+
+def test_resume_last_finishes_a_stopped_stage_in_a_new_results_folder(tmp_path):
+    """A stage stopped by its time budget (the next device call), resumed with `resume last` into an empty results
+    folder, as on a lent machine whose $OUT starts empty: the finished run is copied, not run again; the stopped one
+    finishes."""
+    r = stage(tmp_path, "extrapolate", "mha", "2", EXTRA=small_lm(tmp_path) + " --stop-after 0.001 --eval-every 2")
+    assert r.returncode == 75, r.stderr  # seed 0 trains its one stretch; seed 1 stops at step 0
+    first, stopped = [rec for recs in records(tmp_path / "r").values() for rec in recs]
+    assert (first["config"]["seed"], first["status"], stopped["status"]) == (0, "ok", "interrupted")
+    shutil.rmtree(tmp_path / "r")
+    r = stage(tmp_path, "resume", "last", EXTRA="")
+    assert r.returncode == 0, r.stderr
+    (recs,) = records(tmp_path / "r").values()
+    assert [(rec["config"]["seed"], rec["status"], rec["metrics"]["steps"]) for rec in recs] == \
+        [(0, "ok", 2), (1, "ok", 2)]
+    assert recs[0] == first  # copied from the run folder as measured, not run again
+    assert stage(tmp_path, "resume", str(tmp_path / "nowhere"), EXTRA="").returncode == 2
