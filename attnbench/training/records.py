@@ -110,13 +110,14 @@ def finished(plan) -> dict[tuple[str, int], dict[str, Any]]:
     session copies it into its own record file. Without that copy a resumed plan trained nothing again but ran each
     finished run's test pass once more, and its record then held the memory and time of that test pass alone (on an
     H200: 347 MiB of allocator peak instead of 1,831 for mha, results/h200/extrapolation/README.md)."""
-    recs, _ = results.read([p for p in plan.records if Path(p).is_file()])
-    out = {(r["attn"], r["config"].get("seed")): r for r in recs if r["kind"] == "train" and not r.get("partial")}
-    copy = Path(plan.run_dir) / RUN_RECORDS if plan.run_dir else None
-    for r in (results.read([copy])[0] if copy is not None and copy.is_file() else []):
-        key = (r["attn"], r["config"].get("seed"))
-        if r["kind"] == "train" and not r.get("partial") and key not in out:
-            out[key] = {**{k: v for k, v in r.items() if k != "_source"}, "_carried": True}
+    def complete(files: list[Path]) -> dict[tuple[str, int], dict[str, Any]]:
+        recs, _ = results.read([p for p in files if p.is_file()])
+        return {(r["attn"], r["config"].get("seed")): r for r in recs if r["kind"] == "train" and not r.get("partial")}
+
+    out = complete([Path(p) for p in plan.records])
+    carried = complete([Path(plan.run_dir) / RUN_RECORDS]) if plan.run_dir else {}
+    out.update({k: {**{f: v for f, v in r.items() if f != "_source"}, "_carried": True}
+                for k, r in carried.items() if k not in out})
     return out
 
 
