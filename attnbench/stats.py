@@ -1,5 +1,6 @@
 """Statistics over seeds: mean, spread and confidence interval of one attention's runs; pairwise Welch t-tests with
-Holm's correction; MHE's performance retention ratio with a confidence interval. Built on scipy.stats.
+Holm's correction; MHE's performance retention ratio with a confidence interval; an exact test of success counts
+over strata (seeds that solve a task, per width). Built on scipy.stats.
 
 Library code: every function returns plain data (floats, None where a figure is undefined); report/ and the CLI
 render it, with `format_p` and the `verdict` strings made here.
@@ -125,6 +126,33 @@ def paired(a: Sequence[float], b: Sequence[float]) -> dict:
     if d["n"] >= 2 and d["std"]:
         res = sps.ttest_rel(x, y)
         out.update({"t": float(res.statistic), "p": float(res.pvalue)})
+    return out
+
+
+def exact_strata(strata: Sequence[tuple[int, int, int, int]]) -> dict:
+    """Do groups A and B succeed equally often? The conditional exact test over strata (Mehta, Patel & Gray 1985,
+    JASA 80:969-973; R's mantelhaen.test(exact = TRUE) for 2 x 2 x K tables): stratum k holds a_k successes of n_k
+    runs of A and b_k of m_k of B. Given each stratum's margins, A's successes there follow the hypergeometric law
+    (Fisher's exact test), and T = sum_k a_k follows the convolution of those laws. Two-sided p: the probability of
+    every T no more likely than the observed one (scipy.stats.fisher_exact's convention, relative tolerance 1e-7),
+    so one stratum gives Fisher's exact p. diff: A's success rate over all its runs less B's. p is None where no
+    stratum can vary (each has every run succeeded or every run failed)."""
+    cells = [tuple(int(v) for v in s) for s in strata]
+    for a, n, b, m in cells:
+        if not (0 <= a <= n and 0 <= b <= m):
+            raise ValueError(f"a stratum of {a} of {n} and {b} of {m} successes")
+    a_tot, n_tot = sum(c[0] for c in cells), sum(c[1] for c in cells)
+    b_tot, m_tot = sum(c[2] for c in cells), sum(c[3] for c in cells)
+    out = {"a": a_tot, "n": n_tot, "b": b_tot, "m": m_tot, "p": None,
+           "diff": a_tot / n_tot - b_tot / m_tot if n_tot and m_tot else None}
+    pmf, lo = np.ones(1), 0
+    for a, n, b, m in cells:
+        s = a + b
+        ks = np.arange(max(0, s - m), min(n, s) + 1)  # A's possible successes given the stratum's margins
+        pmf, lo = np.convolve(pmf, sps.hypergeom.pmf(ks, n + m, s, n)), lo + ks[0]
+    if len(pmf) > 1:
+        observed = pmf[a_tot - lo]
+        out["p"] = float(min(1.0, pmf[pmf <= observed * (1 + 1e-7)].sum()))
     return out
 
 

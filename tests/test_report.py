@@ -730,3 +730,33 @@ def test_a_baseline_that_fails_where_another_succeeds_is_flagged_at_its_width_on
     assert "not a baseline to keep here" not in blocks[32]
     flagged = [line for line in blocks[64].splitlines() if "not a baseline to keep here" in line]
     assert len(flagged) == 1 and "worse than mdha (" in flagged[0]  # sha, at MHA's level, is not named
+
+
+def test_a_width_sweep_counts_the_seeds_that_solve_and_tests_the_counts_against_mha(tmp_path):
+    """Seeds split into solved (>= 0.9) and stuck at the plateau: the report counts them per width and tests each
+    attention's counts against MHA's with the exact test stratified by width (stats.exact_strata), Holm over the
+    attentions; an attention that solves every seed where MHA does is not testable, not 'too few runs'."""
+    from attnbench import stats
+
+    acc = {("mha", 32): [0.95, 0.97, 0.99], ("mha", 64): [0.99, 0.98, 0.99],
+           ("sha", 32): [0.10, 0.12, 0.91], ("sha", 64): [0.10, 0.11, 0.09],
+           ("gqa", 32): [0.93, 0.10, 0.95], ("gqa", 64): [0.96, 0.97, 0.10],
+           ("mdha", 32): [0.99, 0.99, 0.98], ("mdha", 64): [1.0, 0.99, 1.0]}
+    recs = [mqar_rec(a, s, v[s], d_model=w) for (a, w), v in acc.items() for s in range(3)]
+    md = report.build_report([write(tmp_path / "t.jsonl", recs)], tmp_path / "out", plots=False).markdown.read_text()
+    block = md.split("Seeds that solve")[1]
+    rows = {r["attention"]: r for r in md_table_rows(block) if "solved" in r}
+    assert (rows["sha"]["d_model 32"], rows["sha"]["d_model 64"], rows["sha"]["solved"]) == ("1/3", "0/3", "1/6")
+    assert rows["gqa"]["solved"] == "4/6" and rows["mha"]["solved"] == "6/6"
+    p = {a: stats.exact_strata([(sum(v >= 0.9 for v in acc[(a, w)]), 3, sum(v >= 0.9 for v in acc[("mha", w)]), 3)
+                                for w in (32, 64)])["p"] for a in ("sha", "gqa")}
+    adj = dict(zip(p, stats.holm(list(p.values()))))
+    for a in p:
+        assert float(rows[a]["p vs mha"]) == pytest.approx(p[a], rel=1e-3)
+        assert float(rows[a]["p_holm"]) == pytest.approx(adj[a], rel=1e-3)
+    assert p["sha"] < p["gqa"] and rows["sha"]["verdict"].startswith(("mha better than sha", "cannot be told apart"))
+    assert rows["mdha"]["verdict"].startswith("not testable")
+    # a sweep where no seed reaches 0.9 (Shakespeare-like accuracies) has no such table
+    low = [mqar_rec(a, s, 0.5 + 0.01 * s, d_model=w) for a in ("mha", "sha") for w in (32, 64) for s in range(3)]
+    md = report.build_report([write(tmp_path / "u.jsonl", low)], tmp_path / "out2", plots=False).markdown.read_text()
+    assert "against model width" in md and "Seeds that solve" not in md

@@ -155,3 +155,46 @@ def test_retention_ratio_direction_pairing_and_small_n():
     with pytest.raises(ValueError):
         stats.retention_ratio([0.5, 0.6], [0.6], paired=True)
     assert stats.retention_ratio([0.5], [0.0])["ratio"] is None
+
+
+def _by_enumeration(strata):
+    """The exact test's p the slow way: every way to say which runs of each stratum are A's (its successes fixed),
+    all equally likely under the null; p sums the probabilities of the A-success totals no likelier than the
+    observed one."""
+    from collections import Counter
+    from itertools import combinations, product
+
+    per = []
+    for a, n, b, m in strata:
+        units = [1] * (a + b) + [0] * (n + m - a - b)
+        per.append([sum(units[i] for i in pick) for pick in combinations(range(n + m), n)])
+    totals = Counter(sum(c) for c in product(*per))
+    count = sum(totals.values())
+    observed = totals[sum(s[0] for s in strata)]
+    return sum(v for v in totals.values() if v <= observed) / count
+
+
+@pytest.mark.parametrize("table", [(3, 3, 1, 3), (0, 3, 3, 3), (2, 5, 4, 4), (1, 4, 1, 3), (5, 6, 0, 2)])
+def test_exact_strata_of_one_stratum_is_fishers_exact(table):
+    a, n, b, m = table
+    got = stats.exact_strata([table])
+    assert got["p"] == pytest.approx(sps.fisher_exact([[a, n - a], [b, m - b]]).pvalue)
+    assert got["diff"] == pytest.approx(a / n - b / m)
+
+
+@pytest.mark.parametrize("strata", [
+    [(3, 3, 1, 3), (3, 3, 2, 3), (3, 3, 2, 3), (3, 3, 1, 3)],  # one group solves every seed, the other half
+    [(3, 3, 0, 3), (3, 3, 3, 3), (3, 3, 2, 3), (3, 3, 0, 3)],  # a stratum where both solve everything adds nothing
+    [(2, 3, 1, 3), (0, 2, 1, 3), (1, 3, 3, 3)],                 # mixed directions
+])
+def test_exact_strata_against_enumeration(strata):
+    assert stats.exact_strata(strata)["p"] == pytest.approx(_by_enumeration(strata))
+
+
+def test_exact_strata_pools_evidence_and_knows_when_nothing_varies():
+    one = stats.exact_strata([(3, 3, 0, 3)])["p"]
+    four = stats.exact_strata([(3, 3, 0, 3)] * 4)["p"]
+    assert one == pytest.approx(0.1) and four < 0.001  # 3 of 3 against 0 of 3 once is no evidence; four times it is
+    assert stats.exact_strata([(3, 3, 3, 3), (0, 3, 0, 3)])["p"] is None
+    with pytest.raises(ValueError):
+        stats.exact_strata([(4, 3, 0, 3)])

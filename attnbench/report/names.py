@@ -40,6 +40,8 @@ TASK_FIXED = ("ctx", "eval_stride")  # a synthetic task's sequence length is bot
 LR = "lr"  # a learning-rate sweep: Zoology runs four per point and plots each architecture at its best (Figure 2)
 SELECT_BY = "val_acc_best"  # what picks that best: validation accuracy, never the test figures it then reports
 WIDTH_DERIVED = {"d_ff": 4}  # and in these when derived from it (TrainConfig.resolved: d_ff 0 -> 4 d_model)
+SOLVED_AT = 0.9  # a seed of a width sweep solves its task at this test accuracy or above (issue 20's mark for MHA;
+# in Zoology's Figure 2, arXiv 2312.04927, attention sits near 1.0 and the failures near the chance plateau)
 
 # The figures the report reads as numbers, per record kind. One that holds anything else (a string such as "high",
 # NaN, inf) reads NA in its cell, its column stays, and a note names it by file:line (bad_values).

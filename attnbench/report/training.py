@@ -19,7 +19,7 @@ from attnbench.record_groups import (TASK, _freeze, _num, _ok, attn_config, env_
 from attnbench.report.document import _Doc
 from attnbench.report.extrapolation import _extrapolation
 from attnbench.report.names import (ATTN_PARAMS, BASELINE, CURVE_X, CURVE_Y, CURVES, LR, NA, PARAMS_SHARE, RATIO,
-                                    RATIO_BOOT, RATIO_DELTA, SELECT_BY, STATS_METRICS, TRAIN_ACC, TRAIN_COLUMNS,
+                                    RATIO_BOOT, RATIO_DELTA, SELECT_BY, SOLVED_AT, STATS_METRICS, TRAIN_ACC, TRAIN_COLUMNS,
                                     WIDTH, WIDTH_DERIVED)
 from attnbench.report.plots import Plot, _plot_lines, _save, slug
 from attnbench.report.seeds import _baseline, _ci, _mean_std, _seed_values
@@ -340,3 +340,47 @@ def _width_sweep(doc: _Doc, series: Sequence[Series], plt, path: Path, group: tu
         plots.append(Plot(path, "width", group, title, [ln[0] for ln in lines]))
         doc.add(f"![accuracy against width: {title}]({path.name})")
     doc.table(rows, ["attention", *(f"{WIDTH} {w}" for w in widths)])
+    _solved(doc, {line_label(by_w): by_w for by_w in lines_of.values()}, widths)
+
+
+def _solved(doc: _Doc, lines: dict[str, dict[int, Series]], widths: Sequence[int]) -> None:
+    """How many seeds solve (test accuracy >= SOLVED_AT) at each width of the sweep, and each attention against
+    BASELINE over the widths both ran: the exact test stratified by width (stats.exact_strata), Holm over the
+    attentions. Seeds of a recall task split into solved and stuck at the plateau, a two-valued outcome whose means a
+    t-test reads poorly; the count is what differs. Only where some seed solves and some does not (a sweep of
+    Shakespeare, where none reaches SOLVED_AT, shows no such table)."""
+    solved = {label: {w: [v >= SOLVED_AT for v in _seed_values(s, TRAIN_ACC)] for w, s in by_w.items()}
+              for label, by_w in lines.items()}
+    flags = [f for by_w in solved.values() for fs in by_w.values() for f in fs]
+    if all(flags) or not any(flags):
+        return
+    base = next((label for label in solved if label.split(" ")[0] == BASELINE), None)
+    tests: dict[str, dict] = {}
+    for label, by_w in solved.items():
+        if base is None or label == base:
+            continue
+        both = [w for w in widths if by_w.get(w) and solved[base].get(w)]
+        if both:
+            tests[label] = stats.exact_strata([(sum(by_w[w]), len(by_w[w]), sum(solved[base][w]),
+                                                len(solved[base][w])) for w in both])
+    tested = [t for t in tests.values() if t["p"] is not None]
+    for t, adj in zip(tested, stats.holm([t["p"] for t in tested])):
+        t["p_holm"] = adj
+    rows = []
+    for label, by_w in sorted(solved.items()):
+        row: dict[str, Any] = {"attention": label}
+        row.update({f"{WIDTH} {w}": f"{sum(fs)}/{len(fs)}" for w, fs in by_w.items()})
+        row["solved"] = f"{sum(sum(fs) for fs in by_w.values())}/{sum(len(fs) for fs in by_w.values())}"
+        t = tests.get(label)
+        if t is not None:
+            row[f"p vs {BASELINE}"], row["p_holm"] = t["p"], t.get("p_holm")
+            row["verdict"] = (stats.verdict(label, base, t["diff"], t["p_holm"], True) if t["p"] is not None else
+                              "not testable: at each width every seed of both solves, or none does")
+        rows.append(row)
+    doc.add(f"Seeds that solve (test accuracy >= {SOLVED_AT}), per width, at the rate the table above shows. `p vs "
+            f"{BASELINE}`: do the attention's seeds solve as often as {BASELINE.upper()}'s, over the widths both ran? "
+            "The conditional exact test stratified by width (Mehta, Patel & Gray 1985; Fisher's exact test within "
+            "each width), two-sided; p_holm is Holm-adjusted over the attentions tested. A seed either solves or "
+            "stays at the plateau, so the count says more than a t-test of means with three seeds.")
+    doc.table(rows, ["attention", *(f"{WIDTH} {w}" for w in widths), "solved", f"p vs {BASELINE}", "p_holm",
+                     "verdict"])
