@@ -28,9 +28,13 @@ WARMUP_STEPS = 3  # the docs' example uses 3
 
 
 def _snapshot(params: list[torch.Tensor], opt: torch.optim.Optimizer | None):
+    """The weights (a copy beside them, as in every run) and the optimizer state, copied to host memory: a resumed
+    run's AdamW moments (twice the weights) would otherwise sit on the GPU through the warm-up steps and raise its
+    allocator peak above a fresh run's, whose state does not exist yet (an H200 rcmha run resumed at step 4,500 read
+    2,271 MiB against 2,192; results/h200/extrapolation/)."""
     saved = [p.detach().clone() for p in params]
-    state = {} if opt is None else {id(p): {k: (v.clone() if torch.is_tensor(v) else v) for k, v in s.items()}
-                                    for p, s in opt.state.items()}
+    state = {} if opt is None else {id(p): {k: (v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v)
+                                            for k, v in s.items()} for p, s in opt.state.items()}
     return saved, state
 
 
