@@ -55,6 +55,21 @@ def test_welch_matches_scipy():
         assert w["df"] == pytest.approx(ref.df)
 
 
+@pytest.mark.parametrize("a, b", [([0.9998, 0.9995, 0.9996], [1.0, 1.0, 1.0]),  # every seed of one at accuracy 1
+                                  ([0.09, 0.7, 0.997], [0.999, 0.998, 0.999]),   # one solved-or-stuck split
+                                  ([3.0, 5.0], [1.0, 2.0, 9.0, 4.0])])
+def test_welch_by_formula_is_scipys_without_its_warning(a, b):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ref = sps.ttest_ind(a, b, equal_var=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the report prints no scipy precision warning
+        w = stats.welch(a, b)
+    assert (w["t"], w["p"]) == (pytest.approx(ref.statistic, rel=1e-6), pytest.approx(ref.pvalue, rel=1e-6))
+
+
 def test_paired_is_the_t_test_of_the_differences_by_hand():
     """One model scored twice per seed: t = mean(d) / (sd(d) / sqrt(n)) with n - 1 degrees of freedom, computed here
     from the formula, not from scipy's ttest_rel; a shift shared by every seed is found where Welch sees nothing."""
