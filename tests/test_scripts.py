@@ -1,6 +1,7 @@
 """scripts/gpu_quality.sh, the stages of the GPU sweeps (issue 20), driven on CPU with a tiny budget: each
 (width, learning rate) is one `train` command (one record file: a device call brings back 8 files), the commands run
-one after another, and LIMIT_S refuses to start a command that cannot finish."""
+one after another, and LIMIT_S refuses to start a command that cannot finish. scripts/gpu_paper.sh (issue 19) on a
+small corpus: a paper cell stopped in one call, carried as pieces and finished in the next; the memory stage."""
 
 from __future__ import annotations
 
@@ -94,3 +95,52 @@ def test_resume_last_finishes_a_stopped_stage_in_a_new_results_folder(tmp_path):
         [(0, "ok", 2), (1, "ok", 2)]
     assert recs[0] == first  # copied from the run folder as measured, not run again
     assert stage(tmp_path, "resume", str(tmp_path / "nowhere"), EXTRA="").returncode == 2
+
+
+# ------------------------------------------------------------------------------ scripts/gpu_paper.sh (issue 19)
+def paper_stage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """gpu_paper.sh on CPU with a 3,000-character corpus: the paper schedule's 10 epochs are 42 steps each."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"to be or not to be, line {i}; that is the question.\n" for i in range(60)))
+    python = Path(sys.executable).parent
+    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_paper.sh"), *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT,
+                          env={**os.environ, "PATH": f"{python}:{os.environ['PATH']}", "DEVICE": "cpu",
+                               "DATA": str(corpus), "RESULTS": str(tmp_path / "r"), "XDG_CACHE_HOME": str(tmp_path),
+                               **env})
+
+
+def test_paper_run_stops_at_an_epoch_travels_in_pieces_and_finishes_in_the_next_call(tmp_path):
+    """The device-call cycle of a paper cell: the first call stops at an epoch boundary (`--stop-after`, exit 75)
+    and writes the run's folder as pieces to COPY_TO; the next call, on a fresh machine (another checkpoints folder,
+    an empty results folder), unpacks the carried pieces and finishes the run from there."""
+    first = paper_stage(tmp_path, "run", "mha", "1", LIMIT_S="31", CKPT=str(tmp_path / "c1"),
+                        COPY_TO=str(tmp_path / "out"))  # --stop-after 1: the first epoch runs, then it stops
+    assert first.returncode == 75, first.stderr
+    pieces = sorted((tmp_path / "out").glob("ck-mha-1-relu.tar.*"))
+    assert pieces and "in 1 pieces" in first.stdout
+    (stopped,) = [rec for recs in records(tmp_path / "r").values() for rec in recs]
+    assert stopped["status"] == "interrupted" and stopped["metrics"]["steps"] == 42
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    for p in pieces:
+        shutil.copy(p, carried)
+    shutil.rmtree(tmp_path / "r")
+    second = paper_stage(tmp_path, "run", "mha", "1", LIMIT_S="300", CKPT=str(tmp_path / "c2"),
+                         CARRIED=str(carried))
+    assert second.returncode == 0, second.stderr
+    (done,) = [rec for recs in records(tmp_path / "r").values() for rec in recs]
+    assert (done["status"], done["metrics"]["steps"], done["config"]["preset_fields"]["act"]) == ("ok", 420, "relu")
+    assert done["metrics"]["paper_acc"] > 0 and done["config"]["resumed_from_step"] == 42
+    assert [("--resume" in c) for c in done["config"]["sessions"]] == [False, True]  # the plan's two commands
+    assert not (tmp_path / "c2" / "run-mha-1-relu").exists()  # finished: nothing marked to resume
+
+
+def test_paper_memory_stage_trains_each_attention_alone(tmp_path):
+    r = paper_stage(tmp_path, "memory", "mha rmha", "relu2", STEPS="3")
+    assert r.returncode == 0, r.stderr
+    recs = [rec for recs in records(tmp_path / "r").values() for rec in recs]
+    assert sorted((rec["attn"], rec["config"]["ensemble"], rec["metrics"]["steps"]) for rec in recs) == \
+        [("mha", 1, 3), ("rmha", 1, 3)]
+    assert {rec["config"]["preset_fields"]["act"] for rec in recs} == {"relu2"}
+    assert paper_stage(tmp_path, "sweep").returncode == 2
