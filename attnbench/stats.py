@@ -91,10 +91,10 @@ def verdict(a: str, b: str, diff: float | None, p_holm: float | None, higher_is_
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> dict:
-    """Welch's t-test of mean(a) = mean(b) (Welch 1947; what scipy.stats.ttest_ind(equal_var=False) computes) and the 95 % interval of
-    mean(a) - mean(b) with the Welch-Satterthwaite degrees of freedom (Welch 1947, Biometrika 34:28-35, eq. 9 there;
-    what scipy >= 1.11 returns as ttest_ind(...).confidence_interval()). None where n < 2 in either group or
-    neither group varies (the t statistic is undefined)."""
+    """Welch's t-test of mean(a) = mean(b) (what scipy.stats.ttest_ind(equal_var=False) computes) and the 95 %
+    interval of mean(a) - mean(b) with the Welch-Satterthwaite degrees of freedom (Welch 1947, Biometrika 34:28-35,
+    eq. 9 there; what scipy >= 1.11 returns as ttest_ind(...).confidence_interval()). None where n < 2 in either
+    group or neither group varies (the t statistic is undefined)."""
     x, y = _values(a), _values(b)
     out = {"n_a": len(x), "n_b": len(y), "mean_a": float(x.mean()) if len(x) else None,
            "mean_b": float(y.mean()) if len(y) else None, "diff": None, "ci_low": None, "ci_high": None,

@@ -760,3 +760,19 @@ def test_a_width_sweep_counts_the_seeds_that_solve_and_tests_the_counts_against_
     low = [mqar_rec(a, s, 0.5 + 0.01 * s, d_model=w) for a in ("mha", "sha") for w in (32, 64) for s in range(3)]
     md = report.build_report([write(tmp_path / "u.jsonl", low)], tmp_path / "out2", plots=False).markdown.read_text()
     assert "against model width" in md and "Seeds that solve" not in md
+
+
+def test_a_training_section_says_the_device_time_its_runs_took(tmp_path):
+    """Three seeds stacked as one model (each record holds the group's 30 s) cost 30 s, not 90; a run alone its
+    own wall; a record from before the stacked engine (no group size) counts as a run alone."""
+    recs = [mqar_rec("mha", s, 0.9) for s in range(3)] + [mqar_rec("sha", s, 0.5) for s in range(2)]
+    for r, wall, n in zip(recs, (30.0, 30.0, 30.0, 12.0, 8.0), (3, 3, 3, 1, None)):
+        r["metrics"]["wall_s"] = wall
+        if n is not None:
+            r["config"]["ensemble"] = n
+    solo, old = recs[3:]
+    recs = recs[:3]
+    assert "ensemble" not in old["config"]
+    md = report.build_report([write(tmp_path / "t.jsonl", [*recs, solo, old])], tmp_path / "out",
+                             plots=False).markdown.read_text()
+    assert "The 5 runs took 50 s of wall in all" in md

@@ -19,8 +19,9 @@ from attnbench.record_groups import (TASK, _freeze, _num, _ok, attn_config, env_
 from attnbench.report.document import _Doc
 from attnbench.report.extrapolation import _extrapolation
 from attnbench.report.names import (ATTN_PARAMS, BASELINE, CURVE_X, CURVE_Y, CURVES, LR, NA, PARAMS_SHARE, RATIO,
-                                    RATIO_BOOT, RATIO_DELTA, SELECT_BY, SOLVED_AT, STATS_METRICS, TRAIN_ACC, TRAIN_COLUMNS,
-                                    WIDTH, WIDTH_DERIVED)
+                                    RATIO_BOOT, RATIO_DELTA, SELECT_BY, SOLVED_AT, STATS_METRICS, TRAIN_ACC,
+                                    TRAIN_COLUMNS, WIDTH, WIDTH_DERIVED)
+from attnbench.report.paper import _group_size
 from attnbench.report.plots import Plot, _plot_lines, _save, slug
 from attnbench.report.seeds import _baseline, _ci, _mean_std, _seed_values
 from attnbench.report.series import Series, _fields, _figure, _series, one_per_seed, train_preset
@@ -65,12 +66,21 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
                     row[c] = NA if mu is None else f"{cell(row[c])} (n={len(figs) - figs.count(NA)})"
             rows.append(row)
         doc.table(rows, ["attention", "seeds", "failed", *TRAIN_COLUMNS])
-        doc.add("Cells with two seeds or more read mean ± standard deviation across seeds.")
+        doc.add("Cells with two seeds or more read mean ± standard deviation across seeds." + _gpu_time(series))
         for w, block in blocks:  # a width sweep's attentions are compared at each width, never across widths
             tested, left = _at_best_lr(block)
             _seed_stats(doc, tested, "" if w is None else f" at {WIDTH} {w}", left)
         _width_sweep(doc, series, plt, out / f"width-{name}.png", group, title, plots)
         _extrapolation(doc, series, plt, out / f"extrapolation-{name}.png", group, title, plots)
+
+
+def _gpu_time(series: Sequence[Series]) -> str:
+    """' The N runs took S s of wall in all.': each finished run's share of its group's wall (a stacked group's wall
+    divided among its members; a record without a group trained alone), summed: the device time the runs cost."""
+    shares = [wall / (_group_size(r) or 1) for s in series for r in one_per_seed(s.records)
+              if (wall := _num((r.get("metrics") or {}).get("wall_s"))) is not None]
+    return f" The {len(shares)} runs took {sum(shares):,.0f} s of wall in all (a stacked group's wall shared among " \
+           "its runs)." if shares else ""
 
 
 def _natural(label: str) -> list:
