@@ -185,11 +185,12 @@ def _group_size(r: dict[str, Any]) -> float | None:
     return _num(cfg.get(ENSEMBLE, cfg.get(RUNS_IN_GROUP)))
 
 
-def _per_run_wall(rs: Sequence[dict[str, Any]]) -> list[float]:
-    """A group's wall time divided among its runs: the GPU time one run cost."""
+def _per_run_wall(rs: Sequence[dict[str, Any]], alone_if_unknown: bool = False) -> list[float]:
+    """A group's wall time divided among its runs: the GPU time one run cost. A record that names no group size is
+    left out, or with alone_if_unknown taken for a run trained alone (records written before groups existed)."""
     out = []
     for r in rs:
-        wall, n = _num((r.get("metrics") or {}).get(WALL)), _group_size(r)
+        wall, n = _num((r.get("metrics") or {}).get(WALL)), _group_size(r) or (1 if alone_if_unknown else None)
         if wall is not None and n:
             out.append(wall / n)
     return out

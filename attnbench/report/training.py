@@ -21,7 +21,7 @@ from attnbench.report.extrapolation import _extrapolation
 from attnbench.report.names import (ATTN_PARAMS, BASELINE, CURVE_X, CURVE_Y, CURVES, LR, NA, PARAMS_SHARE, RATIO,
                                     RATIO_BOOT, RATIO_DELTA, SELECT_BY, SOLVED_AT, STATS_METRICS, TRAIN_ACC,
                                     TRAIN_COLUMNS, WIDTH, WIDTH_DERIVED)
-from attnbench.report.paper import _group_size
+from attnbench.report.paper import _per_run_wall
 from attnbench.report.plots import Plot, _plot_lines, _save, slug
 from attnbench.report.seeds import _baseline, _ci, _mean_std, _seed_values
 from attnbench.report.series import Series, _fields, _figure, _series, one_per_seed, train_preset
@@ -77,8 +77,7 @@ def _train_section(doc: _Doc, recs, out: Path, plt, plots: list[Plot]) -> None:
 def _gpu_time(series: Sequence[Series]) -> str:
     """' The N runs took S s of wall in all.': each finished run's share of its group's wall (a stacked group's wall
     divided among its members; a record without a group trained alone), summed: the device time the runs cost."""
-    shares = [wall / (_group_size(r) or 1) for s in series for r in one_per_seed(s.records)
-              if (wall := _num((r.get("metrics") or {}).get("wall_s"))) is not None]
+    shares = _per_run_wall([r for s in series for r in one_per_seed(s.records)], alone_if_unknown=True)
     return f" The {len(shares)} runs took {sum(shares):,.0f} s of wall in all (a stacked group's wall shared among " \
            "its runs)." if shares else ""
 
