@@ -94,24 +94,42 @@ def welch(a: Sequence[float], b: Sequence[float]) -> dict:
     """Welch's t-test of mean(a) = mean(b) (what scipy.stats.ttest_ind(equal_var=False) computes) and the 95 %
     interval of mean(a) - mean(b) with the Welch-Satterthwaite degrees of freedom (Welch 1947, Biometrika 34:28-35,
     eq. 9 there; what scipy >= 1.11 returns as ttest_ind(...).confidence_interval()). None where n < 2 in either
-    group or neither group varies (the t statistic is undefined)."""
+    group or neither group varies (the t statistic is undefined). The contrast (1, -1) of two groups (`contrast`),
+    by its formula rather than scipy's call: scipy prints a precision warning on seeds that agree to the last digits
+    (MQAR runs at accuracy 1.0), which the report would print as noise (tests/test_stats.py: scipy's figures)."""
     x, y = _values(a), _values(b)
     out = {"n_a": len(x), "n_b": len(y), "mean_a": float(x.mean()) if len(x) else None,
-           "mean_b": float(y.mean()) if len(y) else None, "diff": None, "ci_low": None, "ci_high": None,
-           "t": None, "df": None, "p": None}
-    if len(x) and len(y):
-        out["diff"] = out["mean_a"] - out["mean_b"]
-    if len(x) < 2 or len(y) < 2:
+           "mean_b": float(y.mean()) if len(y) else None}
+    c = contrast([x, y], [1.0, -1.0])
+    return {**out, **{k: c[k] for k in ("diff", "ci_low", "ci_high", "t", "df", "p")}}
+
+
+def contrast(groups: Sequence[Sequence[float]], weights: Sequence[float]) -> dict:
+    """A linear contrast of group means, L = sum_i w_i mean_i, tested against 0 without assuming equal variances:
+    SE² = sum_i w_i² s_i² / n_i, t = L / SE, and Student's t at the Welch-Satterthwaite degrees of freedom
+    df = (sum_i w_i² s_i²/n_i)² / sum_i (w_i² s_i²/n_i)² / (n_i - 1) (Satterthwaite 1946, Biometrics Bull. 2:110-114,
+    eq. 17 there; Welch 1947 for two groups, where weights (1, -1) give Welch's t-test). Two-sided p and the 95 %
+    interval of L. The factorial effects of a 2^k design of unequal cell variances are such contrasts
+    (report/paper.py's ablation); with equal n and weights of one magnitude t equals the ANOVA effect's t (its
+    pooled variance is then the cells' mean variance), only the df differ. diff (L) is None where a group with a
+    non-zero weight is empty; t, df, p and the interval are None where such a group has n < 2 or none varies."""
+    xs, w = [_values(g) for g in groups], [float(v) for v in weights]
+    if len(xs) != len(w):
+        raise ValueError(f"{len(xs)} groups and {len(w)} weights")
+    used = [(x, wi) for x, wi in zip(xs, w) if wi != 0]
+    out = {"diff": None, "ci_low": None, "ci_high": None, "t": None, "df": None, "p": None}
+    if not used or any(len(x) == 0 for x, _ in used):
         return out
-    va, vb = _sd(x) ** 2 / len(x), _sd(y) ** 2 / len(y)
-    if va + vb == 0:
+    out["diff"] = float(sum(wi * x.mean() for x, wi in used))
+    if any(len(x) < 2 for x, _ in used):
         return out
-    # t = (mean_a - mean_b) / sqrt(s_a²/n_a + s_b²/n_b), two-sided p from Student's t at the Welch-Satterthwaite df:
-    # scipy.stats.ttest_ind(equal_var=False)'s figures (tests/test_stats.py), without its precision warning on seeds
-    # that agree to the last digits (MQAR runs at accuracy 1.0), which the report would print as noise
-    df = (va + vb) ** 2 / (va**2 / (len(x) - 1) + vb**2 / (len(y) - 1))
-    t = out["diff"] / math.sqrt(va + vb)
-    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df)) * math.sqrt(va + vb)
+    parts = [wi**2 * _sd(x) ** 2 / len(x) for x, wi in used]  # each group's share of Var(L)
+    var = sum(parts)
+    if var == 0:
+        return out
+    df = var**2 / sum(v**2 / (len(x) - 1) for v, (x, _) in zip(parts, used))
+    t = out["diff"] / math.sqrt(var)
+    half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, df)) * math.sqrt(var)
     out.update({"t": float(t), "df": float(df), "p": float(2 * sps.t.sf(abs(t), df)),
                 "ci_low": out["diff"] - half, "ci_high": out["diff"] + half})
     return out

@@ -70,6 +70,48 @@ def test_welch_by_formula_is_scipys_without_its_warning(a, b):
     assert (w["t"], w["p"]) == (pytest.approx(ref.statistic, rel=1e-6), pytest.approx(ref.pvalue, rel=1e-6))
 
 
+def test_the_contrast_of_two_groups_is_welchs_test():
+    c, ref = stats.contrast([A, B], [1, -1]), sps.ttest_ind(A, B, equal_var=False)
+    assert (c["diff"], c["t"], c["p"]) == (pytest.approx(np.mean(A) - np.mean(B)), pytest.approx(ref.statistic),
+                                           pytest.approx(ref.pvalue))
+    assert (c["ci_low"], c["ci_high"]) == (pytest.approx(stats.welch(A, B)["ci_low"]),
+                                           pytest.approx(stats.welch(A, B)["ci_high"]))
+
+
+def test_factorial_contrasts_of_a_balanced_2x2x2_design_are_the_anova_effects():
+    """Eight cells of five values, variances unequal (spreads 0.1 to 0.8): each of the seven factorial effects as a
+    contrast (main effects: weights ±1/4, two-way: ±1/2, three-way: ±1) has the t of the effect-coded least-squares
+    fit's coefficient (numpy lstsq, pooled residual variance), computed here independently; its
+    Welch-Satterthwaite df lies between the smallest cell's n - 1 and the pooled df, 8 x (5 - 1)."""
+    rng = np.random.default_rng(3)
+    levels = [(c, r, a) for c in (-1, 1) for r in (-1, 1) for a in (-1, 1)]
+    cells = [rng.normal(10 + 0.8 * c + 0.3 * r * a, 0.1 + 0.1 * i, size=5) for i, (c, r, a) in enumerate(levels)]
+    terms = {"c": (0,), "r": (1,), "a": (2,), "cr": (0, 1), "ca": (0, 2), "ra": (1, 2), "cra": (0, 1, 2)}
+    code = {name: [math.prod(lv[j] for j in idx) for lv in levels] for name, idx in terms.items()}
+    X = np.array([[1.0, *(code[n][i] for n in terms)] for i in range(8) for _ in range(5)])
+    y = np.concatenate(cells)
+    beta, rss, *_ = np.linalg.lstsq(X, y, rcond=None)
+    se = np.sqrt(rss[0] / (len(y) - X.shape[1]) * np.diag(np.linalg.inv(X.T @ X)))
+    for j, (name, idx) in enumerate(terms.items(), start=1):
+        scale = {1: 4, 2: 2, 3: 1}[len(idx)]  # a mean difference, a difference of differences, ...
+        c = stats.contrast(cells, [v / scale for v in code[name]])
+        assert c["t"] == pytest.approx(beta[j] / se[j], rel=1e-9), name
+        assert c["diff"] == pytest.approx(8 / scale * beta[j], rel=1e-9), name
+        assert 4 <= c["df"] <= 32 and c["p"] == pytest.approx(2 * sps.t.sf(abs(c["t"]), c["df"]))
+        assert c["ci_low"] < c["diff"] < c["ci_high"]
+    assert stats.contrast(cells, [v / 4 for v in code["c"]])["p"] < 0.001  # the planted main effect is found
+
+
+def test_contrast_edges():
+    assert stats.contrast([A, [], B], [1, 0, -1])["p"] == pytest.approx(stats.welch(A, B)["p"])  # weight 0: unused
+    one = stats.contrast([A, [0.5]], [1, -1])
+    assert one["diff"] == pytest.approx(np.mean(A) - 0.5) and one["p"] is None  # one run: a figure, no test
+    assert stats.contrast([A, []], [1, -1])["diff"] is None
+    assert stats.contrast([[1.0, 1.0], [2.0, 2.0]], [1, -1])["p"] is None  # no spread anywhere
+    with pytest.raises(ValueError):
+        stats.contrast([A, B], [1, -1, 0])
+
+
 def test_paired_is_the_t_test_of_the_differences_by_hand():
     """One model scored twice per seed: t = mean(d) / (sd(d) / sqrt(n)) with n - 1 degrees of freedom, computed here
     from the formula, not from scipy's ttest_rel; a shift shared by every seed is found where Welch sees nothing."""
