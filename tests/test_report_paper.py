@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from attnbench import report
+from attnbench import report, stats
 from attnbench.attention import get
 from attnbench.report import paper
 from attnbench.results import append, make_record
@@ -168,6 +168,51 @@ def test_ablation_effects_within_every_level(md):
         == ("—", "—")
     assert eff["relu2 − relu (rcmha)"]["Δ test_bpc [95% CI]"].startswith("-0.1 [")
     assert eff["relu2 − relu (rcmha)"]["within"] == "conv yes · relative yes"
+
+
+def test_the_main_effects_and_interactions_of_a_full_grid():
+    """Eight cells whose means are 0.5 + 0.01 c + 0.02 r + 0.005 c r (c, r = ±1 for convolution and relative
+    scoring; the activation does nothing): main effects +0.02 (conv) and +0.04 (relative), conv × relative +0.02
+    (conv's effect +0.03 with relative scoring, +0.01 without), the rest 0 and not told apart; each p against
+    stats.contrast on the same cells, Holm over the seven effects."""
+    lv = {"mha": (-1, -1), "mdha": (1, -1), "rmha": (-1, 1), "rcmha": (1, 1)}
+    mean = {a: 0.5 + 0.01 * c + 0.02 * r + 0.005 * c * r for a, (c, r) in lv.items()}
+    recs = [r for act in paper.ACTS for a, m in mean.items() for r in seeds(a, m, act=act, runs=5)]
+    md = "\n".join(paper.section(recs))
+    eff = {name: one(md, name, "runs per cell") for name, _ in paper.factorial_effects()}
+    assert list(eff) == ["conv", "relative", "act", "conv × relative", "conv × act", "relative × act",
+                         "conv × relative × act"]
+    got = {k: float(r["paper_acc [95% CI]"].split(" [")[0]) for k, r in eff.items()}
+    assert got == pytest.approx({"conv": 0.02, "relative": 0.04, "act": 0, "conv × relative": 0.02,
+                                 "conv × act": 0, "relative × act": 0, "conv × relative × act": 0}, abs=1e-9)
+    assert [eff[k]["p_holm (paper_acc)"] for k in ("conv", "relative", "conv × relative")] == ["<0.001"] * 3
+    assert all(float(eff[k]["p_holm (paper_acc)"]) > 0.05 for k in ("act", "conv × act", "conv × relative × act"))
+    assert eff["conv"]["runs per cell"] == "5" and float(eff["conv"]["df (paper_acc)"]) == pytest.approx(32)
+    # the planted interaction's p before Holm, recomputed from the cells directly
+    ok, _ = paper.cells(recs)
+    name, weights = paper.factorial_effects()[3]
+    raw = stats.contrast([paper.values(ok[c], paper.PAPER_ACC) for c, _ in weights], [w for _, w in weights])
+    assert name == "conv × relative" and raw["diff"] == pytest.approx(0.02) and raw["p"] < 1e-6
+    assert "Welch contrasts, not an ANOVA" in md
+
+
+def test_main_effects_wait_for_a_full_grid(md):
+    assert "Main effects and interactions: not computed until every cell of the grid has two runs or more " \
+           "(short: mha relu2, rmha relu2)." in md
+
+
+def test_a_memory_probe_is_listed_apart_and_never_averaged_with_full_runs():
+    """A fixed-step solo run (`gpu_paper.sh memory`) of a cell that has full runs: the cell's table keeps its five
+    full runs and their accuracy; the probe has its own table of memory, and no claim or interval counts it."""
+    probe = rec("mha", 0, 0.27, runs=1, epochs=0, steps=3000)
+    probe["metrics"]["steps"] = 3000
+    md = "\n".join(paper.section([*seeds("mha", 0.56, runs=5), *seeds("rcmha", 0.59, runs=5), probe]))
+    assert one(md, "mha", "paper: acc")[paper.PAPER_ACC] == "0.56 ± 0.001581"
+    assert "### NVIDIA H200 (cuda) · memory probes" in md
+    probes = md.split("memory probes")[1]
+    assert one(probes, "mha", "alloc peak GiB")["steps"] == "3,000" and "paper_acc" not in probes
+    assert [ln for ln in md.splitlines() if ln.startswith("### ")] == ["### NVIDIA H200 (cuda)",
+                                                                      "### NVIDIA H200 (cuda) · memory probes"]
 
 
 def test_single_seed_groups_say_too_few_runs():

@@ -8,8 +8,11 @@ Per device and configuration (records of different devices or settings are never
 - whether the paper's accuracy lies inside our 95 % confidence interval of paper_acc;
 - one sentence per paper claim (its accuracy ordering, read off `paper_figures["acc"]`), tested with Welch's t-test
   and Holm's correction (stats.pairwise) on paper_acc and on test_acc, within one FFN activation;
-- the ablation the paper lacks: convolution x relative scoring x FFN activation, 8 cells, and each factor's effect
-  within every level of the other two (Welch, Holm over the table's contrasts).
+- the ablation the paper lacks: convolution x relative scoring x FFN activation, 8 cells, each factor's effect
+  within every level of the other two (Welch, Holm over the table's contrasts), and once every cell has two runs the
+  main effects and interactions as Welch contrasts of the cell means (stats.contrast; docs/paper.md says why not an
+  ANOVA);
+- the memory probes (`is_probe`: fixed-step runs alone) in a table of their own: the stacked cells' `(solo)` memory.
 A rerun of a seed replaces the earlier record of that seed, so that no run counts twice.
 
 Library code: `section(records)` returns Markdown lines; nothing here prints.
@@ -17,6 +20,7 @@ Library code: `section(records)` returns Markdown lines; nothing here prints.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any, Sequence
 
@@ -43,6 +47,7 @@ FIG_ACC, FIG_MEMORY, FIG_TIME = "acc", "avg_memory_gb", "train_time_s"
 # convolution takes conv_width (attention.md, MDHA), one with relative scoring takes pos (attention.md, RMHA).
 FACTORS = (("conv", "conv_width"), ("relative", "pos"))
 MISSING = "—"
+PROBE_DROP = ("paper: avg GB", "paper: time", "runs in group", "wall / run")  # columns a solo probe leaves empty
 GIB = 1024.0  # MiB per GiB (benchmarking.md, "Memory": powers of two)
 
 
@@ -79,6 +84,14 @@ def factor_levels(attn: str) -> dict[str, bool]:
 # ---------------------------------------------------------------------------------------------- grouping
 def paper_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r.get("kind") == "train" and (r.get("config") or {}).get("preset") == PRESET]
+
+
+def is_probe(r: dict[str, Any]) -> bool:
+    """A memory probe: a run of a fixed step count (`--steps`, the preset's epochs set to 0) trained alone, as
+    `scripts/gpu_paper.sh memory` makes them. It supplies a stacked cell's per-run memory (`(solo)`) and is listed
+    on its own, never averaged into the table of full runs or tested against them."""
+    fields = (r.get("config") or {}).get("preset_fields") or {}
+    return "epochs" in fields and not _num(fields.get("epochs")) and _group_size(r) in (None, 1)
 
 
 def _act(r: dict[str, Any]) -> str:
@@ -342,6 +355,67 @@ def effect_rows(ok, acts: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _code(attn: str, act: str, factor: str) -> int:
+    """+1 at a factor's high level (with the convolution / relative scoring, ACTS[1]), -1 at its low level."""
+    v = _levels(attn, act)[factor]
+    return 1 if v is True or v == ACTS[1] else -1
+
+
+def factorial_effects() -> list[tuple[str, list[tuple[tuple[str, str], float]]]]:
+    """(name, [(cell, weight)]) of every factorial effect of the 2^k grid (paper_attentions() x ACTS): a main effect
+    is the mean of the cells at the factor's high level less the mean at its low level (weights ±1/2^(k-1)); an
+    interaction of factors S is how much the effect of one changes with the others, each averaged over the rest
+    (weights prod_{f in S} x_f / 2^(k-|S|), x_f = ±1: Box, Hunter & Hunter 2005, "Statistics for Experimenters",
+    ch. 5, effects of a 2^k factorial as contrasts of the cell means)."""
+    from itertools import combinations
+
+    names = [name for name, _ in FACTORS] + [ACT]
+    grid = [(a, act) for a in paper_attentions() for act in ACTS]
+    out = []
+    for size in range(1, len(names) + 1):
+        for subset in combinations(names, size):
+            scale = 2 ** (len(names) - size)
+            out.append((" × ".join(subset),
+                        [(c, math.prod(_code(*c, f) for f in subset) / scale) for c in grid]))
+    return out
+
+
+def factorial_lines(ok) -> list[str]:
+    """The main effects and interactions of the ablation as Welch contrasts of the cell means (stats.contrast), Holm
+    over the effects per metric; a sentence naming the cells that lack two runs when the grid is not complete."""
+    effects = factorial_effects()
+    grid = [c for c, _ in effects[0][1]] if effects else []
+    short = [f"{a} {act}" for a, act in grid if len(ok.get((a, act), [])) < 2]
+    if not grid:
+        return []
+    if short:
+        return [f"Main effects and interactions: not computed until every cell of the grid has two runs or more "
+                f"(short: {', '.join(short)}).", ""]
+    rows = [{"effect": name, "runs per cell": span([len(ok[c]) for c, _ in weights])} for name, weights in effects]
+    spread = []
+    for metric, _ in ABLATION_METRICS:
+        tests = [stats.contrast([values(ok[c], metric) for c, _ in weights], [w for _, w in weights])
+                 for _, weights in effects]
+        tested = [t for t in tests if t["p"] is not None]
+        for t, adj in zip(tested, stats.holm([t["p"] for t in tested])):
+            t["p_holm"] = adj
+        for row, t in zip(rows, tests):
+            row[f"{metric} [95% CI]"] = _delta(t)
+            row[f"df ({metric})"] = MISSING if t["df"] is None else f"{t['df']:.1f}"
+            row[f"p_holm ({metric})"] = "no spread" if t["p"] is None else stats.format_p(t["p_holm"], "").lstrip("=")
+        sds = [stats.summary(values(ok[c], metric))["std"] for c in grid]
+        if min(sds) > 0:
+            spread.append(f"{max(sds) / min(sds):.1f}× on {metric}")
+    why = (f"the cells' standard deviations differ up to {' and '.join(spread)}, " if spread else
+           "the cells' variances need not be equal, ")
+    return ["Main effects and interactions, each a contrast of the eight cell means (a main effect: the cells with "
+            "the factor less those without; an interaction: how much one factor's effect changes with the other, "
+            "the rest averaged). Welch contrasts, not an ANOVA: " + why + "and an ANOVA pools them into one "
+            "variance; each contrast takes its own variance and the Welch-Satterthwaite df (stats.contrast; with "
+            "equal runs per cell its t is the ANOVA effect's). p Holm-adjusted over the effects per metric.", "",
+            _table(rows), ""]
+
+
 def _delta(t: dict[str, Any]) -> str:
     if t["diff"] is None:
         return MISSING
@@ -391,7 +465,7 @@ def _group_lines(recs: Sequence[dict[str, Any]], solo: dict[tuple[str, str], lis
                   _table(grid_rows(ok, acts)), "",
                   "Each factor's effect within every level of the other two (high − low: with − without, "
                   f"{ACTS[1]} − {ACTS[0]}); Welch's t-test, p Holm-adjusted over this table per metric.", "",
-                  _table(effect_rows(ok, acts)), ""]
+                  _table(effect_rows(ok, acts)), "", *factorial_lines(ok)]
     return lines
 
 
@@ -408,7 +482,17 @@ def section(records: Sequence[dict[str, Any]]) -> list[str]:
              "the final weights. Mean ± standard deviation across seeds; the 95 % CI is the mean's (Student t). A "
              "rerun of a seed replaces its earlier record.", ""]
     solo = solo_memory(recs)
-    for env, label, rs in _groups(recs):
+    for env, label, rs in _groups([r for r in recs if not is_probe(r)]):
         lines += [f"### {env[0]} ({env[1]})" + (f" · {label}" if label else ""), "", f"Environment: {env_label(env)}",
                   "", *_group_lines(rs, {k[1:]: v for k, v in solo.items() if k[0] == env})]
+    probes: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in recs:
+        if is_probe(r):
+            probes[env_key(r)].append(r)
+    for env, rs in sorted(probes.items(), key=lambda kv: repr(kv[0])):
+        lines += [f"### {env[0]} ({env[1]}) · memory probes", "",
+                  "Runs of a fixed step count trained alone (`scripts/gpu_paper.sh memory`): the `(solo)` memory of "
+                  "the stacked cells above; their accuracy after so few steps is not the paper's and is not shown.",
+                  "", _table([{k: v for k, v in row.items() if k not in PROBE_DROP}
+                              for row in cost_rows(*cells(rs))]), ""]
     return lines
