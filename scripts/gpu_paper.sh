@@ -3,6 +3,7 @@
 # training and 17,420 validation steps (10 labml epochs), and the seeds of an attention train together as one stacked
 # model (training/members.py).
 #   bash scripts/gpu_paper.sh run ATTN [SEEDS] [ACT]   # seeds 0..SEEDS-1 (default 5); ACT relu (the paper's) or relu2
+#   bash scripts/gpu_paper.sh next                     # every cell and probe not yet in DONE and RESULTS, in turn
 #   bash scripts/gpu_paper.sh memory "ATTN ..." [ACT]  # one run alone each, STEPS steps (3000): the per-run memory
 #     of a stacked cell, which `report` shows as (solo) (memory peaks in the first round; not timed yet:
 #     3000 steps at the 1.7-2.9 ms solo steps of step-bench.txt, plus setup)
@@ -17,13 +18,20 @@
 # continues with --resume (CARRIED=... another folder). A hard stop (timeout's SIGINT, 30 s after --stop-after)
 # keeps a checkpoint wherever the run stands, in $CKPT (default checkpoints/paper, git-ignored).
 # Not as concurrent processes: four under MPS ran 3.7-6 times slower in all than alone (results/h200/mqar-lanes/).
+# `next` is the one command every device call of the sweep repeats: it reads which cells DONE (default
+# results/h200/paper, where the records that came back are copied before the next call) and RESULTS already hold
+# SEEDS finished full runs of, runs the first missing cell (resuming it from ckpt-in/ when its pieces are there), then
+# the next, while at least MIN_S (150) seconds are left; then the memory probes of the cells without one while PROBE_S
+# (60) are left. Exit 0: nothing is missing; 75: stopped by the call's time (the cell in flight in pieces in COPY_TO).
+# CELLS: the cells as ATTN:ACT (default the table's four at relu, then the four at relu2).
 # The table: mha, mdha, rmha, rcmha at relu; the ablation adds the same at relu2. Then:
 #   attnbench report results/h200/paper   (paper table, Welch + Holm claims, the 2×2×2 ablation)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+self="$PWD/scripts/gpu_paper.sh"  # this script, for the stages that run others
 export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/input.txt}"
 RESULTS="${RESULTS:-results/scratch/paper}"
-stage="${1:?stage: run ATTN [SEEDS] [ACT] | memory "ATTN ..." [ACT]}"
+stage="${1:?stage: run ATTN [SEEDS] [ACT] | next | memory "ATTN ..." [ACT]}"
 case "$stage" in
   run)
     attn="${2:?ATTN}" seeds="${3:-5}" act="${4:-relu}"
@@ -57,6 +65,42 @@ case "$stage" in
       echo "checkpoint folder $(cat "$mark") in $(ls "$COPY_TO/$parts"* | wc -l) pieces: $COPY_TO/$parts*"
     fi
     exit "$rc" ;;
+  next)
+    cells="${CELLS:-mha:relu mdha:relu rmha:relu rcmha:relu mha:relu2 mdha:relu2 rmha:relu2 rcmha:relu2}"
+    limit="${LIMIT_S:-570}" seeds="${SEEDS:-5}"
+    missing() {  # what DONE and RESULTS lack of $cells: "unfinished ATTN:ACT" and "unprobed ATTN:ACT" lines
+      python - "$seeds" "${DONE:-results/h200/paper}" "$RESULTS" $cells <<'EOF'
+import sys
+from pathlib import Path
+
+from attnbench.report import paper
+from attnbench.results import read
+
+seeds, folders, wanted = int(sys.argv[1]), sys.argv[2:4], [tuple(c.split(":")) for c in sys.argv[4:]]
+records, _ = read([f for f in folders if Path(f).is_dir()])
+for what, todo in (("unfinished", paper.unfinished(records, wanted, seeds)), ("unprobed", paper.unprobed(records, wanted))):
+    print("".join(f"{what} {attn}:{act}\n" for attn, act in todo), end="")
+EOF
+    }
+    for cell in $(missing | awk '$1 == "unfinished" {print $2}'); do
+      left=$((limit - SECONDS))
+      if [ "$left" -lt "${MIN_S:-150}" ]; then echo "next: $cell not started ($left s left)"; break; fi
+      echo "next: $cell, $left s left"
+      LIMIT_S="$left" bash "$self" run "${cell%%:*}" "$seeds" "${cell##*:}" || exit $?  # 75: stopped, in pieces
+    done
+    plan=$(missing)
+    for act in relu relu2; do
+      attns=$(echo "$plan" | awk -v act="$act" '$1 == "unprobed" {split($2, c, ":"); if (c[2] == act) printf "%s ", c[1]}')
+      left=$((limit - SECONDS))
+      if [ -z "$attns" ] || [ "$left" -lt "${PROBE_S:-60}" ]; then continue; fi
+      echo "next: memory probes $attns at $act, $left s left"
+      timeout -s INT "$left" bash "$self" memory "$attns" "$act" || true  # a probe cut short is measured next call
+      probed=1
+    done
+    [ -z "${probed:-}" ] || plan=$(missing)  # after the probes: ask again
+    if [ -z "$plan" ]; then echo "next: every cell and probe is done"; exit 0; fi
+    echo "next: left for the next call:" $plan
+    exit 75 ;;
   memory)
     mkdir -p "$RESULTS"
     for attn in ${2:?ATTNS, e.g. "mha mdha rmha rcmha"}; do
@@ -65,6 +109,6 @@ case "$stage" in
       [ -n "${DATA:-}" ] && args+=(--data "$DATA")
       python -m attnbench train "${args[@]}"
     done ;;
-  *) echo "unknown stage $stage (run ATTN [SEEDS] [ACT] | memory \"ATTN ...\" [ACT])" >&2
+  *) echo "unknown stage $stage (run ATTN [SEEDS] [ACT] | next | memory \"ATTN ...\" [ACT])" >&2
      exit 2 ;;
 esac

@@ -260,3 +260,15 @@ def test_a_rerun_of_a_seed_replaces_the_earlier_record():
     lines = "\n".join(paper.section([old, *seeds("mha", 0.56)]))
     assert one(lines, "mha", "paper: acc")["runs"] == "5"
     assert one(lines, "mha", "paper: acc")["paper_acc"] == "0.56 ± 0.001581"
+
+
+def test_what_the_sweep_still_lacks():
+    """`gpu_paper.sh next` asks these: a cell lacks runs until `seeds` finished full runs of it exist (a failed run,
+    a probe, a run of the other activation do not count); a cell lacks a probe until a run alone measured it."""
+    probe = rec("mha", 0, 0.27, runs=1, epochs=0, steps=3000)
+    recs = [*seeds("mha", 0.4, runs=5)[:4], rec("mha", 9, None, status="error"), probe, *seeds("rmha", 0.58, runs=5),
+            *seeds("rcmha", 0.59, act="relu2", runs=5)]
+    wanted = [("mha", "relu"), ("rmha", "relu"), ("rcmha", "relu")]
+    assert paper.unfinished(recs, wanted, 5) == [("mha", "relu"), ("rcmha", "relu")]
+    assert paper.unfinished(recs, wanted, 4) == [("rcmha", "relu")]
+    assert paper.unprobed(recs, wanted) == [("rmha", "relu"), ("rcmha", "relu")]

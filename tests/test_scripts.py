@@ -144,3 +144,31 @@ def test_paper_memory_stage_trains_each_attention_alone(tmp_path):
         [("mha", 1, 3), ("rmha", 1, 3)]
     assert {rec["config"]["preset_fields"]["act"] for rec in recs} == {"relu2"}
     assert paper_stage(tmp_path, "sweep").returncode == 2
+
+
+def test_paper_next_runs_what_the_records_lack_then_the_probes_then_nothing(tmp_path):
+    """`next`, the command every device call of the sweep repeats: a cell the committed records (DONE) already hold
+    is skipped, the missing one is trained in full, then each cell's memory probe alone; run again over what came
+    back, it has nothing left to do (exit 0). Without time for a cell it starts nothing and says so (exit 75)."""
+    from attnbench.results import append, environment, make_record
+
+    done = tmp_path / "done"
+    done.mkdir()
+    fields = {"act": "relu", "epochs": 10, "seed": 0}
+    append(done / "train-done.jsonl", make_record(
+        "train", "mha", "attnbench train --preset paper", {"preset": "paper", "preset_fields": fields, "seed": 0,
+                                                          "attn": "mha", "ensemble": 1},
+        {"paper_acc": 0.4, "steps": 420}, environment("cpu")))
+    cells = {"CELLS": "mha:relu mha:relu2", "SEEDS": "1", "DONE": str(done), "STEPS": "3", "CKPT": str(tmp_path / "c")}
+    r = paper_stage(tmp_path, "next", **cells)
+    assert r.returncode == 0, r.stderr
+    assert "next: mha:relu2" in r.stdout and "next: mha:relu," not in r.stdout
+    got = sorted((rec["config"]["preset_fields"]["act"], rec["metrics"]["steps"], rec["status"])
+                 for recs in records(tmp_path / "r").values() for rec in recs)
+    assert got == [("relu", 3, "ok"), ("relu2", 3, "ok"), ("relu2", 420, "ok")]  # two probes, one full run
+    again = paper_stage(tmp_path, "next", **cells)
+    assert again.returncode == 0 and "every cell and probe is done" in again.stdout
+    assert len(records(tmp_path / "r")) == 3  # nothing trained again
+    late = paper_stage(tmp_path, "next", **{**cells, "CELLS": "rmha:relu", "MIN_S": "1000", "PROBE_S": "1000"})
+    assert late.returncode == 75 and "rmha:relu not started" in late.stdout
+    assert len(records(tmp_path / "r")) == 3

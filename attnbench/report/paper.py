@@ -143,6 +143,22 @@ def values(recs: Sequence[dict[str, Any]], metric: str) -> list[float]:
     return [float(v) for v in vs if v is not None]
 
 
+def unfinished(records: Sequence[dict[str, Any]], wanted: Sequence[tuple[str, str]], seeds: int) -> list[tuple]:
+    """The cells of `wanted` ((attention, act)) with fewer than `seeds` finished full runs among the paper-preset
+    `records` (memory probes not counted): what `scripts/gpu_paper.sh next` still has to train, in `wanted`'s order."""
+    ok, _ = cells([r for r in paper_records(records) if not is_probe(r)])
+    return [c for c in wanted if len(ok.get(tuple(c), [])) < seeds]
+
+
+def unprobed(records: Sequence[dict[str, Any]], wanted: Sequence[tuple[str, str]]) -> list[tuple]:
+    """The cells of `wanted` without a finished memory probe or another finished run alone that measured its GPU
+    memory (a probe on a CPU measures none: it still counts, as there is nothing more to measure there)."""
+    recs = paper_records(records)
+    have = {key[1:] for key in solo_memory(recs)} | {(train_settings(r)[0], _act(r)) for r in _latest(recs)
+                                                     if _ok(r) and is_probe(r)}
+    return [c for c in wanted if tuple(c) not in have]
+
+
 # ---------------------------------------------------------------------------------------------- formatting
 def mean_sd(vs: Sequence[float], scale: float = 1.0) -> str:
     """'0.5612 ± 0.0021', one value as itself, no values as MISSING."""
