@@ -776,3 +776,16 @@ def test_a_training_section_says_the_device_time_its_runs_took(tmp_path):
     md = report.build_report([write(tmp_path / "t.jsonl", [*recs, solo, old])], tmp_path / "out",
                              plots=False).markdown.read_text()
     assert "The 5 runs took 50 s of wall in all" in md
+
+
+def test_a_run_of_epochs_is_not_told_apart_by_its_unused_steps_field():
+    """With epochs set, TrainConfig derives the steps (config.py): two such runs whose recorded `steps` field differs
+    trained the same length and are one configuration; a run of a fixed step count stays apart."""
+    from attnbench.record_groups import train_settings
+
+    a, b, fixed = (train_rec("mha", s, 0.5, preset="default") for s in range(3))
+    a["config"]["preset_fields"].update(epochs=10, steps=5000)
+    b["config"]["preset_fields"].update(epochs=10, steps=3000)
+    fixed["config"]["preset_fields"].update(epochs=0.0, steps=3000)
+    assert train_settings(a)[1] == train_settings(b)[1] and "steps" not in train_settings(a)[1]
+    assert train_settings(fixed)[1]["steps"] == 3000 != train_settings(a)[1].get("steps")
