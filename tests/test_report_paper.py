@@ -113,6 +113,8 @@ def test_table_beside_the_paper(md):
     assert (cost["wall"], cost["runs in group"], cost["wall / run"], cost["paper: time"], cost["steps"]) == \
         ("10 min 00 s", "4", "2 min 30 s", "2 h 02 min", "156,850")
     assert one(md, "mha", "paper: time", act="relu")["paper: time"] == "—"  # the paper reports rcmha's alone
+    # 31 finished runs (the failed one is not), each a quarter of its group's 600 s: 4,650 s of device wall
+    assert "The 31 finished runs of this table took 4,650 s of device wall in all (1 h 18 min;" in md
 
 
 def test_claims_hold_fail_or_cannot_be_told_apart(md):

@@ -256,6 +256,15 @@ def cost_rows(ok, failed, solo: dict[tuple[str, str], list[dict]] | None = None)
     return rows
 
 
+def device_time_line(ok) -> str:
+    """The device time the table's runs took: each run's share of its group's wall (_per_run_wall), summed, so that
+    a stacked group's wall counts once; the time between device calls (a cell stopped and resumed) is not in it."""
+    runs = [r for rs in ok.values() for r in rs]
+    total = sum(_per_run_wall(runs, alone_if_unknown=True))
+    return (f"The {len(runs)} finished runs of this table took {cell(round(total))} s of device wall in all "
+            f"({duration(total)}; a stacked group's wall counted once, the start of each device call not counted).")
+
+
 def reach_lines(ok) -> list[str]:
     """Per cell with a paper accuracy: is the paper's figure inside our 95 % CI of paper_acc?"""
     out = []
@@ -463,7 +472,7 @@ def _group_lines(recs: Sequence[dict[str, Any]], solo: dict[tuple[str, str], lis
              "records of the former lockstep engine (runs_in_group) hold their group's memory in these columns. "
              "`wall` is the group's wall time, which every run of the group shares; `wall / run` divides it among "
              "the group's runs. The paper writes GB without saying whether it means 10⁹ or 2³⁰ bytes (2.98 GB = "
-             "2.78 GiB if 10⁹).", ""]
+             "2.78 GiB if 10⁹).", "", device_time_line(ok), ""]
     reach = reach_lines(ok)
     if reach:
         lines += ["Is the paper's accuracy within our reach (inside our 95 % CI of paper_acc)?", "", *reach, ""]
