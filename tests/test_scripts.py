@@ -1,7 +1,8 @@
 """scripts/gpu_quality.sh, the stages of the GPU sweeps (issue 20), driven on CPU with a tiny budget: each
 (width, learning rate) is one `train` command (one record file: a device call brings back 8 files), the commands run
 one after another, and LIMIT_S refuses to start a command that cannot finish. scripts/gpu_paper.sh (issue 19) on a
-small corpus: a paper cell stopped in one call, carried as pieces and finished in the next; the memory stage."""
+small corpus: a paper cell stopped in one call, carried as pieces and finished in the next; `next`, which runs what
+the records lack and the memory probes."""
 
 from __future__ import annotations
 
@@ -136,16 +137,6 @@ def test_paper_run_stops_at_an_epoch_travels_in_pieces_and_finishes_in_the_next_
     assert not (tmp_path / "c2" / "run-mha-1-relu").exists()  # finished: nothing marked to resume
 
 
-def test_paper_memory_stage_trains_each_attention_alone(tmp_path):
-    r = paper_stage(tmp_path, "memory", "mha rmha", "relu2", STEPS="3")
-    assert r.returncode == 0, r.stderr
-    recs = [rec for recs in records(tmp_path / "r").values() for rec in recs]
-    assert sorted((rec["attn"], rec["config"]["ensemble"], rec["metrics"]["steps"]) for rec in recs) == \
-        [("mha", 1, 3), ("rmha", 1, 3)]
-    assert {rec["config"]["preset_fields"]["act"] for rec in recs} == {"relu2"}
-    assert paper_stage(tmp_path, "sweep").returncode == 2
-
-
 def test_paper_next_runs_what_the_records_lack_then_the_probes_then_nothing(tmp_path):
     """`next`, the command every device call of the sweep repeats: a cell the committed records (DONE) already hold
     is skipped, the missing one is trained in full, then each cell's memory probe alone; run again over what came
@@ -163,12 +154,13 @@ def test_paper_next_runs_what_the_records_lack_then_the_probes_then_nothing(tmp_
     r = paper_stage(tmp_path, "next", **cells)
     assert r.returncode == 0, r.stderr
     assert "next: mha:relu2" in r.stdout and "next: mha:relu," not in r.stdout
-    got = sorted((rec["config"]["preset_fields"]["act"], rec["metrics"]["steps"], rec["status"])
-                 for recs in records(tmp_path / "r").values() for rec in recs)
-    assert got == [("relu", 3, "ok"), ("relu2", 3, "ok"), ("relu2", 420, "ok")]  # two probes, one full run
+    got = sorted((rec["config"]["preset_fields"]["act"], rec["metrics"]["steps"], rec["config"]["ensemble"],
+                  rec["status"]) for recs in records(tmp_path / "r").values() for rec in recs)
+    assert got == [("relu", 3, 1, "ok"), ("relu2", 3, 1, "ok"), ("relu2", 420, 1, "ok")]  # two probes (alone), a run
     again = paper_stage(tmp_path, "next", **cells)
     assert again.returncode == 0 and "every cell and probe is done" in again.stdout
     assert len(records(tmp_path / "r")) == 3  # nothing trained again
     late = paper_stage(tmp_path, "next", **{**cells, "CELLS": "rmha:relu", "MIN_S": "1000", "PROBE_S": "1000"})
     assert late.returncode == 75 and "rmha:relu not started" in late.stdout
     assert len(records(tmp_path / "r")) == 3
+    assert paper_stage(tmp_path, "sweep").returncode == 2
