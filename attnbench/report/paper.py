@@ -409,10 +409,10 @@ def factorial_lines(ok) -> list[str]:
     """The main effects and interactions of the ablation as Welch contrasts of the cell means (stats.contrast), Holm
     over the effects per metric; a sentence naming the cells that lack two runs when the grid is not complete."""
     effects = factorial_effects()
-    grid = [c for c, _ in effects[0][1]] if effects else []
-    short = [f"{a} {act}" for a, act in grid if len(ok.get((a, act), [])) < 2]
-    if not grid:
+    if not effects or not effects[0][1]:  # no paper attention registered: no grid
         return []
+    grid = [c for c, _ in effects[0][1]]
+    short = [f"{a} {act}" for a, act in grid if len(ok.get((a, act), [])) < 2]
     if short:
         return [f"Main effects and interactions: not computed until every cell of the grid has two runs or more "
                 f"(short: {', '.join(short)}).", ""]
