@@ -61,7 +61,7 @@ class _Limit:
 
 
 _local = threading.local()
-_given_up: list[threading.Thread] = []  # workers left inside a call (Ctrl-C, SIGTERM, Stuck)
+_given_up: list[threading.Event] = []  # the end events of workers left inside a call (Ctrl-C, SIGTERM, Stuck)
 
 
 def check() -> None:
@@ -90,6 +90,12 @@ def run_limited(fn: Callable[[], Any], seconds: float) -> Any:
     Stuck here and is left running."""
     limit = _Limit(seconds)
     box: dict[str, Any] = {}
+    # The worker's end is this event, not Thread.join/is_alive: on Python 3.10-3.12 a KeyboardInterrupt that lands
+    # inside Thread.join marks a thread that is still running as stopped (threading._wait_for_tstate_lock releases
+    # the running thread's lock on the way out, bpo-45274's handler), so is_alive() says False while the worker is
+    # still inside torch; the process then finalised under it and aborted ("terminate called without an active
+    # exception", exit 134 instead of 130). Event.wait has no such state to corrupt.
+    finished = threading.Event()
 
     def work() -> None:
         _local.limit = limit
@@ -97,22 +103,21 @@ def run_limited(fn: Callable[[], Any], seconds: float) -> Any:
             box["value"] = fn()
         except BaseException as e:  # handed to the waiting thread, which raises it
             box["error"] = e
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=work, name="attnbench-cell", daemon=True)
-    worker.start()
+    threading.Thread(target=work, name="attnbench-cell", daemon=True).start()
     try:
-        while worker.is_alive():
-            worker.join(POLL_S)
-            if worker.is_alive() and limit.left() < -GRACE_S:
+        while not finished.wait(POLL_S):
+            if limit.left() < -GRACE_S:
                 limit.cancelled.set()
-                _given_up.append(worker)
+                _given_up.append(finished)
                 raise Stuck(f"still inside one call {GRACE_S:.3g} s after the {seconds:.3g} s limit (--timeout); "
                             f"torch cannot stop a call midway")
     except KeyboardInterrupt:
         limit.cancelled.set()
-        worker.join(CANCEL_WAIT_S)
-        if worker.is_alive():
-            _given_up.append(worker)
+        if not finished.wait(CANCEL_WAIT_S):
+            _given_up.append(finished)
         raise
     if "error" in box:
         raise box["error"]
@@ -123,4 +128,4 @@ def left_running() -> bool:
     """A worker given up inside a call is still running: ending the interpreter normally under it can abort in torch's
     destructors ("terminate called without an active exception", exit 134 instead of 130), so main() ends the
     process with os._exit once its output is flushed."""
-    return any(t.is_alive() for t in _given_up)
+    return any(not done.is_set() for done in _given_up)

@@ -421,3 +421,28 @@ def test_the_memory_worker_leaves_the_callers_signals_alone(capsys):
     assert memory.main(["memory", json.dumps({"name": "no such attention"})]) == 0
     assert signal.getsignal(signal.SIGINT) == before
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["status"] != "ok"
+
+
+def test_ctrl_c_while_waiting_leaves_a_running_worker_marked_as_running(monkeypatch):
+    """Ctrl-C lands while run_limited waits for its worker, which is still inside a call: the worker is given up and
+    left_running() says so until the call returns (then the command ends with os._exit, not by finalising the
+    interpreter under torch, which aborted: exit 134 instead of 130). On Python 3.10-3.12 a KeyboardInterrupt inside
+    Thread.join marks a running thread as stopped, so this fails where the wait is a join."""
+    monkeypatch.setattr(watchdog, "_given_up", [])
+    release, inside = threading.Event(), threading.Event()
+
+    def call():
+        inside.set()
+        release.wait(30)  # a call that ignores the cancellation, as a torch call does
+
+    threading.Timer(0.3, lambda: inside.wait(5) and os.kill(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        watchdog.run_limited(call, 60)
+    try:
+        assert watchdog.left_running()  # given up inside its call, and known to be
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while watchdog.left_running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not watchdog.left_running()  # its call returned: nothing left running
