@@ -90,7 +90,7 @@ def run_limited(fn: Callable[[], Any], seconds: float) -> Any:
     Stuck here and is left running."""
     limit = _Limit(seconds)
     box: dict[str, Any] = {}
-    # The worker's end is this event, not Thread.join/is_alive: on Python 3.10-3.12 a KeyboardInterrupt that lands
+    # The worker's end is this event, not Thread.join/is_alive: on CPython before 3.13 a KeyboardInterrupt that lands
     # inside Thread.join marks a thread that is still running as stopped (threading._wait_for_tstate_lock releases
     # the running thread's lock on the way out, bpo-45274's handler), so is_alive() says False while the worker is
     # still inside torch; the process then finalised under it and aborted ("terminate called without an active

@@ -426,8 +426,8 @@ def test_the_memory_worker_leaves_the_callers_signals_alone(capsys):
 def test_ctrl_c_while_waiting_leaves_a_running_worker_marked_as_running(monkeypatch):
     """Ctrl-C lands while run_limited waits for its worker, which is still inside a call: the worker is given up and
     left_running() says so until the call returns (then the command ends with os._exit, not by finalising the
-    interpreter under torch, which aborted: exit 134 instead of 130). On Python 3.10-3.12 a KeyboardInterrupt inside
-    Thread.join marks a running thread as stopped, so this fails where the wait is a join."""
+    interpreter under torch, which aborted: exit 134 instead of 130). A KeyboardInterrupt inside
+    Thread.join marks a running thread as stopped (CPython before 3.13), so this fails where the wait is a join."""
     monkeypatch.setattr(watchdog, "_given_up", [])
     release, inside = threading.Event(), threading.Event()
 
