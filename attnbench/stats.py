@@ -107,8 +107,8 @@ def welch(a: Sequence[float], b: Sequence[float]) -> dict:
 def contrast(groups: Sequence[Sequence[float]], weights: Sequence[float]) -> dict:
     """A linear contrast of group means, L = sum_i w_i mean_i, tested against 0 without assuming equal variances:
     SE² = sum_i w_i² s_i² / n_i, t = L / SE, and Student's t at the Welch-Satterthwaite degrees of freedom
-    df = (sum_i w_i² s_i²/n_i)² / sum_i (w_i² s_i²/n_i)² / (n_i - 1) (Satterthwaite 1946, Biometrics Bull. 2:110-114,
-    eq. 17 there; Welch 1947 for two groups, where weights (1, -1) give Welch's t-test). Two-sided p and the 95 %
+    df = (sum_i w_i² s_i²/n_i)² / sum_i (w_i² s_i²/n_i)² / (n_i - 1) (Satterthwaite 1946, Biometrics Bull. 2:110-114;
+    Welch 1947 for two groups, where weights (1, -1) give Welch's t-test). Two-sided p and the 95 %
     interval of L. The factorial effects of a 2^k design of unequal cell variances are such contrasts
     (report/paper.py's ablation); with equal n and weights of one magnitude t equals the ANOVA effect's t (its
     pooled variance is then the cells' mean variance), only the df differ. diff (L) is None where a group with a
