@@ -177,17 +177,24 @@ def exact_strata(strata: Sequence[tuple[int, int, int, int]]) -> dict:
     return out
 
 
+def adjust(tests: list[dict]) -> list[dict]:
+    """Holm's adjusted p (holm) into each test dict of one family as "p_holm", over those with a p; None elsewhere.
+    Returns the same list."""
+    tested = [t for t in tests if t["p"] is not None]
+    for t, adj in zip(tested, holm([t["p"] for t in tested])):
+        t["p_holm"] = adj
+    for t in tests:
+        t.setdefault("p_holm", None)
+    return tests
+
+
 def pairwise(groups: dict[str, Sequence[float]], higher_is_better: bool, alpha: float = ALPHA) -> list[dict]:
     """Every pair (a, b) of groups in the given order: Welch's t-test (see welch), the raw p and the Holm-adjusted
     p over the pairs that could be tested (one family per call: call it once per metric), and a verdict string.
     A pair with a group of fewer than two values has p None and the verdict 'too few runs'."""
     names = list(groups)
     rows = [{"a": a, "b": b, **welch(groups[a], groups[b])} for i, a in enumerate(names) for b in names[i + 1:]]
-    tested = [r for r in rows if r["p"] is not None]
-    for r, adj in zip(tested, holm([r["p"] for r in tested])):
-        r["p_holm"] = adj
-    for r in rows:
-        r.setdefault("p_holm", None)
+    for r in adjust(rows):
         if r["p"] is None and r["n_a"] >= 2 and r["n_b"] >= 2:
             r["verdict"] = "no spread in either group: not testable"
         else:

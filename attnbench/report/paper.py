@@ -99,6 +99,11 @@ def _act(r: dict[str, Any]) -> str:
     return str(fields.get(ACT, "?"))
 
 
+def _cell(r: dict[str, Any]) -> tuple[str, str]:
+    """(attention, act): the grid cell a record belongs to."""
+    return train_settings(r)[0], _act(r)
+
+
 def _config_key(r: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in train_settings(r)[1].items() if k not in CONFIG_IGNORE}
 
@@ -121,7 +126,7 @@ def cells(recs: Sequence[dict[str, Any]]) -> tuple[dict[tuple[str, str], list[di
     ok: dict[tuple[str, str], dict[Any, dict]] = defaultdict(dict)
     by: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in _latest(recs):
-        key = (train_settings(r)[0], _act(r))
+        key = _cell(r)
         by[key].append(r)
         if _ok(r):
             ok[key][(r.get("config") or {}).get("seed")] = r
@@ -154,7 +159,7 @@ def unprobed(records: Sequence[dict[str, Any]], wanted: Sequence[tuple[str, str]
     """The cells of `wanted` without a finished memory probe or another finished run alone that measured its GPU
     memory (a probe on a CPU measures none: it still counts, as there is nothing more to measure there)."""
     recs = paper_records(records)
-    have = {key[1:] for key in solo_memory(recs)} | {(train_settings(r)[0], _act(r)) for r in _latest(recs)
+    have = {key[1:] for key in solo_memory(recs)} | {_cell(r) for r in _latest(recs)
                                                      if _ok(r) and is_probe(r)}
     return [c for c in wanted if tuple(c) not in have]
 
@@ -231,7 +236,7 @@ def solo_memory(recs: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, An
     by: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in _latest(recs):
         if _ok(r) and _group_size(r) in (None, 1) and values([r], MEMORY[0][0]):
-            by[(env_key(r), train_settings(r)[0], _act(r))].append(r)
+            by[(env_key(r), *_cell(r))].append(r)
     return by
 
 
@@ -370,10 +375,8 @@ def effect_rows(ok, acts: Sequence[str]) -> list[dict[str, Any]]:
     rows = [{"factor": f, "within": _within(f, hi), "contrast": _label(f, hi, lo),
              "n": f"{len(ok.get(hi, []))} vs {len(ok.get(lo, []))}"} for f, hi, lo in todo]
     for metric, _ in ABLATION_METRICS:
-        tests = [stats.welch(values(ok.get(hi, []), metric), values(ok.get(lo, []), metric)) for _, hi, lo in todo]
-        tested = [t for t in tests if t["p"] is not None]
-        for t, adj in zip(tested, stats.holm([t["p"] for t in tested])):
-            t["p_holm"] = adj
+        tests = stats.adjust([stats.welch(values(ok.get(hi, []), metric), values(ok.get(lo, []), metric))
+                              for _, hi, lo in todo])
         for row, t in zip(rows, tests):
             row[f"Δ {metric} [95% CI]"] = _delta(t)
             row[f"p_holm ({metric})"] = _p(t)
@@ -419,15 +422,12 @@ def factorial_lines(ok) -> list[str]:
     rows = [{"effect": name, "runs per cell": span([len(ok[c]) for c, _ in weights])} for name, weights in effects]
     spread = []
     for metric, _ in ABLATION_METRICS:
-        tests = [stats.contrast([values(ok[c], metric) for c, _ in weights], [w for _, w in weights])
-                 for _, weights in effects]
-        tested = [t for t in tests if t["p"] is not None]
-        for t, adj in zip(tested, stats.holm([t["p"] for t in tested])):
-            t["p_holm"] = adj
+        tests = stats.adjust([stats.contrast([values(ok[c], metric) for c, _ in weights], [w for _, w in weights])
+                              for _, weights in effects])
         for row, t in zip(rows, tests):
             row[f"{metric} [95% CI]"] = _delta(t)
             row[f"df ({metric})"] = MISSING if t["df"] is None else f"{t['df']:.1f}"
-            row[f"p_holm ({metric})"] = "no spread" if t["p"] is None else stats.format_p(t["p_holm"], "").lstrip("=")
+            row[f"p_holm ({metric})"] = _p_holm(t)  # every cell has two runs or more here
         sds = [stats.summary(values(ok[c], metric))["std"] for c in grid]
         if min(sds) > 0:
             spread.append(f"{max(sds) / min(sds):.1f}× on {metric}")
@@ -452,6 +452,11 @@ def _p(t: dict[str, Any]) -> str:
         return MISSING
     if t["n_a"] < 2 or t["n_b"] < 2:
         return stats.TOO_FEW
+    return _p_holm(t)
+
+
+def _p_holm(t: dict[str, Any]) -> str:
+    """A tested figure's Holm-adjusted p ('<0.001', '0.083'), or 'no spread' where nothing varied."""
     return "no spread" if t["p"] is None else stats.format_p(t["p_holm"], "").lstrip("=")
 
 

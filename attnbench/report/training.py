@@ -372,9 +372,7 @@ def _solved(doc: _Doc, lines: dict[str, dict[int, Series]], widths: Sequence[int
         if both:
             tests[label] = stats.exact_strata([(sum(by_w[w]), len(by_w[w]), sum(solved[base][w]),
                                                 len(solved[base][w])) for w in both])
-    tested = [t for t in tests.values() if t["p"] is not None]
-    for t, adj in zip(tested, stats.holm([t["p"] for t in tested])):
-        t["p_holm"] = adj
+    stats.adjust(list(tests.values()))
     rows = []
     for label, by_w in sorted(solved.items()):
         row: dict[str, Any] = {"attention": label}
