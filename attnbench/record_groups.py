@@ -49,8 +49,8 @@ def train_settings(r: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     fields = cfg.get(TRAIN_FIELDS) if isinstance(cfg.get(TRAIN_FIELDS), dict) else {}
     fields = with_defaults(fields)
     settings = {k: v for k, v in fields.items() if k not in TRAIN_IGNORE and k != TASK_OPTS}
-    if _num(fields.get("epochs")):  # epochs set the length (config.TrainConfig.epochs): the steps field is unused
-        settings.pop("steps", None)
+    # one of the two sets the length (config.TrainConfig.epochs): epochs when > 0, else steps; the other is unused
+    settings.pop("steps" if _num(fields.get("epochs")) else "epochs", None)
     settings.update({k: v for k, v in cfg.items() if k in (PRESET, "data_sha256")})
     if not fields:  # a record without preset_fields: its flat config
         settings.update({k: v for k, v in cfg.items()

@@ -780,7 +780,8 @@ def test_a_training_section_says_the_device_time_its_runs_took(tmp_path):
 
 def test_a_run_of_epochs_is_not_told_apart_by_its_unused_steps_field():
     """With epochs set, TrainConfig derives the steps (config.py): two such runs whose recorded `steps` field differs
-    trained the same length and are one configuration; a run of a fixed step count stays apart."""
+    trained the same length and are one configuration; a run of a fixed step count stays apart, labelled by its steps
+    and not by its unused epochs=0.0."""
     from attnbench.record_groups import train_settings
 
     a, b, fixed = (train_rec("mha", s, 0.5, preset="default") for s in range(3))
@@ -789,3 +790,4 @@ def test_a_run_of_epochs_is_not_told_apart_by_its_unused_steps_field():
     fixed["config"]["preset_fields"].update(epochs=0.0, steps=3000)
     assert train_settings(a)[1] == train_settings(b)[1] and "steps" not in train_settings(a)[1]
     assert train_settings(fixed)[1]["steps"] == 3000 != train_settings(a)[1].get("steps")
+    assert "epochs" not in train_settings(fixed)[1] and train_settings(a)[1]["epochs"] == 10
