@@ -243,3 +243,37 @@ def test_stop_after_stops_at_an_epoch_boundary_with_no_memory_saved_and_resumes_
         assert b["status"] == "ok" and b["metrics"]["steps"] == a["metrics"]["steps"]
         for k in ("paper_acc", "test_loss", "test_acc"):
             assert b["metrics"][k] == pytest.approx(a["metrics"][k], rel=1e-6), k
+
+
+@pytest.mark.parametrize("preset, over", [("tiny", dict(mem_len=8, ctx=16, eval_stride=16, steps=12, eval_every=4)),
+                                          ("paper", dict(steps=12, epochs=0.0, n_layers=2, max_rel=64))],
+                         ids=["step-schedule", "paper-under-an-epoch"])
+def test_stop_after_with_memory_that_never_restarts_stops_at_a_chunk_and_resumes_exactly(tmp_path, preset, over):
+    """Where no stream starts over at a chunk's start (the step schedule: a stream's epoch of n_seg steps against
+    eval_every; a paper run shorter than an epoch), --stop-after stops before the next training chunk with the
+    memory in the checkpoint, where it once never stopped; the run continued from it equals the uninterrupted run."""
+    import time
+
+    from attnbench.errors import EXIT_STOPPED, Interrupted
+    from attnbench.training.engine import train_group
+    from attnbench.training.sources import make_source
+
+    c = replace(PRESETS[preset], device="cpu", **over).resolved()
+    src = make_source(c, _corpus())
+
+    def run(name, resume=None, deadline=None):
+        return train_group("mha", [0, 1], src, c, record_path=tmp_path / f"{name}.jsonl", ckpt_path=tmp_path /
+                           f"{name}.pt", command="test", resume=resume, stacked=True, deadline=deadline)
+
+    whole = run("whole")
+    with pytest.raises(Interrupted) as e:
+        run("cut", deadline=time.perf_counter())  # time is up at once: the first stretch, then a stop
+    assert e.value.exit_code == EXIT_STOPPED
+    ck = torch.load(tmp_path / "cut.pt", weights_only=False)
+    assert 0 < ck["pos"]["step"] < 12 and ck["pos"]["batch"] is None
+    assert ck["mems"]["train"] is not None and ck["pos"]["m_len"]["train"] > 0  # the memory travels with it
+    done = run("cut", ck)
+    for a, b in zip(whole, done):
+        assert b["status"] == "ok" and b["metrics"]["steps"] == a["metrics"]["steps"] == 12
+        for k in ("test_loss", "test_acc", *(("paper_acc",) if preset == "paper" else ())):
+            assert b["metrics"][k] == pytest.approx(a["metrics"][k], rel=1e-6), k

@@ -355,12 +355,16 @@ def _stale(g: Group, st: GroupState, split: str) -> bool:
 
 
 def _stop_point(g: Group, st: GroupState) -> bool:
-    """A place where --stop-after may stop the run: before a training chunk, where no memory is carried (every
-    stream with memory starts over: the paper schedule's epoch boundaries), so that the checkpoint is smallest."""
+    """A place where --stop-after may stop the run: before a training chunk; in a schedule that stops where memory
+    restarts (the paper's: its epoch boundaries) only where no memory is carried, so that the checkpoint is
+    smallest. Elsewhere the streams' restarts seldom meet a chunk's start (a stream's epoch of n_seg steps against
+    eval_every), so any chunk's start is one and the checkpoint carries the memory, as a Ctrl-C's does."""
     chunks = g.schedule.chunks
     if st.pos.batch is not None or st.pos.chunk >= len(chunks) or chunks[st.pos.chunk].kind != "train":
         return False
-    return not g.cfg.mem_len or all(_stale(g, st, s) for s in g.loaders if s in g.mems)
+    if not g.cfg.mem_len or not g.schedule.stops_where_memory_restarts:
+        return True
+    return all(_stale(g, st, s) for s in g.loaders if s in g.mems)
 
 
 def _at_stop_point(g: Group, st: GroupState) -> None:
