@@ -24,6 +24,10 @@
 # the next, while at least MIN_S (150) seconds are left; then the memory probes of the cells without one while PROBE_S
 # (60) are left. Exit 0: nothing is missing; 75: stopped by the call's time (the cell in flight in pieces in COPY_TO).
 # CELLS: the cells as ATTN:ACT (default the table's four at relu, then the four at relu2).
+#   bash scripts/gpu_paper.sh collect FROM   # here, between two calls: what a call brought back (its files folder)
+# copies the record files whose every run finished (status ok) into DONE, never a partial one (the cell in flight),
+# and puts the pieces of the cell in flight into ckpt-in/ (CARRIED) in place of the last ones, or empties it: the
+# step that must come before the next call, or `next` trains again a cell whose records stayed behind.
 # The table: mha, mdha, rmha, rcmha at relu; the ablation adds the same at relu2. Then:
 #   attnbench report results/h200/paper   (paper table, Welch + Holm claims, the 2×2×2 ablation)
 set -euo pipefail
@@ -31,7 +35,7 @@ cd "$(dirname "$0")/.."
 self="$PWD/scripts/gpu_paper.sh"  # this script, for the stages that run others
 export ATTNBENCH_DATA="${ATTNBENCH_DATA:-$(pwd)/../shared/data/tinyshakespeare/input.txt}"
 RESULTS="${RESULTS:-results/scratch/paper}"
-stage="${1:?stage: run ATTN [SEEDS] [ACT] | next | memory "ATTN ..." [ACT]}"
+stage="${1:?stage: run ATTN [SEEDS] [ACT] | next | memory "ATTN ..." [ACT] | collect FROM}"
 case "$stage" in
   run)
     attn="${2:?ATTN}" seeds="${3:-5}" act="${4:-relu}"
@@ -109,6 +113,40 @@ EOF
       [ -n "${DATA:-}" ] && args+=(--data "$DATA")
       python -m attnbench train "${args[@]}"
     done ;;
-  *) echo "unknown stage $stage (run ATTN [SEEDS] [ACT] | next | memory \"ATTN ...\" [ACT])" >&2
+  collect)
+    from="${2:?FROM: the folder the files of a device call came back in}" done_dir="${DONE:-results/h200/paper}"
+    carried="${CARRIED:-ckpt-in}"
+    mkdir -p "$done_dir" "$carried"
+    python - "$from" "$done_dir" <<'EOF' || clash=1  # a record of that name with other contents: exit 1 at the end
+import filecmp
+import json
+import shutil
+import sys
+from pathlib import Path
+
+src, done = Path(sys.argv[1]), Path(sys.argv[2])
+clash = 0
+for f in sorted(src.rglob("train-*.jsonl")):
+    status = [json.loads(line).get("status") for line in f.read_text().splitlines() if line.strip()]
+    if not status or any(s != "ok" for s in status):
+        print(f"collect: left {f.name} ({', '.join(sorted(set(map(str, status)))) or 'empty'}: a cell in flight or failed)")
+    elif (done / f.name).exists():
+        same = filecmp.cmp(f, done / f.name, shallow=False)
+        clash += not same
+        print(f"collect: {f.name} is already in {done}" + ("" if same else ", with other contents: not replaced"))
+    else:
+        shutil.copy(f, done / f.name)
+        print(f"collect: {f.name} ({len(status)} runs ok) -> {done}")
+sys.exit(1 if clash else 0)
+EOF
+    rm -f "$carried"/ck-*.tar.*
+    if compgen -G "$from/ck-*.tar.*" >/dev/null; then
+      cp "$from"/ck-*.tar.* "$carried"/
+      echo "collect: $carried holds" $(cd "$carried" && ls ck-*.tar.*)
+    else
+      echo "collect: $carried emptied (no cell in flight)"
+    fi
+    exit "${clash:-0}" ;;
+  *) echo "unknown stage $stage (run ATTN [SEEDS] [ACT] | next | memory \"ATTN ...\" [ACT] | collect FROM)" >&2
      exit 2 ;;
 esac

@@ -2,7 +2,7 @@
 (width, learning rate) is one `train` command (one record file: a device call brings back 8 files), the commands run
 one after another, and LIMIT_S refuses to start a command that cannot finish. scripts/gpu_paper.sh (issue 19) on a
 small corpus: a paper cell stopped in one call, carried as pieces and finished in the next; `next`, which runs what
-the records lack and the memory probes."""
+the records lack and the memory probes; `collect`, which keeps what a call brought back."""
 
 from __future__ import annotations
 
@@ -164,3 +164,37 @@ def test_paper_next_runs_what_the_records_lack_then_the_probes_then_nothing(tmp_
     assert late.returncode == 75 and "rmha:relu not started" in late.stdout
     assert len(records(tmp_path / "r")) == 3
     assert paper_stage(tmp_path, "sweep").returncode == 2
+
+
+def test_paper_collect_keeps_finished_records_and_the_pieces_of_the_cell_in_flight(tmp_path):
+    """Between two calls, `collect FROM` copies the record files whose every run finished into DONE, never the partial
+    one of the cell in flight, and replaces the carried pieces with the new ones; a call whose cell finished empties
+    ckpt-in; a record already in DONE is kept, and one of that name with other contents is not replaced (exit 1)."""
+    def rec_file(path: Path, *status: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps({"kind": "train", "status": s, "metrics": {}}) + "\n" for s in status))
+
+    got, done, carried = tmp_path / "got", tmp_path / "done", tmp_path / "ckpt-in"
+    rec_file(got / "paper" / "train-a.jsonl", "ok", "ok")
+    rec_file(got / "paper" / "train-b.jsonl", "interrupted", "interrupted")  # the cell in flight
+    rec_file(got / "paper" / "train-c.jsonl", "ok", "error")  # a failed seed
+    for piece in ("aa", "ab"):
+        (got / f"ck-rmha-5-relu2.tar.{piece}").write_bytes(piece.encode())
+    carried.mkdir()
+    (carried / "ck-mha-5-relu.tar.aa").write_bytes(b"last call's")
+    env = {"DONE": str(done), "CARRIED": str(carried)}
+    r = paper_stage(tmp_path, "collect", str(got), **env)
+    assert r.returncode == 0, r.stderr
+    assert sorted(f.name for f in done.iterdir()) == ["train-a.jsonl"]
+    assert sorted(f.name for f in carried.iterdir()) == ["ck-rmha-5-relu2.tar.aa", "ck-rmha-5-relu2.tar.ab"]
+    assert "left train-b.jsonl (interrupted" in r.stdout and "left train-c.jsonl (error, ok" in r.stdout
+    shutil.rmtree(got)
+    rec_file(got / "paper" / "train-a.jsonl", "ok", "ok")  # the same record again
+    rec_file(got / "paper" / "train-d.jsonl", "ok")  # the cell finished in this call: no pieces came back
+    r = paper_stage(tmp_path, "collect", str(got), **env)
+    assert r.returncode == 0 and "train-a.jsonl is already in" in r.stdout, r.stdout + r.stderr
+    assert sorted(f.name for f in done.iterdir()) == ["train-a.jsonl", "train-d.jsonl"] and not list(carried.iterdir())
+    rec_file(got / "paper" / "train-a.jsonl", "ok", "ok", "ok")  # a name clash: the committed file stays
+    r = paper_stage(tmp_path, "collect", str(got), **env)
+    assert r.returncode == 1 and "with other contents: not replaced" in r.stdout
+    assert len((done / "train-a.jsonl").read_text().splitlines()) == 2
