@@ -11,6 +11,7 @@ from attnbench import report, stats
 from attnbench.attention import get
 from attnbench.report import paper
 from attnbench.results import append, make_record
+from attnbench.results import read as results_read
 
 OFFSETS = (-0.002, -0.001, 0.0, 0.001, 0.002)  # five seeds around each mean: std 0.00158
 # paper_acc means at act relu: rcmha and rmha clearly above mha, mdha indistinguishable from mha.
@@ -274,3 +275,28 @@ def test_what_the_sweep_still_lacks():
     assert paper.unfinished(recs, wanted, 5) == [("mha", "relu"), ("rcmha", "relu")]
     assert paper.unfinished(recs, wanted, 4) == [("rcmha", "relu")]
     assert paper.unprobed(recs, wanted) == [("rmha", "relu"), ("rcmha", "relu")]
+
+
+def test_the_readme_paper_table_is_what_the_committed_records_say():
+    """README's paper table (issue 19: `attnbench report results/h200/paper` regenerates it) against the records under
+    results/h200/paper: every figure of a row (paper_acc mean ± sd at relu and relu2, test acc and bpc means, five
+    runs a cell) is the report's, rounded as printed; a record added, replaced or a README edited by hand fails here."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("**The paper's table and ablation"):text.index("\nClaims (Welch")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| attention")]
+    recs, problems = results_read([root / "results/h200/paper"])
+    assert not problems
+    ok, failed = paper.cells([r for r in paper.paper_records(recs) if not paper.is_probe(r)])
+    assert not failed and sorted(row[0] for row in rows) == sorted(paper.paper_attentions())
+    for attn, acc_relu, acc_relu2, paper_fig, test_acc, test_bpc, _wall in rows:
+        assert float(paper_fig) == paper.paper_figure(attn)
+        for act, acc, t_acc, t_bpc in zip(("relu", "relu2"), (acc_relu, acc_relu2), test_acc.split(" / "),
+                                          test_bpc.split(" / ")):
+            runs = ok[(attn, act)]
+            assert len(runs) == 5, (attn, act)
+            acc_s = stats.summary(paper.values(runs, "paper_acc"))
+            assert acc == f"{acc_s['mean']:.4f} ± {acc_s['std']:.4f}", (attn, act)
+            assert t_acc == f"{stats.summary(paper.values(runs, 'test_acc'))['mean']:.4f}", (attn, act)
+            assert t_bpc == f"{stats.summary(paper.values(runs, 'test_bpc'))['mean']:.3f}", (attn, act)
